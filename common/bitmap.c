@@ -1,0 +1,344 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * A plain bitmap stored as an array of 64 bit words, bit i being bit
+ * i % 64 of word i / 64.  Ranges are clipped to the size of the map,
+ * searches and counts work a word at a time, and the serialised form
+ * is a little-endian byte string independent of the host.  The
+ * invariant kept by every function here is that bits past nbits in
+ * the last word are always zero, so whole-word operations (count,
+ * merge, next_set) never see stray bits.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitmap.h"
+
+#define WORD_BITS 64
+
+/* Number of words needed for nbits bits, without overflow. */
+static inline uint64_t
+nwords_for (uint64_t nbits)
+{
+  return nbits / WORD_BITS + (nbits % WORD_BITS != 0);
+}
+
+/* Clip [first, first+n) to the map.  Returns false if the clipped
+ * range is empty, else sets *end (exclusive, <= nbits, > first).
+ */
+static inline bool
+clip (const struct bitmap *bm, uint64_t first, uint64_t n, uint64_t *end)
+{
+  if (first >= bm->nbits || n == 0)
+    return false;
+  if (n > bm->nbits - first)
+    n = bm->nbits - first;
+  *end = first + n;
+  return true;
+}
+
+/* Mask of the bits of word w that lie in [first, end), where the
+ * range is non-empty and word w lies between first/64 and (end-1)/64.
+ */
+static inline uint64_t
+word_mask (uint64_t w, uint64_t first, uint64_t end)
+{
+  uint64_t mask = UINT64_MAX;
+
+  if (w == first / WORD_BITS)
+    mask &= UINT64_MAX << (first % WORD_BITS);
+  if (w == (end - 1) / WORD_BITS)
+    mask &= UINT64_MAX >> (WORD_BITS - 1 - (end - 1) % WORD_BITS);
+  return mask;
+}
+
+/* Mask of the valid bits of the last word (all ones if nbits is a
+ * multiple of 64).  Only meaningful when nbits > 0.
+ */
+static inline uint64_t
+last_word_mask (const struct bitmap *bm)
+{
+  unsigned r = bm->nbits % WORD_BITS;
+
+  return r == 0 ? UINT64_MAX : (UINT64_C (1) << r) - 1;
+}
+
+int
+bitmap_init (struct bitmap *bm, uint64_t nbits)
+{
+  uint64_t nwords = nwords_for (nbits);
+
+  bm->nbits = 0;
+  bm->words = NULL;
+  if (nbits == 0)
+    return 0;
+
+  /* The byte size must fit in size_t.  The serialised size is never
+   * larger than this, so it fits too.
+   */
+  if (nwords > SIZE_MAX / sizeof (uint64_t)) {
+    errno = EINVAL;
+    return -1;
+  }
+
+  bm->words = calloc ((size_t) nwords, sizeof (uint64_t));
+  if (bm->words == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  bm->nbits = nbits;
+  return 0;
+}
+
+void
+bitmap_free (struct bitmap *bm)
+{
+  free (bm->words);
+  bm->words = NULL;
+  bm->nbits = 0;
+}
+
+int
+bitmap_copy (struct bitmap *dst, const struct bitmap *src)
+{
+  if (bitmap_init (dst, src->nbits) == -1)
+    return -1;
+  if (src->nbits > 0)
+    memcpy (dst->words, src->words,
+            (size_t) nwords_for (src->nbits) * sizeof (uint64_t));
+  return 0;
+}
+
+bool
+bitmap_test (const struct bitmap *bm, uint64_t bit)
+{
+  return (bm->words[bit / WORD_BITS] >> (bit % WORD_BITS)) & 1;
+}
+
+void
+bitmap_set (struct bitmap *bm, uint64_t bit)
+{
+  bm->words[bit / WORD_BITS] |= UINT64_C (1) << (bit % WORD_BITS);
+}
+
+void
+bitmap_clear (struct bitmap *bm, uint64_t bit)
+{
+  bm->words[bit / WORD_BITS] &= ~(UINT64_C (1) << (bit % WORD_BITS));
+}
+
+void
+bitmap_set_range (struct bitmap *bm, uint64_t first, uint64_t n)
+{
+  uint64_t end, w;
+
+  if (!clip (bm, first, n, &end))
+    return;
+  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
+    bm->words[w] |= word_mask (w, first, end);
+}
+
+void
+bitmap_clear_range (struct bitmap *bm, uint64_t first, uint64_t n)
+{
+  uint64_t end, w;
+
+  if (!clip (bm, first, n, &end))
+    return;
+  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
+    bm->words[w] &= ~word_mask (w, first, end);
+}
+
+void
+bitmap_set_all (struct bitmap *bm)
+{
+  uint64_t nwords = nwords_for (bm->nbits);
+
+  if (nwords == 0)
+    return;
+  memset (bm->words, 0xff, (size_t) nwords * sizeof (uint64_t));
+  bm->words[nwords - 1] &= last_word_mask (bm);
+}
+
+void
+bitmap_clear_all (struct bitmap *bm)
+{
+  if (bm->nbits > 0)
+    memset (bm->words, 0, (size_t) nwords_for (bm->nbits) * sizeof (uint64_t));
+}
+
+uint64_t
+bitmap_next_set (const struct bitmap *bm, uint64_t from)
+{
+  uint64_t nwords = nwords_for (bm->nbits);
+  uint64_t w, word;
+
+  if (from >= bm->nbits)
+    return bm->nbits;
+  w = from / WORD_BITS;
+  word = bm->words[w] & (UINT64_MAX << (from % WORD_BITS));
+  for (;;) {
+    /* Bits past nbits are zero, so a hit is always a valid bit. */
+    if (word != 0)
+      return w * WORD_BITS + __builtin_ctzll (word);
+    if (++w >= nwords)
+      return bm->nbits;
+    word = bm->words[w];
+  }
+}
+
+uint64_t
+bitmap_next_clear (const struct bitmap *bm, uint64_t from)
+{
+  uint64_t nwords = nwords_for (bm->nbits);
+  uint64_t w, word;
+
+  if (from >= bm->nbits)
+    return bm->nbits;
+  w = from / WORD_BITS;
+  word = ~bm->words[w] & (UINT64_MAX << (from % WORD_BITS));
+  for (;;) {
+    if (word != 0) {
+      /* Padding bits read as clear, but the first of them is bit
+       * nbits itself, so this is at most nbits.
+       */
+      return w * WORD_BITS + __builtin_ctzll (word);
+    }
+    if (++w >= nwords)
+      return bm->nbits;
+    word = ~bm->words[w];
+  }
+}
+
+uint64_t
+bitmap_count (const struct bitmap *bm)
+{
+  uint64_t nwords = nwords_for (bm->nbits);
+  uint64_t w, count = 0;
+
+  for (w = 0; w < nwords; w++)
+    count += __builtin_popcountll (bm->words[w]);
+  return count;
+}
+
+uint64_t
+bitmap_count_range (const struct bitmap *bm, uint64_t first, uint64_t n)
+{
+  uint64_t end, w, count = 0;
+
+  if (!clip (bm, first, n, &end))
+    return 0;
+  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
+    count += __builtin_popcountll (bm->words[w] & word_mask (w, first, end));
+  return count;
+}
+
+bool
+bitmap_any_in_range (const struct bitmap *bm, uint64_t first, uint64_t n)
+{
+  uint64_t end, w;
+
+  if (!clip (bm, first, n, &end))
+    return false;
+  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
+    if (bm->words[w] & word_mask (w, first, end))
+      return true;
+  return false;
+}
+
+int
+bitmap_merge (struct bitmap *dst, const struct bitmap *src)
+{
+  uint64_t nwords, w;
+
+  if (dst->nbits != src->nbits) {
+    errno = EINVAL;
+    return -1;
+  }
+  nwords = nwords_for (dst->nbits);
+  for (w = 0; w < nwords; w++)
+    dst->words[w] |= src->words[w];
+  return 0;
+}
+
+size_t
+bitmap_serialized_size (const struct bitmap *bm)
+{
+  /* Fits: bitmap_init checked that the word array fits in size_t. */
+  return (size_t) (bm->nbits / 8 + (bm->nbits % 8 != 0));
+}
+
+void
+bitmap_serialize (const struct bitmap *bm, unsigned char *out)
+{
+  size_t len = bitmap_serialized_size (bm);
+  size_t i;
+
+  /* Padding bits come out as zero because they are zero in the words. */
+  for (i = 0; i < len; i++)
+    out[i] = (unsigned char) (bm->words[i / 8] >> (8 * (i % 8)));
+}
+
+int
+bitmap_deserialize (struct bitmap *bm, const unsigned char *in, size_t len)
+{
+  size_t i;
+
+  if (len != bitmap_serialized_size (bm)) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (len == 0)
+    return 0;
+  if (bm->nbits % 8 != 0 &&
+      (in[len - 1] & ~((1u << (bm->nbits % 8)) - 1)) != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+
+  /* All checks passed: now it is safe to modify bm. */
+  bitmap_clear_all (bm);
+  for (i = 0; i < len; i++)
+    bm->words[i / 8] |= (uint64_t) in[i] << (8 * (i % 8));
+  return 0;
+}
+
+bool
+bitmap_test_atomic (const struct bitmap *bm, uint64_t bit)
+{
+  uint64_t word = __atomic_load_n (&bm->words[bit / WORD_BITS],
+                                   __ATOMIC_SEQ_CST);
+
+  return (word >> (bit % WORD_BITS)) & 1;
+}
+
+void
+bitmap_set_range_atomic (struct bitmap *bm, uint64_t first, uint64_t n)
+{
+  uint64_t end, w;
+
+  if (!clip (bm, first, n, &end))
+    return;
+  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
+    __atomic_fetch_or (&bm->words[w], word_mask (w, first, end),
+                       __ATOMIC_SEQ_CST);
+}
+
+void
+bitmap_clear_range_atomic (struct bitmap *bm, uint64_t first, uint64_t n)
+{
+  uint64_t end, w;
+
+  if (!clip (bm, first, n, &end))
+    return;
+  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
+    __atomic_fetch_and (&bm->words[w], ~word_mask (w, first, end),
+                        __ATOMIC_SEQ_CST);
+}

@@ -1,0 +1,187 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * The cbw filter's parameters: cbw-target, cbw-cluster-size,
+ * cbw-on-error, cbw-timeout.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nbdkit-filter.h>
+
+#include "cbw.h"
+#include "params.h"
+
+#define CBW_MAX_TIMEOUT (24 * 60 * 60)
+
+struct cbw_config cbw_config = {
+  .target_kind = CBW_TARGET_TEMP,
+  .cluster_size = 65536,
+  .on_error = CBW_BREAK_GUEST_WRITE,
+  .timeout = 0,
+};
+
+static bool cluster_size_set, on_error_set, timeout_set;
+
+const char *
+cbw_on_error_name (enum cbw_on_error e)
+{
+  return e == CBW_BREAK_SNAPSHOT ? "break-snapshot" : "break-guest-write";
+}
+
+const char *
+cbw_target_kind_name (enum cbw_target_kind k)
+{
+  switch (k) {
+  case CBW_TARGET_FILE: return "file";
+  case CBW_TARGET_NBD: return "nbd";
+  default: return "temporary";
+  }
+}
+
+/* NBD URI schemes libnbd understands. */
+static bool
+is_nbd_uri (const char *value)
+{
+  static const char *const schemes[] = {
+    "nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+    "nbd+vsock://", "nbds+vsock://", NULL
+  };
+  size_t i;
+
+  for (i = 0; schemes[i]; i++)
+    if (strncmp (value, schemes[i], strlen (schemes[i])) == 0)
+      return true;
+  return false;
+}
+
+static int
+config_target (const char *key, const char *value)
+{
+  if (cbw_config.target) {
+    nbdkit_error ("%s: given twice; give it once", key);
+    return -1;
+  }
+  if (is_nbd_uri (value)) {
+    cbw_config.target = strdup (value);
+    if (cbw_config.target == NULL) {
+      nbdkit_error ("%s: strdup: %m", key);
+      return -1;
+    }
+    cbw_config.target_kind = CBW_TARGET_NBD;
+    return 0;
+  }
+  if (strstr (value, "://")) {
+    nbdkit_error ("%s=%s: unsupported URI scheme; use a file path or an "
+                  "NBD URI (nbd://, nbds://, nbd+unix://, nbds+unix://)",
+                  key, value);
+    return -1;
+  }
+  cbw_config.target_kind = CBW_TARGET_FILE;
+  return fleece_config_path (key, value, &cbw_config.target);
+}
+
+static int
+config_once (const char *key, bool *seen)
+{
+  if (*seen) {
+    nbdkit_error ("%s: given twice; give it once", key);
+    return -1;
+  }
+  *seen = true;
+  return 0;
+}
+
+/* Returns 1 if key was ours and is good, -1 on error, 0 if not ours. */
+int
+cbw_config_key (const char *key, const char *value)
+{
+  uint64_t v;
+  uint32_t size;
+
+  if (strcmp (key, "cbw-target") == 0)
+    return config_target (key, value) == -1 ? -1 : 1;
+  if (strcmp (key, "cbw-cluster-size") == 0) {
+    if (config_once (key, &cluster_size_set) == -1 ||
+        fleece_config_cluster (key, value, &size) == -1)
+      return -1;
+    cbw_config.cluster_size = size;
+    return 1;
+  }
+  if (strcmp (key, "cbw-on-error") == 0) {
+    if (config_once (key, &on_error_set) == -1)
+      return -1;
+    if (strcmp (value, "break-guest-write") == 0)
+      cbw_config.on_error = CBW_BREAK_GUEST_WRITE;
+    else if (strcmp (value, "break-snapshot") == 0)
+      cbw_config.on_error = CBW_BREAK_SNAPSHOT;
+    else {
+      nbdkit_error ("%s=%s: expected break-guest-write or break-snapshot",
+                    key, value);
+      return -1;
+    }
+    return 1;
+  }
+  if (strcmp (key, "cbw-timeout") == 0) {
+    if (config_once (key, &timeout_set) == -1 ||
+        fleece_config_uint (key, value, CBW_MAX_TIMEOUT, &v) == -1)
+      return -1;
+    cbw_config.timeout = v;
+    return 1;
+  }
+  if (strncmp (key, "cbw-", 4) == 0) {
+    nbdkit_error ("%s: unknown cbw parameter; the cbw filter takes "
+                  "cbw-target, cbw-cluster-size, cbw-on-error and "
+                  "cbw-timeout", key);
+    return -1;
+  }
+  return 0;
+}
+
+/* A file target must be a regular file or block device we can read and
+ * write, or not exist yet in a directory where we can create it.
+ */
+static int
+check_file_target (const char *path)
+{
+  struct stat st;
+
+  if (stat (path, &st) == 0) {
+    if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
+      nbdkit_error ("cbw-target=%s: not a regular file or block device",
+                    path);
+      return -1;
+    }
+    if (access (path, R_OK | W_OK) == -1) {
+      nbdkit_error ("cbw-target=%s: cannot read and write it: %m", path);
+      return -1;
+    }
+    return 0;
+  }
+  if (errno != ENOENT) {
+    nbdkit_error ("cbw-target=%s: %m", path);
+    return -1;
+  }
+  return fleece_check_parent_dir ("cbw-target", path);
+}
+
+int
+cbw_config_check (void)
+{
+  if (cbw_config.target_kind == CBW_TARGET_FILE)
+    return check_file_target (cbw_config.target);
+  return 0;
+}
+
+void
+cbw_config_free (void)
+{
+  free (cbw_config.target);
+  cbw_config.target = NULL;
+}

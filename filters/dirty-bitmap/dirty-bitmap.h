@@ -1,0 +1,32 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * The dirty-bitmap filter: shared declarations.
+ */
+
+#ifndef FLEECE_DIRTY_BITMAP_H
+#define FLEECE_DIRTY_BITMAP_H
+
+#include <stdint.h>
+
+/* Parameters.  Written only during nbdkit's single-threaded start-up,
+ * read-only afterwards, so no lock.
+ */
+struct db_config {
+  char *bitmap_file;            /* absolute path, or NULL: memory only */
+  uint32_t granularity;
+};
+
+extern struct db_config db_config;
+
+extern int db_config_key (const char *key, const char *value);
+extern int db_config_check (void);
+extern void db_config_free (void);
+
+#define DB_CONFIG_HELP                                                  \
+  "bitmap-file=PATH           Where checkpoints persist (default:\n"    \
+  "                           memory only).\n"                          \
+  "bitmap-granularity=SIZE    Tracking granularity (default 64K).\n"    \
+  "control=SOCKET             Control socket for the whole stack."
+
+#endif /* FLEECE_DIRTY_BITMAP_H */

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# nbdkit-fleece
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# The control socket: created 0600, answers status, bad lines get an
+# error and change nothing, several lines in one write, a client that
+# leaves mid-line, removed at exit, never replaces a file.
+
+source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
+requires socat jq
+
+sock=$tmpdir/nbd.sock
+ctl=$tmpdir/control.sock
+start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
+  memory 64M control="$ctl"
+
+[ -S "$ctl" ] || fail "control socket $ctl was not created"
+mode=$(stat -c %a "$ctl")
+[ "$mode" = 600 ] || fail "control socket mode is $mode, expected 600"
+
+# status
+r=$(ctl "$ctl" status)
+status0=$r
+echo "status: $r"
+echo "$r" | jq -e '.ok == true
+  and .snapshot.active == false and .snapshot.broken == null
+  and .snapshot.started == null and .snapshot.clusters_copied == 0
+  and .snapshot.target_bytes == 0 and .snapshot.released_bytes == 0
+  and .checkpoints == []
+  and .filters == ["snapshot-access","cbw","dirty-bitmap"]' >/dev/null ||
+  fail "unexpected status reply: $r"
+[ "$(echo "$r" | wc -l)" -eq 1 ] || fail "reply is not one line"
+
+# Bad lines get {"ok":false,"error":...} and a useful message.
+check_error ()
+{
+  local line=$1 want=$2 r
+  r=$(ctl "$ctl" "$line")
+  echo "$r" | jq -e --arg w "$want" '.ok == false and (.error | test($w))' \
+    >/dev/null || fail "line '$line': reply $r does not match /$want/"
+}
+check_error 'bogus' "unknown command 'bogus'"
+check_error 'STATUS' 'command'
+check_error 'status extra=1' "unknown argument"
+check_error 'status now' "unexpected argument 'now'"
+check_error '' 'empty'
+check_error 'snapshot-begin checkpoint=a checkpoint=b' 'duplicate'
+r=$(printf 'stat\001us\n' | socat -t 5 - "UNIX-CONNECT:$ctl")
+echo "$r" | jq -e '.ok == false' >/dev/null || fail "control byte accepted: $r"
+
+# Several lines in one write: one reply each, in order.
+r=$(printf 'status\nbogus\nstatus\n' | socat -t 5 - "UNIX-CONNECT:$ctl")
+[ "$(echo "$r" | jq -c .ok | tr '\n' ' ')" = "true false true " ] ||
+  fail "replies to three lines: $r"
+
+# A client that disconnects mid-line gets nothing and breaks nothing.
+r=$(printf 'stat' | socat -t 1 - "UNIX-CONNECT:$ctl" || true)
+[ -z "$r" ] || fail "partial line got a reply: $r"
+# A line too long for the server: one error, then the next line works.
+r=$( { head -c 5000 /dev/zero | tr '\0' a; printf '\nstatus\n'; } |
+     socat -t 5 - "UNIX-CONNECT:$ctl")
+[ "$(echo "$r" | jq -c .ok | tr '\n' ' ')" = "false true " ] ||
+  fail "over-long line: $r"
+
+# Many clients at once.
+pids=()
+for i in $(seq 8); do
+  ( ctl "$ctl" status > "$tmpdir/par.$i" ) &
+  pids+=($!)
+done
+wait "${pids[@]}"
+for i in $(seq 8); do
+  jq -e '.ok == true' "$tmpdir/par.$i" >/dev/null ||
+    fail "parallel client $i: $(cat "$tmpdir/par.$i")"
+done
+
+# The server survived all of it and the state is unchanged.
+[ "$(ctl "$ctl" status)" = "$status0" ] || fail "status changed after bad lines"
+
+# The socket goes away with nbdkit.
+stop_nbdkit "$sock"
+[ ! -e "$ctl" ] || fail "control socket left behind after exit"
+
+# A regular file at the control path is refused and left alone.
+echo precious > "$tmpdir/file"
+expect_refused "control=$tmpdir/file: .*exists and is not a socket" \
+  --filter="$CBW" memory 1M control="$tmpdir/file"
+[ "$(cat "$tmpdir/file")" = precious ] || fail "control= replaced a file"
+
+# A stale socket (nobody listening) is replaced.
+python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$ctl"
+[ -S "$ctl" ] || fail "could not make a stale socket"
+sock2=$tmpdir/nbd2.sock
+start_nbdkit "$sock2" --filter="$CBW" memory 1M control="$ctl"
+ctl "$ctl" status | jq -e '.ok == true and .checkpoints == [] and .filters == ["cbw"]' \
+  >/dev/null || fail "status after replacing a stale socket"
+
+# A live control socket is never taken over by a second server.
+expect_refused "control=$ctl: .*in use" \
+  --filter="$CBW" memory 1M control="$ctl"
+ctl "$ctl" status | jq -e '.ok == true' >/dev/null ||
+  fail "first server lost its control socket"
+
+echo "OK"
