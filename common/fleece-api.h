@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <nbdkit-filter.h>
+
 #include "control.h"
 #include "json.h"
 
@@ -65,10 +67,56 @@ struct fleece_filter_api {
                   struct jbuf *reply, char **errmsg);
 };
 
+/* What the cbw filter offers snapshot-access.  The object exported as
+ * fleece_cbw_v1 is a struct fleece_cbw_api whose first member is the
+ * common part; use fleece_cbw () to get it.
+ *
+ * A snapshot is named by its id (1, 2, ... in the life of the
+ * process).  Calls with an id that is no longer the active snapshot
+ * fail with EIO and a message saying the snapshot ended.  Reads of
+ * clusters the snapshot does not hold (released, or outside the
+ * since= map) and every read of a broken snapshot fail with EACCES.
+ */
+#define FLEECE_NAME_BUF 65      /* FLEECE_NAME_MAX + 1 */
+
+struct fleece_snapshot_info {
+  uint64_t id;                  /* 0: no snapshot */
+  uint64_t size;                /* disk size at the snapshot point */
+  int64_t started;              /* time (), UTC */
+  uint32_t cluster_size;
+  char checkpoint[FLEECE_NAME_BUF]; /* begun with checkpoint=, or "" */
+  char since[FLEECE_NAME_BUF];      /* begun with since=, or "" */
+};
+
+struct fleece_cbw_api {
+  struct fleece_filter_api base;
+
+  /* The active snapshot, or info->id == 0 if there is none. */
+  void (*snapshot_info) (struct fleece_snapshot_info *info);
+  /* Read the snapshot.  next is a context on the cbw filter's layer
+   * (the caller's next), used to read clusters not yet copied.
+   */
+  int (*snapshot_pread) (uint64_t id, nbdkit_next *next, void *buf,
+                         uint32_t count, uint64_t offset, int *err);
+  /* base:allocation of the snapshot. */
+  int (*snapshot_extents) (uint64_t id, nbdkit_next *next,
+                           uint32_t count, uint64_t offset, uint32_t flags,
+                           struct nbdkit_extents *extents, int *err);
+  /* Release whole clusters inside [offset, offset+count): their target
+   * space is freed, they are never copied again and reading them
+   * fails with EACCES.
+   */
+  int (*snapshot_release) (uint64_t id, uint32_t count, uint64_t offset,
+                           int *err);
+};
+
 /* Find a project filter loaded in this nbdkit process, or NULL. */
 extern const struct fleece_filter_api *fleece_find (enum fleece_filter_id id);
 
 /* Name of a filter as written after --filter=. */
 extern const char *fleece_filter_name (enum fleece_filter_id id);
+
+/* The cbw filter's full interface, or NULL. */
+extern const struct fleece_cbw_api *fleece_cbw (void);
 
 #endif /* FLEECE_API_H */

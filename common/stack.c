@@ -43,3 +43,13 @@ fleece_find (enum fleece_filter_id id)
     return NULL;
   return api;
 }
+
+const struct fleece_cbw_api *
+fleece_cbw (void)
+{
+  const struct fleece_filter_api *api = fleece_find (FLEECE_CBW);
+
+  if (api == NULL || api->size < sizeof (struct fleece_cbw_api))
+    return NULL;
+  return (const struct fleece_cbw_api *) api;
+}

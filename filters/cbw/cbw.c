@@ -9,6 +9,7 @@
 
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,9 @@
 #include "fleece-api.h"
 #include "json.h"
 #include "params.h"
+#include "size.h"
+#include "snapshot.h"
+#include "target.h"
 
 /* -D cbw.copy=1: log every cluster copy. */
 NBDKIT_DLL_PUBLIC int cbw_debug_copy = 0;
@@ -26,17 +30,22 @@ NBDKIT_DLL_PUBLIC int cbw_debug_copy = 0;
 /* Start-up state, written by nbdkit's single-threaded start-up. */
 static unsigned load_count;
 static bool config_started;
+/* The layer below us, for contexts of our own (after_fork on). */
+static nbdkit_backend *below;
 
 static void
 cbw_load (void)
 {
   load_count++;
+  snapshot_init ();
 }
 
 static void
 cbw_unload (void)
 {
   fleece_control_cleanup ();
+  snapshot_cleanup ();
+  target_close ();
   cbw_config_free ();
 }
 
@@ -71,12 +80,15 @@ cbw_config_complete (nbdkit_next_config_complete *next,
 static int
 cbw_get_ready (int thread_model)
 {
+  if (target_open () == -1)
+    return -1;
   return fleece_control_get_ready ();
 }
 
 static int
 cbw_after_fork (nbdkit_backend *backend)
 {
+  below = backend;
   return fleece_control_after_fork ();
 }
 
@@ -84,6 +96,48 @@ static void
 cbw_cleanup (nbdkit_backend *backend)
 {
   fleece_control_cleanup ();
+}
+
+/* Guest I/O: everything that changes data is preserved first. */
+
+static int
+cbw_pwrite (nbdkit_next *next, void *handle, const void *buf,
+            uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  int r;
+
+  if (snapshot_before_write (next, count, offset, false, err) == -1)
+    return -1;
+  r = next->pwrite (next, buf, count, offset, flags, err);
+  snapshot_after_write ();
+  return r;
+}
+
+static int
+cbw_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+          uint32_t flags, int *err)
+{
+  int r;
+
+  if (snapshot_before_write (next, count, offset,
+                             flags & NBDKIT_FLAG_FAST_ZERO, err) == -1)
+    return -1;
+  r = next->zero (next, count, offset, flags, err);
+  snapshot_after_write ();
+  return r;
+}
+
+static int
+cbw_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+          uint32_t flags, int *err)
+{
+  int r;
+
+  if (snapshot_before_write (next, count, offset, false, err) == -1)
+    return -1;
+  r = next->trim (next, count, offset, flags, err);
+  snapshot_after_write ();
+  return r;
 }
 
 /* Interface for the other project filters. */
@@ -94,29 +148,60 @@ api_config_started (void)
   return config_started;
 }
 
-static void
-api_status (struct jbuf *reply)
+/* A checkpoint name given as key=NAME, or NULL; -1 if it is bad. */
+static int
+name_arg (const struct ctl_request *req, const char *key, const char **out,
+          char **errmsg)
 {
-  jbuf_key (reply, "snapshot");
-  jbuf_raw (reply, "{\"active\":false,\"started\":null,"
-            "\"clusters_copied\":0,\"target_bytes\":0,"
-            "\"released_bytes\":0,\"broken\":null");
-  jbuf_key (reply, "cluster_size");
-  jbuf_u64 (reply, cbw_config.cluster_size);
-  jbuf_key (reply, "target_kind");
-  jbuf_string (reply, cbw_target_kind_name (cbw_config.target_kind));
-  jbuf_key (reply, "on_error");
-  jbuf_string (reply, cbw_on_error_name (cbw_config.on_error));
-  jbuf_raw (reply, "}");
+  *out = ctl_request_get (req, key);
+  if (*out && !fleece_valid_name (*out)) {
+    if (asprintf (errmsg, "%s=%s: a checkpoint name is 1 to %d "
+                  "characters from A-Z a-z 0-9 _ . - and does not start "
+                  "with . or -", key, *out, FLEECE_NAME_MAX) == -1)
+      *errmsg = NULL;
+    return -1;
+  }
+  return 0;
 }
 
-NBDKIT_DLL_PUBLIC const struct fleece_filter_api fleece_cbw_v1 = {
-  .size = sizeof (struct fleece_filter_api),
-  .id = FLEECE_CBW,
-  .name = "cbw",
-  .config_started = api_config_started,
-  .status = api_status,
-  .command = NULL,
+static int
+api_command (const struct ctl_request *req, struct jbuf *reply,
+             char **errmsg)
+{
+  static const char *const begin_keys[] = { "checkpoint", "since", NULL };
+  static const char *const no_keys[] = { NULL };
+  const char *checkpoint, *since;
+
+  if (strcmp (req->command, "snapshot-begin") == 0) {
+    if (ctl_request_check (req, begin_keys, 0, errmsg) == -1 ||
+        name_arg (req, "checkpoint", &checkpoint, errmsg) == -1 ||
+        name_arg (req, "since", &since, errmsg) == -1)
+      return -1;
+    return snapshot_begin (below, checkpoint, since, reply, errmsg);
+  }
+  if (strcmp (req->command, "snapshot-end") == 0) {
+    if (ctl_request_check (req, no_keys, 0, errmsg) == -1)
+      return -1;
+    return snapshot_end (reply, errmsg);
+  }
+  if (asprintf (errmsg, "cbw: unknown command '%s'", req->command) == -1)
+    *errmsg = NULL;
+  return -1;
+}
+
+NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
+  .base = {
+    .size = sizeof (struct fleece_cbw_api),
+    .id = FLEECE_CBW,
+    .name = "cbw",
+    .config_started = api_config_started,
+    .status = snapshot_status,
+    .command = api_command,
+  },
+  .snapshot_info = snapshot_info,
+  .snapshot_pread = snapshot_pread,
+  .snapshot_extents = snapshot_extents,
+  .snapshot_release = snapshot_release,
 };
 
 static struct nbdkit_filter filter = {
@@ -130,6 +215,9 @@ static struct nbdkit_filter filter = {
   .get_ready         = cbw_get_ready,
   .after_fork        = cbw_after_fork,
   .cleanup           = cbw_cleanup,
+  .pwrite            = cbw_pwrite,
+  .zero              = cbw_zero,
+  .trim              = cbw_trim,
 };
 
 NBDKIT_REGISTER_FILTER (filter)

@@ -8,6 +8,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,8 @@ FLEECE_DEBUG_ALIAS (sa_debug_verbose, "snapshot-access_debug_verbose");
 /* Start-up state, written by nbdkit's single-threaded start-up. */
 static unsigned load_count;
 static bool config_started;
+/* The cbw filter below us; set by .get_ready, read-only afterwards. */
+static const struct fleece_cbw_api *cbw;
 
 static void
 sa_load (void)
@@ -68,6 +72,12 @@ sa_config_complete (nbdkit_next_config_complete *next,
 static int
 sa_get_ready (int thread_model)
 {
+  cbw = fleece_cbw ();
+  if (cbw == NULL) {
+    nbdkit_error ("the cbw filter below snapshot-access is from an "
+                  "incompatible build; install matching filters");
+    return -1;
+  }
   return fleece_control_get_ready ();
 }
 
@@ -83,25 +93,278 @@ sa_cleanup (nbdkit_backend *backend)
   fleece_control_cleanup ();
 }
 
+/* Per connection.  Written by .open, read-only afterwards. */
+struct handle {
+  enum sa_view view;
+  uint64_t id;                  /* snapshot id for SA_VIEW_SNAPSHOT */
+  uint64_t size;
+};
+
 static void *
 sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
          int readonly, const char *exportname, int is_tls)
 {
+  struct fleece_snapshot_info info;
   const char *checkpoint = NULL;
+  struct handle *h;
 
-  switch (sa_classify (exportname, &checkpoint)) {
+  h = calloc (1, sizeof *h);
+  if (h == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  h->view = sa_classify (exportname, &checkpoint);
+  switch (h->view) {
   case SA_VIEW_LIVE:
-    break;
-  case SA_VIEW_SNAPSHOT:
+    if (next (nxdata, readonly, exportname) == -1)
+      goto err;
+    return h;
   case SA_VIEW_DELTA:
+    nbdkit_error ("export %s: delta views need checkpoints from the "
+                  "dirty-bitmap filter, which this build does not provide "
+                  "yet", exportname);
+    errno = ENOENT;
+    goto err;
+  case SA_VIEW_SNAPSHOT:
+    break;
+  }
+
+  cbw->snapshot_info (&info);
+  if (info.id == 0) {
     nbdkit_error ("export %s: no snapshot is active; start one with "
                   "'snapshot-begin' on the control socket", exportname);
     errno = ENOENT;
-    return NULL;
+    goto err;
   }
-  if (next (nxdata, readonly, exportname) == -1)
-    return NULL;
-  return NBDKIT_HANDLE_NOT_NEEDED;
+  h->id = info.id;
+  h->size = info.size;
+  /* The snapshot is of the disk, which the plugin serves as its
+   * default export; open it read-only underneath.
+   */
+  if (next (nxdata, 1, "") == -1)
+    goto err;
+  if (sa_debug_verbose)
+    nbdkit_debug ("snapshot-access: %s opened snapshot %" PRIu64,
+                  exportname, h->id);
+  return h;
+
+ err:
+  free (h);
+  return NULL;
+}
+
+static void
+sa_close (void *handle)
+{
+  free (handle);
+}
+
+#define SNAP(h) (((struct handle *) (h))->view != SA_VIEW_LIVE)
+
+static int64_t
+sa_get_size (nbdkit_next *next, void *handle)
+{
+  struct handle *h = handle;
+  int64_t size = next->get_size (next);
+
+  /* Even for the snapshot, the call above lets nbdkit learn the size
+   * of the context below, which it checks our requests against.
+   */
+  if (size == -1 || !SNAP (h))
+    return size;
+  return h->size;
+}
+
+/* With snapshot-discard=true the export must be writable for clients
+ * to send TRIM; every write and zero is still refused.
+ */
+static int
+sa_can_write (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? sa_config.discard : next->can_write (next);
+}
+
+static int
+sa_can_trim (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? sa_config.discard : next->can_trim (next);
+}
+
+static int
+sa_can_zero (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? NBDKIT_ZERO_NONE : next->can_zero (next);
+}
+
+static int
+sa_can_fast_zero (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? 0 : next->can_fast_zero (next);
+}
+
+static int
+sa_can_fua (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? NBDKIT_FUA_NONE : next->can_fua (next);
+}
+
+static int
+sa_can_flush (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? 1 : next->can_flush (next);
+}
+
+/* Every connection sees the same snapshot. */
+static int
+sa_can_multi_conn (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? 1 : next->can_multi_conn (next);
+}
+
+static int
+sa_can_extents (nbdkit_next *next, void *handle)
+{
+  if (SNAP (handle)) {
+    /* Ask below so nbdkit knows how to answer our extents calls. */
+    if (next->can_extents (next) == -1)
+      return -1;
+    return 1;
+  }
+  return next->can_extents (next);
+}
+
+static int
+sa_can_cache (nbdkit_next *next, void *handle)
+{
+  return SNAP (handle) ? NBDKIT_CACHE_NONE : next->can_cache (next);
+}
+
+static const char *
+sa_export_description (nbdkit_next *next, void *handle)
+{
+  struct handle *h = handle;
+  char when[32];
+  struct tm tm;
+  struct fleece_snapshot_info info;
+
+  if (!SNAP (h))
+    return next->export_description (next);
+  cbw->snapshot_info (&info);
+  if (info.id != h->id)
+    return "snapshot (ended)";
+  gmtime_r (&(time_t) { info.started }, &tm);
+  strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return nbdkit_printf_intern ("point-in-time snapshot %" PRIu64
+                               " of the disk, taken %s", h->id, when);
+}
+
+static int
+sa_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
+          uint64_t offset, uint32_t flags, int *err)
+{
+  struct handle *h = handle;
+
+  if (!SNAP (h))
+    return next->pread (next, buf, count, offset, flags, err);
+  if (sa_debug_verbose)
+    nbdkit_debug ("snapshot-access: read %" PRIu32 " at %" PRIu64,
+                  count, offset);
+  return cbw->snapshot_pread (h->id, next, buf, count, offset, err);
+}
+
+static int
+refuse_write (int *err)
+{
+  nbdkit_error ("the snapshot export is read-only");
+  *err = EROFS;
+  return -1;
+}
+
+static int
+sa_pwrite (nbdkit_next *next, void *handle, const void *buf,
+           uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  if (SNAP (handle))
+    return refuse_write (err);
+  return next->pwrite (next, buf, count, offset, flags, err);
+}
+
+static int
+sa_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+         uint32_t flags, int *err)
+{
+  if (SNAP (handle))
+    return refuse_write (err);
+  return next->zero (next, count, offset, flags, err);
+}
+
+static int
+sa_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+         uint32_t flags, int *err)
+{
+  struct handle *h = handle;
+
+  if (!SNAP (h))
+    return next->trim (next, count, offset, flags, err);
+  if (!sa_config.discard)
+    return refuse_write (err);
+  if (sa_debug_verbose)
+    nbdkit_debug ("snapshot-access: release %" PRIu32 " at %" PRIu64,
+                  count, offset);
+  return cbw->snapshot_release (h->id, count, offset, err);
+}
+
+static int
+sa_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+  if (SNAP (handle))
+    return 0;
+  return next->flush (next, flags, err);
+}
+
+static int
+sa_extents (nbdkit_next *next, void *handle, uint32_t count,
+            uint64_t offset, uint32_t flags,
+            struct nbdkit_extents *extents, int *err)
+{
+  struct handle *h = handle;
+
+  if (!SNAP (h))
+    return next->extents (next, count, offset, flags, extents, err);
+  return cbw->snapshot_extents (h->id, next, count, offset, flags,
+                                extents, err);
+}
+
+static int
+sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+          uint32_t flags, int *err)
+{
+  if (SNAP (handle))
+    return 0;
+  return next->cache (next, count, offset, flags, err);
+}
+
+/* The plugin's exports, plus the snapshot while one is active. */
+static int
+sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
+                 int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+  struct fleece_snapshot_info info;
+  char when[32];
+  struct tm tm;
+
+  if (next (nxdata, readonly, exports) == -1)
+    return -1;
+  cbw->snapshot_info (&info);
+  if (info.id == 0)
+    return 0;
+  gmtime_r (&(time_t) { info.started }, &tm);
+  strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return nbdkit_add_export (exports, sa_config.export_name,
+                            nbdkit_printf_intern ("point-in-time snapshot %"
+                                                  PRIu64 " of the disk, "
+                                                  "taken %s",
+                                                  info.id, when));
 }
 
 /* Interface for the other project filters. */
@@ -139,7 +402,27 @@ static struct nbdkit_filter filter = {
   .get_ready         = sa_get_ready,
   .after_fork        = sa_after_fork,
   .cleanup           = sa_cleanup,
+  .list_exports      = sa_list_exports,
   .open              = sa_open,
+  .close             = sa_close,
+  .export_description = sa_export_description,
+  .get_size          = sa_get_size,
+  .can_write         = sa_can_write,
+  .can_flush         = sa_can_flush,
+  .can_trim          = sa_can_trim,
+  .can_zero          = sa_can_zero,
+  .can_fast_zero     = sa_can_fast_zero,
+  .can_fua           = sa_can_fua,
+  .can_multi_conn    = sa_can_multi_conn,
+  .can_extents       = sa_can_extents,
+  .can_cache         = sa_can_cache,
+  .pread             = sa_pread,
+  .pwrite            = sa_pwrite,
+  .zero              = sa_zero,
+  .trim              = sa_trim,
+  .flush             = sa_flush,
+  .extents           = sa_extents,
+  .cache             = sa_cache,
 };
 
 NBDKIT_REGISTER_FILTER (filter)

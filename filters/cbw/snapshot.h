@@ -1,0 +1,54 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * The snapshot engine of the cbw filter: copy-before-write on the
+ * guest's path, reads of the point-in-time view, releasing regions,
+ * begin and end.  The locking rules are at the top of snapshot.c.
+ */
+
+#ifndef FLEECE_CBW_SNAPSHOT_H
+#define FLEECE_CBW_SNAPSHOT_H
+
+#include <stdint.h>
+
+#include <nbdkit-filter.h>
+
+#include "fleece-api.h"
+#include "json.h"
+
+extern void snapshot_init (void);
+extern void snapshot_cleanup (void);
+
+/* Guest writes, zeroes and trims: call before passing the request
+ * down, and snapshot_after_write once it has finished, whatever its
+ * result.  Between the two the snapshot cannot begin or end, so every
+ * request is wholly before or wholly after a snapshot point.  On
+ * failure (-1 with *err) the request must fail and
+ * snapshot_after_write must not be called.  fast_zero: the request is
+ * a zero with NBDKIT_FLAG_FAST_ZERO, which fails with ENOTSUP rather
+ * than wait for a copy.
+ */
+extern int snapshot_before_write (nbdkit_next *next, uint32_t count,
+                                  uint64_t offset, bool fast_zero,
+                                  int *err);
+extern void snapshot_after_write (void);
+
+/* Control commands (called from the control thread, serialised). */
+extern int snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
+                           const char *since, struct jbuf *reply,
+                           char **errmsg);
+extern int snapshot_end (struct jbuf *reply, char **errmsg);
+extern void snapshot_status (struct jbuf *reply);
+
+/* The interface for snapshot-access (see fleece-api.h). */
+extern void snapshot_info (struct fleece_snapshot_info *info);
+extern int snapshot_pread (uint64_t id, nbdkit_next *next, void *buf,
+                           uint32_t count, uint64_t offset, int *err);
+extern int snapshot_extents (uint64_t id, nbdkit_next *next,
+                             uint32_t count, uint64_t offset,
+                             uint32_t flags,
+                             struct nbdkit_extents *extents, int *err);
+extern int snapshot_release (uint64_t id, uint32_t count, uint64_t offset,
+                             int *err);
+
+#endif /* FLEECE_CBW_SNAPSHOT_H */
