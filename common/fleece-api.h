@@ -81,6 +81,11 @@ struct fleece_filter_api {
 
 struct fleece_snapshot_info {
   uint64_t id;                  /* 0: no snapshot */
+  /* Checkpoints with a sequence number >= this one began at or after
+   * the snapshot point; changes "since" an older checkpoint up to the
+   * snapshot point are those of checkpoints with a smaller number.
+   */
+  uint64_t checkpoint_limit;
   uint64_t size;                /* disk size at the snapshot point */
   int64_t started;              /* time (), UTC */
   uint32_t cluster_size;
@@ -110,13 +115,56 @@ struct fleece_cbw_api {
                            int *err);
 };
 
+/* What the dirty-bitmap filter offers the others.  Exported as
+ * fleece_dirty_bitmap_v1, a struct fleece_db_api; use
+ * fleece_dirty_bitmap () to get it.  Checkpoints carry sequence
+ * numbers that grow with the time they were created.
+ */
+struct bitmap;
+
+struct fleece_db_api {
+  struct fleece_filter_api base;
+
+  /* Sequence number the next checkpoint will get. */
+  uint64_t (*next_seq) (void);
+
+  /* Start checkpoint name now.  cbw calls this with its gate held for
+   * writing, so no write is in flight and the new checkpoint starts
+   * exactly at the snapshot point.  Returns 0, or -1 with *errmsg.
+   */
+  int (*begin_checkpoint) (const char *name, char **errmsg);
+
+  /* Look up name: its sequence number, and whether it may be trusted
+   * (consistent).  Returns 0, or -1 with *errmsg if it does not exist.
+   */
+  int (*lookup) (const char *name, uint64_t *seq, bool *consistent,
+                 char **errmsg);
+
+  /* Set, in out (nbits units of unit bytes, already allocated), every
+   * unit that overlaps a granule written since checkpoint name, taking
+   * only checkpoints with seq < limit into account.  Returns 0, or -1
+   * with *errmsg if name is unknown or inconsistent.
+   */
+  int (*changed_since) (const char *name, uint64_t limit, uint32_t unit,
+                        struct bitmap *out, char **errmsg);
+
+  /* Names of the consistent checkpoints with seq < limit, oldest
+   * first, for list_exports: a NULL-terminated malloc'd array of
+   * malloc'd strings, or NULL on allocation failure.
+   */
+  char **(*names) (uint64_t limit);
+
+  uint32_t (*granularity) (void);
+};
+
 /* Find a project filter loaded in this nbdkit process, or NULL. */
 extern const struct fleece_filter_api *fleece_find (enum fleece_filter_id id);
 
 /* Name of a filter as written after --filter=. */
 extern const char *fleece_filter_name (enum fleece_filter_id id);
 
-/* The cbw filter's full interface, or NULL. */
+/* The cbw and dirty-bitmap filters' full interfaces, or NULL. */
 extern const struct fleece_cbw_api *fleece_cbw (void);
+extern const struct fleece_db_api *fleece_dirty_bitmap (void);
 
 #endif /* FLEECE_API_H */

@@ -53,3 +53,13 @@ fleece_cbw (void)
     return NULL;
   return (const struct fleece_cbw_api *) api;
 }
+
+const struct fleece_db_api *
+fleece_dirty_bitmap (void)
+{
+  const struct fleece_filter_api *api = fleece_find (FLEECE_DIRTY_BITMAP);
+
+  if (api == NULL || api->size < sizeof (struct fleece_db_api))
+    return NULL;
+  return (const struct fleece_db_api *) api;
+}

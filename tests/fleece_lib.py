@@ -78,13 +78,10 @@ def close(h):
 
 
 def read_all(h, size):
-    out = bytearray()
-    off = 0
-    while off < size:
-        n = min(CHUNK, size - off)
-        out += h.pread(n, off)
-        off += n
-    return bytes(out)
+    out = []
+    for off in range(0, size, CHUNK):
+        out.append(h.pread(min(CHUNK, size - off), off))
+    return b"".join(out)
 
 
 def sha(b):

@@ -82,11 +82,17 @@ def main():
             pid = int(f.read())
         os.kill(pid, signal.SIGKILL)
         for _ in range(100):
-            if not os.path.exists("/proc/%d" % pid):
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    if f.read().split(")")[-1].split()[0] in ("Z", "X"):
+                        break
+            except OSError:
                 break
             time.sleep(0.05)
         else:
             fail("target nbdkit %d did not die" % pid)
+        # So that the test's clean-up does not signal a reused pid.
+        os.unlink(args.target_pid_file)
 
     errnos = {"eio": ["EIO"], "enospc": ["ENOSPC"]}.get(args.case)
     # A whole data cluster, then a write over a cluster boundary.

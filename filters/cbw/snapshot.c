@@ -77,6 +77,7 @@ struct snapshot {
   uint64_t size;                /* disk size at the snapshot point */
   uint64_t nclusters;
   int64_t started;
+  uint64_t checkpoint_limit;    /* see fleece_snapshot_info */
   char checkpoint[FLEECE_NAME_BUF];
   char since[FLEECE_NAME_BUF];
 
@@ -635,20 +636,50 @@ disk_size (nbdkit_backend *backend, char **errmsg)
   return size;
 }
 
+/* Checks of checkpoint= and since= that need no lock. */
+static int
+check_checkpoint_args (const struct fleece_db_api *db, const char *checkpoint,
+                       const char *since, char **errmsg)
+{
+  uint64_t seq;
+  bool consistent;
+  char *ignore = NULL;
+
+  if ((checkpoint || since) && db == NULL)
+    return errorf (errmsg, "%s= needs the dirty-bitmap filter below cbw "
+                   "(--filter=dirty-bitmap)",
+                   checkpoint ? "checkpoint" : "since");
+  if (since) {
+    if (db->lookup (since, &seq, &consistent, errmsg) == -1)
+      return -1;
+    if (!consistent)
+      return errorf (errmsg, "since=%s: the checkpoint is not consistent "
+                     "(it may have missed writes); take a full snapshot",
+                     since);
+  }
+  if (checkpoint) {
+    if (db->lookup (checkpoint, &seq, &consistent, &ignore) == 0)
+      return errorf (errmsg, "checkpoint=%s: a checkpoint with this name "
+                     "already exists", checkpoint);
+    free (ignore);
+  }
+  return 0;
+}
+
 int
 snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
                 const char *since, struct jbuf *reply, char **errmsg)
 {
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
   struct snapshot *s;
   int64_t size;
+  uint64_t needed;
 
   if (cur)
     return errorf (errmsg, "a snapshot is already active (id %" PRIu64
                    "); end it with snapshot-end first", cur->id);
-  if (checkpoint || since)
-    return errorf (errmsg, "%s= needs checkpoints from the dirty-bitmap "
-                   "filter, which this build does not provide yet",
-                   checkpoint ? "checkpoint" : "since");
+  if (check_checkpoint_args (db, checkpoint, since, errmsg) == -1)
+    return -1;
 
   size = disk_size (backend, errmsg);
   if (size == -1)
@@ -659,33 +690,51 @@ snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
     return errorf (errmsg, "out of memory");
   s->size = size;
   s->nclusters = (size + cs () - 1) / cs ();
+  snprintf (s->checkpoint, sizeof s->checkpoint, "%s",
+            checkpoint ? checkpoint : "");
+  snprintf (s->since, sizeof s->since, "%s", since ? since : "");
   if (bitmap_init (&s->need, s->nclusters) == -1 ||
       bitmap_init (&s->copied, s->nclusters) == -1) {
     snapshot_free (s);
     return errorf (errmsg, "out of memory for the cluster maps of a %"
                    PRIi64 "-byte disk", size);
   }
-  bitmap_set_all (&s->need);
+  if (!since)
+    bitmap_set_all (&s->need);
   if (target_begin (size, errmsg) == -1) {
     snapshot_free (s);
     return -1;
   }
 
   /* The snapshot point: no guest write is in flight while we hold the
-   * gate, and every later one sees cur.
+   * gate, and every later one sees cur.  The dirty-bitmap filter sits
+   * below us, so its checkpoints change at exactly this point too.
    */
   pthread_rwlock_wrlock (&gate);
+  s->checkpoint_limit = db ? db->next_seq () : UINT64_MAX;
+  if ((since &&
+       db->changed_since (since, UINT64_MAX, cs (), &s->need, errmsg) == -1) ||
+      (checkpoint && db->begin_checkpoint (checkpoint, errmsg) == -1)) {
+    pthread_rwlock_unlock (&gate);
+    snapshot_free (s);
+    target_end ();
+    return -1;
+  }
   s->id = ++last_id;
   s->started = time (NULL);
   cur = s;
   pthread_rwlock_unlock (&gate);
 
+  needed = bitmap_count (&s->need);
   nbdkit_debug ("cbw: snapshot %" PRIu64 " begun, %" PRIi64 " bytes, %"
-                PRIu64 " clusters", s->id, size, s->nclusters);
+                PRIu64 " of %" PRIu64 " clusters preserved", s->id, size,
+                needed, s->nclusters);
   jbuf_key (reply, "id");
   jbuf_u64 (reply, s->id);
   jbuf_key (reply, "started");
   jbuf_time (reply, s->started);
+  jbuf_key (reply, "clusters_preserved");
+  jbuf_u64 (reply, needed);
   return 0;
 }
 
@@ -743,6 +792,10 @@ snapshot_status (struct jbuf *reply)
     jbuf_u64 (reply, s->id);
     jbuf_key (reply, "size");
     jbuf_u64 (reply, s->size);
+    jbuf_key (reply, "checkpoint");
+    jbuf_string (reply, s->checkpoint[0] ? s->checkpoint : NULL);
+    jbuf_key (reply, "since");
+    jbuf_string (reply, s->since[0] ? s->since : NULL);
   }
   pthread_rwlock_unlock (&gate);
   jbuf_key (reply, "cluster_size");
@@ -763,6 +816,7 @@ snapshot_info (struct fleece_snapshot_info *info)
     info->id = cur->id;
     info->size = cur->size;
     info->started = cur->started;
+    info->checkpoint_limit = cur->checkpoint_limit;
     info->cluster_size = cbw_config.cluster_size;
     memcpy (info->checkpoint, cur->checkpoint, sizeof info->checkpoint);
     memcpy (info->since, cur->since, sizeof info->since);

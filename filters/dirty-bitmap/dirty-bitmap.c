@@ -8,15 +8,21 @@
 #include <config.h>
 
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <nbdkit-filter.h>
 
+#include "checkpoints.h"
 #include "ctl-owner.h"
 #include "debug-flag.h"
 #include "dirty-bitmap.h"
 #include "fleece-api.h"
 #include "json.h"
 #include "params.h"
+#include "persist.h"
+#include "size.h"
 
 /* -D dirty-bitmap.verbose=1: log checkpoint changes and marking. */
 int db_debug_verbose = 0;
@@ -25,17 +31,23 @@ FLEECE_DEBUG_ALIAS (db_debug_verbose, "dirty-bitmap_debug_verbose");
 /* Start-up state, written by nbdkit's single-threaded start-up. */
 static unsigned load_count;
 static bool config_started;
+/* Set once the checkpoints are loaded (after_fork): from then on a
+ * clean stop saves them.
+ */
+static bool tracking_ready;
 
 static void
 db_load (void)
 {
   load_count++;
+  ckpt_init ();
 }
 
 static void
 db_unload (void)
 {
   fleece_control_cleanup ();
+  ckpt_free_all ();
   db_config_free ();
 }
 
@@ -68,16 +80,88 @@ db_get_ready (int thread_model)
   return fleece_control_get_ready ();
 }
 
+/* The disk's size, through a context of our own. */
+static int64_t
+disk_size (nbdkit_backend *backend)
+{
+  nbdkit_next *next = nbdkit_next_context_open (backend, 1, "", 1);
+  int64_t size = -1;
+
+  if (next == NULL)
+    return -1;
+  if (next->prepare (next) == 0)
+    size = next->get_size (next);
+  next->finalize (next);
+  nbdkit_next_context_close (next);
+  return size;
+}
+
 static int
 db_after_fork (nbdkit_backend *backend)
 {
+  int64_t size = disk_size (backend);
+
+  if (size == -1) {
+    nbdkit_error ("dirty-bitmap: cannot find the size of the disk");
+    return -1;
+  }
+  ckpt_set_size (size);
+  if (persist_load () == -1)
+    return -1;
+  tracking_ready = true;
   return fleece_control_after_fork ();
 }
 
 static void
 db_cleanup (nbdkit_backend *backend)
 {
+  char *errmsg = NULL;
+
   fleece_control_cleanup ();
+  /* A clean stop: the bits are complete, clear the in-use mark. */
+  if (tracking_ready && persist_save (false, &errmsg) == -1) {
+    nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
+    free (errmsg);
+  }
+  tracking_ready = false;
+}
+
+/* Guest I/O: mark, then pass down. */
+
+static int
+db_pwrite (nbdkit_next *next, void *handle, const void *buf,
+           uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  int r;
+
+  ckpt_before_write (count, offset);
+  r = next->pwrite (next, buf, count, offset, flags, err);
+  ckpt_after_write ();
+  return r;
+}
+
+static int
+db_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+         uint32_t flags, int *err)
+{
+  int r;
+
+  ckpt_before_write (count, offset);
+  r = next->zero (next, count, offset, flags, err);
+  ckpt_after_write ();
+  return r;
+}
+
+static int
+db_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+         uint32_t flags, int *err)
+{
+  int r;
+
+  ckpt_before_write (count, offset);
+  r = next->trim (next, count, offset, flags, err);
+  ckpt_after_write ();
+  return r;
 }
 
 /* Interface for the other project filters. */
@@ -88,22 +172,66 @@ api_config_started (void)
   return config_started;
 }
 
-static void
-api_status (struct jbuf *reply)
+/* checkpoint-create NAME, checkpoint-delete NAME */
+static int
+api_command (const struct ctl_request *req, struct jbuf *reply,
+             char **errmsg)
 {
-  jbuf_key (reply, "checkpoints");
-  jbuf_raw (reply, "[]");
-  jbuf_key (reply, "bitmap_granularity");
-  jbuf_u64 (reply, db_config.granularity);
+  static const char *const no_keys[] = { NULL };
+  const char *name;
+
+  if (ctl_request_check (req, no_keys, 1, errmsg) == -1)
+    return -1;
+  name = ctl_request_word (req, 0);
+  if (name == NULL) {
+    if (asprintf (errmsg, "%s needs a checkpoint name, e.g. '%s c1'",
+                  req->command, req->command) == -1)
+      *errmsg = NULL;
+    return -1;
+  }
+  if (!fleece_valid_name (name)) {
+    if (asprintf (errmsg, "'%s' is not a valid checkpoint name: use 1 to "
+                  "%d characters from A-Z a-z 0-9 _ . - not starting with "
+                  ". or -", name, FLEECE_NAME_MAX) == -1)
+      *errmsg = NULL;
+    return -1;
+  }
+  if (!tracking_ready) {
+    if (asprintf (errmsg, "the dirty-bitmap filter is not ready") == -1)
+      *errmsg = NULL;
+    return -1;
+  }
+  if (strcmp (req->command, "checkpoint-create") == 0)
+    return ckpt_create (name, errmsg);
+  if (strcmp (req->command, "checkpoint-delete") == 0)
+    return ckpt_delete (name, errmsg);
+  if (asprintf (errmsg, "dirty-bitmap: unknown command '%s'",
+                req->command) == -1)
+    *errmsg = NULL;
+  return -1;
 }
 
-NBDKIT_DLL_PUBLIC const struct fleece_filter_api fleece_dirty_bitmap_v1 = {
-  .size = sizeof (struct fleece_filter_api),
-  .id = FLEECE_DIRTY_BITMAP,
-  .name = "dirty-bitmap",
-  .config_started = api_config_started,
-  .status = api_status,
-  .command = NULL,
+static uint32_t
+api_granularity (void)
+{
+  return db_config.granularity;
+}
+
+NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
+  .base = {
+    .size = sizeof (struct fleece_db_api),
+    .id = FLEECE_DIRTY_BITMAP,
+    .name = "dirty-bitmap",
+    .config_started = api_config_started,
+    .status = ckpt_status,
+    .command = api_command,
+  },
+  .next_seq = ckpt_api_next_seq,
+  .begin_checkpoint = ckpt_api_begin,
+  .lookup = ckpt_api_lookup,
+  .changed_since = ckpt_api_changed_since,
+  .names = ckpt_api_names,
+  .granularity = api_granularity,
 };
 
 static struct nbdkit_filter filter = {
@@ -117,6 +245,9 @@ static struct nbdkit_filter filter = {
   .get_ready         = db_get_ready,
   .after_fork        = db_after_fork,
   .cleanup           = db_cleanup,
+  .pwrite            = db_pwrite,
+  .zero              = db_zero,
+  .trim              = db_trim,
 };
 
 NBDKIT_REGISTER_FILTER (filter)

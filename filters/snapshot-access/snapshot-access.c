@@ -16,6 +16,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "bitmap.h"
 #include "ctl-owner.h"
 #include "debug-flag.h"
 #include "fleece-api.h"
@@ -96,9 +97,80 @@ sa_cleanup (nbdkit_backend *backend)
 /* Per connection.  Written by .open, read-only afterwards. */
 struct handle {
   enum sa_view view;
-  uint64_t id;                  /* snapshot id for SA_VIEW_SNAPSHOT */
+  uint64_t id;                  /* the snapshot, for both views */
   uint64_t size;
+  /* SA_VIEW_DELTA: one bit per granule of `unit` bytes, set where the
+   * disk changed between the checkpoint and the snapshot point.
+   */
+  struct bitmap changed;
+  uint32_t unit;
 };
+
+/* Fill the changed-block map of a delta view: the clusters written
+ * between checkpoint name and the snapshot point.
+ */
+static int
+open_delta (struct handle *h, const struct fleece_snapshot_info *info,
+            const char *name)
+{
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
+  uint64_t seq, since_seq;
+  bool consistent;
+  char *msg = NULL;
+  int r = -1;
+
+  if (db == NULL) {
+    nbdkit_error ("export %s%s%s: delta views need the dirty-bitmap filter "
+                  "(--filter=dirty-bitmap below cbw)",
+                  sa_config.export_name, SA_SINCE, name);
+    return -1;
+  }
+  if (db->lookup (name, &seq, &consistent, &msg) == -1)
+    goto out;
+  if (!consistent) {
+    nbdkit_error ("checkpoint %s is not consistent (it may have missed "
+                  "writes), so it cannot serve a delta view; take a full "
+                  "backup from the %s export", name, sa_config.export_name);
+    return -1;
+  }
+  if (seq >= info->checkpoint_limit) {
+    nbdkit_error ("checkpoint %s began after snapshot %" PRIu64
+                  ", so there is no delta view for it", name, info->id);
+    return -1;
+  }
+  if (info->since[0]) {
+    if (db->lookup (info->since, &since_seq, &consistent, &msg) == -1)
+      goto out;
+    if (seq < since_seq) {
+      nbdkit_error ("snapshot %" PRIu64 " was begun with since=%s, so the "
+                    "changes since the older checkpoint %s were not "
+                    "preserved; ask for %s%s%s or newer",
+                    info->id, info->since, name, sa_config.export_name,
+                    SA_SINCE, info->since);
+      return -1;
+    }
+  }
+  h->unit = db->granularity ();
+  if (bitmap_init (&h->changed, (info->size + h->unit - 1) / h->unit) == -1) {
+    nbdkit_error ("out of memory for the changed-block map");
+    return -1;
+  }
+  if (db->changed_since (name, info->checkpoint_limit, h->unit,
+                         &h->changed, &msg) == -1)
+    goto out;
+  r = 0;
+  if (sa_debug_verbose)
+    nbdkit_debug ("snapshot-access: delta since %s: %" PRIu64 " of %"
+                  PRIu64 " granules changed", name,
+                  bitmap_count (&h->changed), h->changed.nbits);
+ out:
+  if (msg) {
+    nbdkit_error ("export %s%s%s: %s", sa_config.export_name, SA_SINCE,
+                  name, msg);
+    free (msg);
+  }
+  return r;
+}
 
 static void *
 sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
@@ -120,11 +192,6 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
       goto err;
     return h;
   case SA_VIEW_DELTA:
-    nbdkit_error ("export %s: delta views need checkpoints from the "
-                  "dirty-bitmap filter, which this build does not provide "
-                  "yet", exportname);
-    errno = ENOENT;
-    goto err;
   case SA_VIEW_SNAPSHOT:
     break;
   }
@@ -138,6 +205,10 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
   }
   h->id = info.id;
   h->size = info.size;
+  if (h->view == SA_VIEW_DELTA && open_delta (h, &info, checkpoint) == -1) {
+    errno = ENOENT;
+    goto err;
+  }
   /* The snapshot is of the disk, which the plugin serves as its
    * default export; open it read-only underneath.
    */
@@ -149,6 +220,7 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
   return h;
 
  err:
+  bitmap_free (&h->changed);
   free (h);
   return NULL;
 }
@@ -156,7 +228,10 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
 static void
 sa_close (void *handle)
 {
-  free (handle);
+  struct handle *h = handle;
+
+  bitmap_free (&h->changed);
+  free (h);
 }
 
 #define SNAP(h) (((struct handle *) (h))->view != SA_VIEW_LIVE)
@@ -258,6 +333,74 @@ sa_export_description (nbdkit_next *next, void *handle)
                                " of the disk, taken %s", h->id, when);
 }
 
+/* The run of units starting at u that are all changed or all
+ * unchanged, ending no later than limit.
+ */
+static uint64_t
+delta_run (const struct handle *h, uint64_t u, uint64_t limit, bool *changed)
+{
+  uint64_t e;
+
+  *changed = bitmap_test (&h->changed, u);
+  e = *changed ? bitmap_next_clear (&h->changed, u)
+    : bitmap_next_set (&h->changed, u);
+  return e < limit ? e : limit;
+}
+
+/* Changed units read as the snapshot, the rest as zeroes. */
+static int
+delta_pread (struct handle *h, nbdkit_next *next, char *buf, uint32_t count,
+             uint64_t offset, int *err)
+{
+  const uint64_t end = offset + count;
+  const uint64_t u1 = (end - 1) / h->unit + 1;
+  uint64_t u = offset / h->unit, run_end, from, to;
+  bool changed;
+
+  while (u < u1) {
+    run_end = delta_run (h, u, u1, &changed);
+    from = u * h->unit > offset ? u * h->unit : offset;
+    to = run_end * h->unit < end ? run_end * h->unit : end;
+    if (!changed)
+      memset (buf + (from - offset), 0, to - from);
+    else if (cbw->snapshot_pread (h->id, next, buf + (from - offset),
+                                  to - from, from, err) == -1)
+      return -1;
+    u = run_end;
+  }
+  return 0;
+}
+
+/* Changed units are data (never zero, even if their contents are), the
+ * rest holes reading as zeroes: base:allocation is the changed-block
+ * map.
+ */
+static int
+delta_extents (struct handle *h, uint32_t count, uint64_t offset,
+               uint32_t flags, struct nbdkit_extents *extents, int *err)
+{
+  const uint64_t end = offset + count < h->size ? offset + count : h->size;
+  const uint64_t u1 = end > offset ? (end - 1) / h->unit + 1 : 0;
+  uint64_t u = offset / h->unit, run_end, from, to;
+  bool changed;
+
+  while (u < u1) {
+    run_end = delta_run (h, u, u1, &changed);
+    from = u * h->unit > offset ? u * h->unit : offset;
+    to = run_end * h->unit < end ? run_end * h->unit : end;
+    if (nbdkit_add_extent (extents, from, to - from,
+                           changed ? 0
+                           : NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) == -1) {
+      *err = errno;
+      return -1;
+    }
+    if (flags & NBDKIT_FLAG_REQ_ONE)
+      break;
+    u = run_end;
+  }
+  return 0;
+}
+
 static int
 sa_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
           uint64_t offset, uint32_t flags, int *err)
@@ -269,7 +412,9 @@ sa_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
   if (sa_debug_verbose)
     nbdkit_debug ("snapshot-access: read %" PRIu32 " at %" PRIu64,
                   count, offset);
-  return cbw->snapshot_pread (h->id, next, buf, count, offset, err);
+  if (h->view == SA_VIEW_SNAPSHOT)
+    return cbw->snapshot_pread (h->id, next, buf, count, offset, err);
+  return delta_pread (h, next, buf, count, offset, err);
 }
 
 static int
@@ -331,6 +476,18 @@ sa_extents (nbdkit_next *next, void *handle, uint32_t count,
 
   if (!SNAP (h))
     return next->extents (next, count, offset, flags, extents, err);
+  if (h->view == SA_VIEW_DELTA) {
+    struct fleece_snapshot_info info;
+
+    /* The map is fixed at open; the snapshot must still be there. */
+    cbw->snapshot_info (&info);
+    if (info.id != h->id) {
+      nbdkit_error ("snapshot %" PRIu64 " has ended", h->id);
+      *err = EIO;
+      return -1;
+    }
+    return delta_extents (h, count, offset, flags, extents, err);
+  }
   return cbw->snapshot_extents (h->id, next, count, offset, flags,
                                 extents, err);
 }
@@ -344,7 +501,51 @@ sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   return next->cache (next, count, offset, flags, err);
 }
 
-/* The plugin's exports, plus the snapshot while one is active. */
+/* The delta views that can be opened now: consistent checkpoints
+ * that began before the snapshot (and not before its since=).
+ */
+static int
+list_deltas (struct nbdkit_exports *exports,
+             const struct fleece_snapshot_info *info, const char *when)
+{
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
+  uint64_t seq, since_seq = 0;
+  bool consistent;
+  char **names, *msg = NULL;
+  size_t i;
+  int r = 0;
+
+  if (db == NULL)
+    return 0;
+  if (info->since[0] &&
+      db->lookup (info->since, &since_seq, &consistent, &msg) == -1) {
+    free (msg);
+    return 0;
+  }
+  names = db->names (info->checkpoint_limit);
+  if (names == NULL)
+    return 0;
+  for (i = 0; names[i]; i++) {
+    if (r == 0 &&
+        db->lookup (names[i], &seq, &consistent, &msg) == 0 &&
+        seq >= since_seq)
+      r = nbdkit_add_export (exports,
+                             nbdkit_printf_intern ("%s%s%s",
+                                                   sa_config.export_name,
+                                                   SA_SINCE, names[i]),
+                             nbdkit_printf_intern ("changes since checkpoint "
+                                                   "%s, up to snapshot %"
+                                                   PRIu64 " taken %s",
+                                                   names[i], info->id, when));
+    free (msg);
+    msg = NULL;
+    free (names[i]);
+  }
+  free (names);
+  return r;
+}
+
+/* The plugin's exports, plus the snapshot views while one is active. */
 static int
 sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
                  int readonly, int is_tls, struct nbdkit_exports *exports)
@@ -360,11 +561,13 @@ sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
     return 0;
   gmtime_r (&(time_t) { info.started }, &tm);
   strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return nbdkit_add_export (exports, sa_config.export_name,
-                            nbdkit_printf_intern ("point-in-time snapshot %"
-                                                  PRIu64 " of the disk, "
-                                                  "taken %s",
-                                                  info.id, when));
+  if (nbdkit_add_export (exports, sa_config.export_name,
+                         nbdkit_printf_intern ("point-in-time snapshot %"
+                                               PRIu64 " of the disk, "
+                                               "taken %s",
+                                               info.id, when)) == -1)
+    return -1;
+  return list_deltas (exports, &info, when);
 }
 
 /* Interface for the other project filters. */

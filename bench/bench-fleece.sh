@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# nbdkit-fleece
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# Throughput of the fleecing stack, side by side in one run on one
+# image, against the plain nbdkit file plugin and against QEMU's
+# copy-before-write + snapshot-access in qemu-storage-daemon.
+#
+# Configurations (each server started fresh for every measurement
+# round, logs without -v):
+#   plain  nbdkit file DISK
+#   idle   nbdkit --filter=snapshot-access --filter=cbw file DISK,
+#          no snapshot active
+#   snap   the same stack with a snapshot active (a fresh one for every
+#          workload: snapshot-end, then snapshot-begin)
+#   qsd    qemu-storage-daemon: raw disk, raw fleecing target,
+#          copy-before-write (file=disk, target=fleece) and
+#          snapshot-access over it, NBD exports of the cbw node
+#          (writable) and of the snapshot-access node; restarted with
+#          an empty target for every workload (= a fresh snapshot)
+#
+# Workloads:
+#   seqwrite   fio (nbd engine), 1 MiB sequential writes over the whole
+#              disk, queue depth 16
+#   firsttouch fio (nbd engine), 4 KiB writes at queue depth 16, one in
+#              every 64 KiB cluster of the disk, in a seeded random
+#              order, so with a fresh snapshot every write is the first
+#              touch of its cluster and triggers a copy.  fio 3.33
+#              turns its random map off as soon as blockalign= is used,
+#              so the permutation is generated here and replayed with
+#              read_iolog.
+#   read       nbdcopy URI null:: the plain server's disk, the idle
+#              stack's live export, the untouched snapshot (every
+#              cluster still read from the live disk) of ours and QSD's
+#   snapread-copied  nbdcopy of the snapshot right after firsttouch,
+#              when every cluster has been copied to the target
+#
+# The disk is a sparse raw file pre-filled with data once (nbdkit's
+# pattern plugin), so copies read real data; writes keep it allocated.
+# Every measurement is repeated BENCH_REPEAT times (default 3) and the
+# median is reported.  Results: a table on stdout and in
+# bench/results/latest.md.
+#
+# Environment: BENCH_SIZE (disk size, default 1G, a multiple of 1M),
+# BENCH_REPEAT (default 3), TMPDIR (where the disk and targets live),
+# BENCH_NO_QSD=1 to leave qemu-storage-daemon out.
+
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+# Debian's tools (nbdcopy, python3 with libnbd) first.
+export PATH="/usr/bin:$PATH"
+
+size_arg=${BENCH_SIZE:-1G}
+repeat=${BENCH_REPEAT:-3}
+cluster=65536
+qd=16
+
+die () { echo "bench-fleece.sh: $*" >&2; exit 1; }
+
+# ---- prerequisites ---------------------------------------------------
+for cmd in nbdkit nbdcopy nbdinfo fio socat jq numfmt /usr/bin/python3; do
+  command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is not installed (./check.sh installs it)"
+done
+if ! fio --enghelp=nbd >/dev/null 2>&1; then
+  die "this fio ($(fio --version)) has no 'nbd' ioengine (fio --enghelp=nbd fails); install a fio built with libnbd (Debian 12's fio has it)"
+fi
+use_qsd=1
+if [ "${BENCH_NO_QSD:-0}" = 1 ]; then
+  use_qsd=0
+elif ! command -v qemu-storage-daemon >/dev/null 2>&1; then
+  echo "bench-fleece.sh: qemu-storage-daemon not found (Debian: qemu-system-common); QSD column left out" >&2
+  use_qsd=0
+fi
+
+SA_SRC=$top/filters/snapshot-access/.libs/nbdkit-snapshot-access-filter.so
+CBW_SRC=$top/filters/cbw/.libs/nbdkit-cbw-filter.so
+for f in "$SA_SRC" "$CBW_SRC"; do
+  [ -f "$f" ] || die "filter not built: $f is missing; build first (./check.sh, or autoreconf -fi && ./configure && make)"
+done
+
+size=$(numfmt --from=iec "$size_arg" 2>/dev/null) || die "BENCH_SIZE=$size_arg: not a size"
+[ "$size" -ge $((16 * 1024 * 1024)) ] && [ $((size % (1024 * 1024))) -eq 0 ] ||
+  die "BENCH_SIZE=$size_arg: must be a multiple of 1M, at least 16M"
+[[ "$repeat" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEAT=$repeat: must be a positive integer"
+
+# ---- temporary directory, servers, cleanup ---------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-fleece.XXXXXX")
+server_pid=
+
+stop_server ()
+{
+  [ -n "$server_pid" ] || return 0
+  local pid=$server_pid
+  server_pid=
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.05
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup ()
+{
+  local rc=$?
+  stop_server
+  if [ $rc -ne 0 ]; then
+    for f in "$tmp"/*.log; do
+      [ -f "$f" ] || continue
+      echo "--- $f" >&2; tail -n 20 "$f" >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Private copies of the modules, so a rebuild in the tree during the
+# run cannot swap them under a running server.
+mkdir "$tmp/mod"
+cp "$SA_SRC" "$tmp/mod/sa.so"
+cp "$CBW_SRC" "$tmp/mod/cbw.so"
+SA=$tmp/mod/sa.so
+CBW=$tmp/mod/cbw.so
+
+disk=$tmp/disk.img
+sock=$tmp/nbd.sock
+ctlsock=$tmp/ctl.sock
+fleece=$tmp/fleece.img
+results=$tmp/results.tsv
+: >"$results"
+
+# wait_socket PID SOCK LOG: until SOCK accepts NBD connections.
+wait_socket ()
+{
+  local pid=$1 s=$2 log=$3
+  for _ in $(seq 200); do
+    if [ -S "$s" ]; then
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "server exited during start-up"; }
+    sleep 0.05
+  done
+  cat "$log" >&2
+  die "server did not start within 10 s"
+}
+
+start_plain ()
+{
+  rm -f "$sock"
+  nbdkit -f -U "$sock" file "$disk" >"$tmp/plain.log" 2>&1 &
+  server_pid=$!
+  wait_socket "$server_pid" "$sock" "$tmp/plain.log"
+}
+
+start_ours ()
+{
+  rm -f "$sock" "$ctlsock" "$fleece"
+  nbdkit -f -U "$sock" --filter="$SA" --filter="$CBW" file "$disk" \
+    control="$ctlsock" cbw-target="$fleece" \
+    cbw-cluster-size=$cluster >"$tmp/ours.log" 2>&1 &
+  server_pid=$!
+  wait_socket "$server_pid" "$sock" "$tmp/ours.log"
+  for _ in $(seq 100); do [ -S "$ctlsock" ] && return 0; sleep 0.05; done
+  die "control socket $ctlsock did not appear"
+}
+
+qsd_cmd=()
+start_qsd ()
+{
+  rm -f "$sock" "$fleece"
+  truncate -s "$size" "$fleece"
+  qsd_cmd=(qemu-storage-daemon
+    --blockdev "driver=file,node-name=disk-file,filename=$disk"
+    --blockdev "driver=raw,node-name=disk,file=disk-file"
+    --blockdev "driver=file,node-name=fleece-file,filename=$fleece"
+    --blockdev "driver=raw,node-name=fleece,file=fleece-file"
+    --blockdev "driver=copy-before-write,node-name=cbw,file=disk,target=fleece"
+    --blockdev "driver=snapshot-access,node-name=snap,file=cbw"
+    --nbd-server "addr.type=unix,addr.path=$sock"
+    --export "type=nbd,id=live,node-name=cbw,name=live,writable=on"
+    --export "type=nbd,id=snapshot,node-name=snap,name=snapshot")
+  "${qsd_cmd[@]}" >"$tmp/qsd.log" 2>&1 &
+  server_pid=$!
+  wait_socket "$server_pid" "$sock" "$tmp/qsd.log"
+}
+
+ctl ()
+{
+  local reply
+  reply=$(printf '%s\n' "$1" | socat -t 10 - "UNIX-CONNECT:$ctlsock") ||
+    die "control '$1': socat failed"
+  jq -e '.ok == true' >/dev/null <<<"$reply" || die "control '$1' failed: $reply"
+  printf '%s\n' "$reply"
+}
+
+fresh_snapshot ()
+{
+  local active
+  active=$(ctl status | jq -r '.snapshot.active')
+  [ "$active" != true ] || ctl snapshot-end >/dev/null
+  ctl snapshot-begin >/dev/null
+}
+
+live_uri ()
+{
+  case $1 in
+    qsd) echo "nbd+unix:///live?socket=$sock" ;;
+    *) echo "nbd+unix:///?socket=$sock" ;;
+  esac
+}
+snap_uri () { echo "nbd+unix:///snapshot?socket=$sock"; }
+
+# record WORKLOAD CONFIG VALUE
+record () { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$round" "$3" >>"$results"; }
+
+# fio_run WORKLOAD CONFIG URI FIO-ARGS...: run one fio job, record
+# MB/s (seqwrite) or IOPS (firsttouch).
+fio_run ()
+{
+  local w=$1 c=$2 uri=$3; shift 3
+  local out=$tmp/fio-$w-$c.json
+  sync
+  fio --name=t --ioengine=nbd --uri="$uri" --iodepth=$qd \
+    --output-format=json --output="$out" "$@" >>"$tmp/fio.log" 2>&1 ||
+    die "fio $w on $c failed (see $tmp/fio.log)"
+  local err
+  err=$(jq '.jobs[0].error' "$out")
+  [ "$err" = 0 ] || die "fio $w on $c: job error $err"
+  case $w in
+    seqwrite) record "$w" "$c" "$(jq '.jobs[0].write.bw_bytes / 1000000' "$out")" ;;
+    firsttouch) record "$w" "$c" "$(jq '.jobs[0].write.iops' "$out")" ;;
+  esac
+}
+
+# copy_run WORKLOAD CONFIG URI: nbdcopy URI null:, record MB/s.
+copy_run ()
+{
+  local w=$1 c=$2 uri=$3 t0 t1
+  sync
+  t0=$(date +%s.%N)
+  nbdcopy "$uri" null: 2>>"$tmp/nbdcopy.log" || die "nbdcopy $uri null: failed ($w on $c)"
+  t1=$(date +%s.%N)
+  record "$w" "$c" "$(echo "$size $t0 $t1" | awk '{ printf "%.1f", $1 / ($3 - $2) / 1e6 }')"
+}
+
+seq_args=(--rw=write --bs=1M)
+ft_args=(--read_iolog="$tmp/firsttouch.iolog")
+
+# The rounds of one configuration.
+run_plain ()
+{
+  start_plain
+  fio_run seqwrite plain "$(live_uri plain)" "${seq_args[@]}"
+  fio_run firsttouch plain "$(live_uri plain)" "${ft_args[@]}"
+  copy_run read plain "$(live_uri plain)"
+  stop_server
+}
+
+run_idle ()
+{
+  start_ours
+  fio_run seqwrite idle "$(live_uri idle)" "${seq_args[@]}"
+  fio_run firsttouch idle "$(live_uri idle)" "${ft_args[@]}"
+  copy_run read idle "$(live_uri idle)"
+  local copied
+  copied=$(ctl status | jq '.snapshot.clusters_copied')
+  [ "$copied" = 0 ] || die "idle stack copied $copied clusters without a snapshot"
+  stop_server
+}
+
+# check_copied WHAT N: the snapshot status says N clusters were copied.
+check_copied ()
+{
+  local st copied broken
+  st=$(ctl status)
+  copied=$(jq '.snapshot.clusters_copied' <<<"$st")
+  broken=$(jq -r '.snapshot.broken' <<<"$st")
+  [ "$broken" = null ] || die "$1: snapshot broken: $broken"
+  [ "$copied" = "$2" ] || echo "bench-fleece.sh: note: $1: clusters_copied=$copied, expected $2" >&2
+}
+
+run_snap ()
+{
+  local nclusters=$((size / cluster))
+  start_ours
+  fresh_snapshot
+  fio_run seqwrite snap "$(live_uri snap)" "${seq_args[@]}"
+  check_copied seqwrite $nclusters
+  fresh_snapshot
+  fio_run firsttouch snap "$(live_uri snap)" "${ft_args[@]}"
+  check_copied firsttouch $nclusters
+  copy_run snapread-copied snap "$(snap_uri)"
+  fresh_snapshot
+  copy_run read snap "$(snap_uri)"
+  check_copied read 0
+  ctl snapshot-end >/dev/null
+  stop_server
+}
+
+run_qsd ()
+{
+  start_qsd
+  fio_run seqwrite qsd "$(live_uri qsd)" "${seq_args[@]}"
+  stop_server
+  start_qsd
+  fio_run firsttouch qsd "$(live_uri qsd)" "${ft_args[@]}"
+  copy_run snapread-copied qsd "$(snap_uri)"
+  stop_server
+  start_qsd
+  copy_run read qsd "$(snap_uri)"
+  stop_server
+}
+
+# ---- the run ---------------------------------------------------------
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+machine="$(nproc) CPUs, ${cpu:-unknown CPU}, $(awk '/MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+versions="nbdkit $(nbdkit --version | awk '{print $2}'), $(nbdcopy --version | head -1), $(fio --version)"
+[ $use_qsd = 0 ] || versions="$versions, $(qemu-storage-daemon --version | head -1)"
+echo "date:    $started"
+echo "machine: $machine"
+echo "tools:   $versions"
+echo "disk:    $size bytes ($size_arg) in $tmp, cluster $cluster, queue depth $qd, repeat $repeat"
+echo
+
+# The disk: sparse, then filled with a recognisable non-zero pattern.
+truncate -s "$size" "$disk"
+nbdcopy -- [ nbdkit -r pattern size="$size" ] "$disk" ||
+  die "pre-filling the disk with nbdkit's pattern plugin failed"
+
+# One write in every cluster, in a seeded random order (fio iolog v2).
+/usr/bin/python3 - "$size" "$cluster" >"$tmp/firsttouch.iolog" <<'EOF'
+import random, sys
+size, cluster = int(sys.argv[1]), int(sys.argv[2])
+offs = list(range(0, size, cluster))
+random.Random(20261122).shuffle(offs)
+out = ["fio version 2 iolog", "t.0.0 add", "t.0.0 open"]
+out += ["t.0.0 write %d 4096" % o for o in offs]
+out.append("t.0.0 close")
+print("\n".join(out))
+EOF
+
+configs=(plain idle snap)
+[ $use_qsd = 0 ] || configs+=(qsd)
+t_start=$SECONDS
+for round in $(seq "$repeat"); do
+  # Rotate the order from round to round so slow drift of the shared
+  # machine does not always hit the same configuration.
+  n=${#configs[@]}
+  for i in $(seq 0 $((n - 1))); do
+    c=${configs[$(((i + round - 1) % n))]}
+    echo "round $round/$repeat: $c"
+    "run_$c"
+  done
+done
+echo "measured in $((SECONDS - t_start)) s"
+echo
+
+mkdir -p "$here/results"
+qsd_line=
+if [ $use_qsd = 1 ]; then
+  qsd_line=$(printf '%q ' "${qsd_cmd[@]}" | sed "s|$tmp|\$TMP|g")
+fi
+/usr/bin/python3 "$here/bench-report.py" \
+  --results "$results" --date "$started" --machine "$machine" \
+  --versions "$versions" --size "$size" --repeat "$repeat" \
+  --qsd-cmd "$qsd_line" --markdown "$here/results/latest.md"
+echo
+echo "written: $here/results/latest.md"

@@ -1,0 +1,62 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * The chain of checkpoints and the marking of written granules.  The
+ * locking rules are at the top of checkpoints.c.
+ */
+
+#ifndef FLEECE_DB_CHECKPOINTS_H
+#define FLEECE_DB_CHECKPOINTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bitmap.h"
+#include "fleece-api.h"
+#include "json.h"
+
+struct checkpoint {
+  char name[FLEECE_NAME_BUF];
+  uint64_t seq;                 /* grows with creation time */
+  int64_t created;              /* time () */
+  bool consistent;              /* false: may have missed writes */
+  struct bitmap bits;           /* one bit per granule */
+  struct checkpoint *older, *newer;
+};
+
+/* The chain, oldest first; the newest one records.  See the lock
+ * rules in checkpoints.c before touching these.
+ */
+extern struct checkpoint *ckpt_oldest, *ckpt_newest;
+extern uint64_t ckpt_next_seq;
+extern uint64_t db_disk_size, db_ngranules;
+
+extern void ckpt_init (void);
+extern void ckpt_free_all (void);
+/* Set the disk size (after_fork, before any write). */
+extern void ckpt_set_size (uint64_t size);
+
+/* Guest writes: mark, pass the write down, then call ckpt_after_write. */
+extern void ckpt_before_write (uint32_t count, uint64_t offset);
+extern void ckpt_after_write (void);
+
+/* Control (serialised by the control server). */
+extern int ckpt_create (const char *name, char **errmsg);
+extern int ckpt_delete (const char *name, char **errmsg);
+extern void ckpt_status (struct jbuf *reply);
+
+/* Interface for cbw and snapshot-access (see fleece-api.h). */
+extern uint64_t ckpt_api_next_seq (void);
+extern int ckpt_api_lookup (const char *name, uint64_t *seq,
+                            bool *consistent, char **errmsg);
+extern int ckpt_api_changed_since (const char *name, uint64_t limit,
+                                   uint32_t unit, struct bitmap *out,
+                                   char **errmsg);
+extern char **ckpt_api_names (uint64_t limit);
+extern int ckpt_api_begin (const char *name, char **errmsg);
+
+/* For persist.c: append a checkpoint read from the file (start-up). */
+extern struct checkpoint *ckpt_append (const char *name, uint64_t seq,
+                                       int64_t created, bool consistent);
+
+#endif /* FLEECE_DB_CHECKPOINTS_H */
