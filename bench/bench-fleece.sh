@@ -28,7 +28,15 @@
 #              touch of its cluster and triggers a copy.  fio 3.33
 #              turns its random map off as soon as blockalign= is used,
 #              so the permutation is generated here and replayed with
-#              read_iolog.
+#              read_iolog.  A replayed log ends with fio setting
+#              td->done, and td_io_getevents() then returns at once, so
+#              the last iodepth-1 requests are never reaped: fio closes
+#              the connection with them in flight (fio's stats show
+#              io_bytes short of total_ios, and nbdkit 1.32 can abort
+#              in raw_send_socket on the broken pipe).  thinktime with
+#              thinktime_blocks=<number of writes> and
+#              thinktime_blocks_type=issue makes fio quiesce (reap
+#              everything) right after issuing the last write.
 #   read       nbdcopy URI null:: the plain server's disk, the idle
 #              stack's live export, the untouched snapshot (every
 #              cluster still read from the live disk) of ours and QSD's
@@ -231,6 +239,14 @@ fio_run ()
   local err
   err=$(jq '.jobs[0].error' "$out")
   [ "$err" = 0 ] || die "fio $w on $c: job error $err"
+  # Every request must have completed (see firsttouch above).
+  local want done
+  case $w in
+    seqwrite) want=$size ;;
+    firsttouch) want=$((nwrites * 4096)) ;;
+  esac
+  done=$(jq '.jobs[0].write.io_bytes' "$out")
+  [ "$done" = "$want" ] || die "fio $w on $c: $done bytes written, expected $want"
   case $w in
     seqwrite) record "$w" "$c" "$(jq '.jobs[0].write.bw_bytes / 1000000' "$out")" ;;
     firsttouch) record "$w" "$c" "$(jq '.jobs[0].write.iops' "$out")" ;;
@@ -249,7 +265,9 @@ copy_run ()
 }
 
 seq_args=(--rw=write --bs=1M)
-ft_args=(--read_iolog="$tmp/firsttouch.iolog")
+nwrites=$((size / cluster))
+ft_args=(--read_iolog="$tmp/firsttouch.iolog" --thinktime=1
+         --thinktime_blocks=$nwrites --thinktime_blocks_type=issue)
 
 # The rounds of one configuration.
 run_plain ()
@@ -341,7 +359,6 @@ offs = list(range(0, size, cluster))
 random.Random(20261122).shuffle(offs)
 out = ["fio version 2 iolog", "t.0.0 add", "t.0.0 open"]
 out += ["t.0.0 write %d 4096" % o for o in offs]
-out.append("t.0.0 close")
 print("\n".join(out))
 EOF
 

@@ -7,6 +7,10 @@
 # cbw-timeout, the target server killed, a target too small), under
 # cbw-on-error=break-guest-write or break-snapshot.
 #
+# ("hang": the target server is stopped with SIGSTOP, so it accepts
+# requests but never answers; with cbw-timeout=1 every copy must give
+# up after about a second, not wait for the target.)
+#
 #   break-guest-write: the guest's write fails, the live data of that
 #     region is unchanged, the snapshot stays readable and correct,
 #     status .snapshot.broken is null.
@@ -29,7 +33,7 @@ import nbd
 
 p = argparse.ArgumentParser()
 p.add_argument("--case", required=True,
-               choices=["eio", "enospc", "timeout", "kill", "full"])
+               choices=["eio", "enospc", "timeout", "hang", "kill", "full"])
 p.add_argument("--policy", required=True,
                choices=["break-guest-write", "break-snapshot"])
 p.add_argument("--sock", required=True)
@@ -44,7 +48,32 @@ C = 64 * 1024                   # the default cluster size
 GUEST_WRITE = args.policy == "break-guest-write"
 
 
+def timed_pwrite(h, data, off, limit):
+    """pwrite that gives up (test failure) after limit seconds."""
+    c = h.aio_pwrite(data, off)
+    t0 = time.time()
+    while not h.aio_command_completed(c):   # raises if the write failed
+        left = limit - (time.time() - t0)
+        if left <= 0:
+            fail("a guest write at %d+%d did not complete within %.0f s"
+                 % (off, len(data), limit))
+        h.poll(max(1, int(left * 1000)))
+
+
+def target_pid():
+    with open(args.target_pid_file) as f:
+        return int(f.read())
+
+
 def main():
+    try:
+        run()
+    finally:
+        if args.case == "hang":
+            os.kill(target_pid(), signal.SIGCONT)
+
+
+def run():
     ctl = Ctl(args.ctl)
     h = connect(args.sock)
     model = Model(SIZE)
@@ -63,7 +92,7 @@ def main():
 
     # While the target works, a copy succeeds.
     copied = None
-    if args.case != "timeout":
+    if args.case not in ("timeout", "hang"):
         copied = (1 * MiB, C)
         data = pattern(10, C)
         h.pwrite(data, 1 * MiB)
@@ -77,9 +106,10 @@ def main():
     # The fault.
     if args.case in ("eio", "enospc"):
         open(args.trigger, "w").close()
+    elif args.case == "hang":
+        os.kill(target_pid(), signal.SIGSTOP)
     elif args.case == "kill":
-        with open(args.target_pid_file) as f:
-            pid = int(f.read())
+        pid = target_pid()
         os.kill(pid, signal.SIGKILL)
         for _ in range(100):
             try:
@@ -97,27 +127,36 @@ def main():
     errnos = {"eio": ["EIO"], "enospc": ["ENOSPC"]}.get(args.case)
     # A whole data cluster, then a write over a cluster boundary.
     faults = [(3 * MiB, C, 20), (4 * MiB - 1000, 2000, 21)]
+    if args.case == "hang" and GUEST_WRITE:
+        faults.append((5 * MiB - 3 * C, 3 * C, 24))
+    slow = args.case in ("timeout", "hang")
     for off, n, seed in faults:
         data = pattern(seed, n)
         what = "guest write at %d+%d with a failing target (%s)" \
             % (off, n, args.case)
         t0 = time.time()
+        limit = 2.5 if slow else 10
         if GUEST_WRITE:
-            e = expect_error(lambda: h.pwrite(data, off), what, errnos)
+            e = expect_error(lambda: timed_pwrite(h, data, off, limit), what,
+                             errnos)
             log("%s: %s" % (what, e))
         else:
             try:
-                h.pwrite(data, off)
+                timed_pwrite(h, data, off, limit)
             except nbd.Error as e:
                 fail("%s failed under break-snapshot: %s" % (what, e))
             model.write(off, data)
         dt = time.time() - t0
         log("  took %.2f s" % dt)
-        if args.case == "timeout":
+        if slow:
             check(dt < 2.5, "%s took %.2f s with cbw-timeout=1 and a target "
-                  "that takes 3 s per write" % (what, dt))
+                  "that takes 3 s or more per write" % (what, dt))
         expect_same(h.pread(n + 2 * C, off - C), model.get(off - C, n + 2 * C),
                     "live data after the " + what)
+
+    if args.case == "hang":
+        # Let the target answer again; the snapshot must be as before.
+        os.kill(target_pid(), signal.SIGCONT)
 
     s = ctl.snap()
     log("status: %s" % s)
@@ -142,7 +181,7 @@ def main():
         else:
             expect_same(read_all(hs, SIZE), pre,
                         "snapshot after the failed copies")
-            if args.case == "timeout":
+            if slow:
                 check("timed out" in read_log(args.log).lower(),
                       "the server log does not mention 'timed out'")
     else:

@@ -74,17 +74,19 @@ def first_diff(a, b):
 
 
 def ctl(path, line):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(60)
-    s.connect(path)
-    s.sendall(line.encode() + b"\n")
     buf = b""
-    while not buf.endswith(b"\n"):
-        b = s.recv(65536)
-        if not b:
-            break
-        buf += b
-    s.close()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(60)
+            s.connect(path)
+            s.sendall(line.encode() + b"\n")
+            while not buf.endswith(b"\n"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                buf += b
+    except OSError as e:
+        return {"ok": False, "error": f"control socket: {e}"}
     try:
         return json.loads(buf)
     except ValueError:

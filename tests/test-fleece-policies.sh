@@ -4,7 +4,7 @@
 #
 # cbw-on-error and cbw-timeout with a failing fleecing target (an NBD
 # server behind nbdkit's error or delay filter, a target that is too
-# small, a target server that is killed), each under break-guest-write
+# small, a target server that is killed or stops answering), each under break-guest-write
 # and break-snapshot.  See fleece_policies.py for what each case
 # asserts; the live disk must always equal the model of completed
 # writes.
@@ -36,7 +36,7 @@ run ()
         error-file="$d/trigger" ;;
     timeout)
       start_nbdkit "$tsock" --filter=delay memory 64M wdelay=3 ;;
-    kill)
+    kill|hang)
       start_nbdkit "$tsock" memory 64M ;;
     full)
       start_nbdkit "$tsock" memory 1M ;;
@@ -60,10 +60,11 @@ run ()
   fi
 
   start_nbdkit "$sock" "${fleece[@]}"
-  /usr/bin/python3 "$py" --case "$case" --policy "$policy" \
+  timeout 60 /usr/bin/python3 "$py" --case "$case" --policy "$policy" \
     --sock "$sock" --ctl "$ctl" --log "$sock.log" --trigger "$d/trigger" \
     --target-pid-file "$tsock.pid" ||
-    fail "case $case, $policy (log: $sock.log)"
+    { [ "$case" != hang ] || kill -CONT "$(cat "$tsock.pid")";
+      fail "case $case, $policy (log: $sock.log)"; }
   stop_nbdkit "$sock"
   if [ "$case" != kill ]; then stop_nbdkit "$tsock"; fi
   rm -rf "$d"
@@ -74,6 +75,7 @@ for policy in break-guest-write break-snapshot; do
   run eio "$policy"
   run enospc "$policy"
   run timeout "$policy" cbw-timeout=1
+  run hang "$policy" cbw-timeout=1
   run kill "$policy"
   run full "$policy"
 done
