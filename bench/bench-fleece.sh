@@ -97,12 +97,17 @@ size=$(numfmt --from=iec "$size_arg" 2>/dev/null) || die "BENCH_SIZE=$size_arg: 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-fleece.XXXXXX")
 server_pid=
 
+server_log=
 stop_server ()
 {
   [ -n "$server_pid" ] || return 0
   local pid=$server_pid
   server_pid=
-  kill "$pid" 2>/dev/null || true
+  if ! kill "$pid" 2>/dev/null; then
+    wait "$pid" 2>/dev/null || true
+    [ -z "$server_log" ] || cat "$server_log" >&2
+    die "the server ($server_log) died during the measurement"
+  fi
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
     sleep 0.05
@@ -162,7 +167,8 @@ start_plain ()
   rm -f "$sock"
   nbdkit -f -U "$sock" file "$disk" >"$tmp/plain.log" 2>&1 &
   server_pid=$!
-  wait_socket "$server_pid" "$sock" "$tmp/plain.log"
+  server_log=$tmp/plain.log
+  wait_socket "$server_pid" "$sock" "$server_log"
 }
 
 start_ours ()
@@ -172,7 +178,8 @@ start_ours ()
     control="$ctlsock" cbw-target="$fleece" \
     cbw-cluster-size=$cluster >"$tmp/ours.log" 2>&1 &
   server_pid=$!
-  wait_socket "$server_pid" "$sock" "$tmp/ours.log"
+  server_log=$tmp/ours.log
+  wait_socket "$server_pid" "$sock" "$server_log"
   for _ in $(seq 100); do [ -S "$ctlsock" ] && return 0; sleep 0.05; done
   die "control socket $ctlsock did not appear"
 }
@@ -194,7 +201,8 @@ start_qsd ()
     --export "type=nbd,id=snapshot,node-name=snap,name=snapshot")
   "${qsd_cmd[@]}" >"$tmp/qsd.log" 2>&1 &
   server_pid=$!
-  wait_socket "$server_pid" "$sock" "$tmp/qsd.log"
+  server_log=$tmp/qsd.log
+  wait_socket "$server_pid" "$sock" "$server_log"
 }
 
 ctl ()

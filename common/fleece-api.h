@@ -86,6 +86,10 @@ struct fleece_snapshot_info {
    * snapshot point are those of checkpoints with a smaller number.
    */
   uint64_t checkpoint_limit;
+  /* Begun with since=: the sequence number of that checkpoint (delta
+   * views of older checkpoints cannot be served), else 0.
+   */
+  uint64_t since_seq;
   uint64_t size;                /* disk size at the snapshot point */
   int64_t started;              /* time (), UTC */
   uint32_t cluster_size;

@@ -55,7 +55,7 @@ def timed_pwrite(h, data, off, limit):
     while not h.aio_command_completed(c):   # raises if the write failed
         left = limit - (time.time() - t0)
         if left <= 0:
-            fail("a guest write at %d+%d did not complete within %.0f s"
+            fail("a guest write at %d+%d did not complete within %.1f s"
                  % (off, len(data), limit))
         h.poll(max(1, int(left * 1000)))
 

@@ -78,6 +78,7 @@ struct snapshot {
   uint64_t nclusters;
   int64_t started;
   uint64_t checkpoint_limit;    /* see fleece_snapshot_info */
+  uint64_t since_seq;
   char checkpoint[FLEECE_NAME_BUF];
   char since[FLEECE_NAME_BUF];
 
@@ -636,10 +637,13 @@ disk_size (nbdkit_backend *backend, char **errmsg)
   return size;
 }
 
-/* Checks of checkpoint= and since= that need no lock. */
+/* Checks of checkpoint= and since= that need no lock.  Sets
+ * *since_seq to since's sequence number.
+ */
 static int
 check_checkpoint_args (const struct fleece_db_api *db, const char *checkpoint,
-                       const char *since, char **errmsg)
+                       const char *since, uint64_t *since_seq,
+                       char **errmsg)
 {
   uint64_t seq;
   bool consistent;
@@ -650,7 +654,7 @@ check_checkpoint_args (const struct fleece_db_api *db, const char *checkpoint,
                    "(--filter=dirty-bitmap)",
                    checkpoint ? "checkpoint" : "since");
   if (since) {
-    if (db->lookup (since, &seq, &consistent, errmsg) == -1)
+    if (db->lookup (since, since_seq, &consistent, errmsg) == -1)
       return -1;
     if (!consistent)
       return errorf (errmsg, "since=%s: the checkpoint is not consistent "
@@ -673,12 +677,13 @@ snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
   struct snapshot *s;
   int64_t size;
-  uint64_t needed;
+  uint64_t needed, since_seq = 0;
 
   if (cur)
     return errorf (errmsg, "a snapshot is already active (id %" PRIu64
                    "); end it with snapshot-end first", cur->id);
-  if (check_checkpoint_args (db, checkpoint, since, errmsg) == -1)
+  if (check_checkpoint_args (db, checkpoint, since, &since_seq,
+                             errmsg) == -1)
     return -1;
 
   size = disk_size (backend, errmsg);
@@ -690,6 +695,7 @@ snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
     return errorf (errmsg, "out of memory");
   s->size = size;
   s->nclusters = (size + cs () - 1) / cs ();
+  s->since_seq = since_seq;
   snprintf (s->checkpoint, sizeof s->checkpoint, "%s",
             checkpoint ? checkpoint : "");
   snprintf (s->since, sizeof s->since, "%s", since ? since : "");
@@ -817,6 +823,7 @@ snapshot_info (struct fleece_snapshot_info *info)
     info->size = cur->size;
     info->started = cur->started;
     info->checkpoint_limit = cur->checkpoint_limit;
+    info->since_seq = cur->since_seq;
     info->cluster_size = cbw_config.cluster_size;
     memcpy (info->checkpoint, cur->checkpoint, sizeof info->checkpoint);
     memcpy (info->since, cur->since, sizeof info->since);

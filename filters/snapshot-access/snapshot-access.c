@@ -114,7 +114,7 @@ open_delta (struct handle *h, const struct fleece_snapshot_info *info,
             const char *name)
 {
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
-  uint64_t seq, since_seq;
+  uint64_t seq;
   bool consistent;
   char *msg = NULL;
   int r = -1;
@@ -139,9 +139,7 @@ open_delta (struct handle *h, const struct fleece_snapshot_info *info,
     return -1;
   }
   if (info->since[0]) {
-    if (db->lookup (info->since, &since_seq, &consistent, &msg) == -1)
-      goto out;
-    if (seq < since_seq) {
+    if (seq < info->since_seq) {
       nbdkit_error ("snapshot %" PRIu64 " was begun with since=%s, so the "
                     "changes since the older checkpoint %s were not "
                     "preserved; ask for %s%s%s or newer",
@@ -509,7 +507,7 @@ list_deltas (struct nbdkit_exports *exports,
              const struct fleece_snapshot_info *info, const char *when)
 {
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
-  uint64_t seq, since_seq = 0;
+  uint64_t seq;
   bool consistent;
   char **names, *msg = NULL;
   size_t i;
@@ -517,18 +515,13 @@ list_deltas (struct nbdkit_exports *exports,
 
   if (db == NULL)
     return 0;
-  if (info->since[0] &&
-      db->lookup (info->since, &since_seq, &consistent, &msg) == -1) {
-    free (msg);
-    return 0;
-  }
   names = db->names (info->checkpoint_limit);
   if (names == NULL)
     return 0;
   for (i = 0; names[i]; i++) {
     if (r == 0 &&
         db->lookup (names[i], &seq, &consistent, &msg) == 0 &&
-        seq >= since_seq)
+        seq >= info->since_seq)
       r = nbdkit_add_export (exports,
                              nbdkit_printf_intern ("%s%s%s",
                                                    sa_config.export_name,
