@@ -212,10 +212,49 @@ class Ctl:
             die(f"control '{line}': reply is not JSON: {buf!r}")
 
 
-def connect(uri):
+def connect(uri, meta=False):
     h = nbd.NBD()
+    if meta:
+        h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
     h.connect_uri(uri)
     return h
+
+
+def check_extents(name, h, size, image, ops):
+    """base:allocation of a snapshot export must describe its contents:
+    whatever it reports as ZERO reads as zeroes.  Returns (zero, data)
+    byte counts."""
+    if not h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
+        die(f"{name} snapshot export does not offer base:allocation")
+    off, nz, nd = 0, 0, 0
+    while off < size:
+        ents = []
+
+        def cb(ctx, o, entries, err):
+            if ctx == nbd.CONTEXT_BASE_ALLOCATION:
+                ents.extend(entries)
+            return 0
+        h.block_status(size - off, off, cb)
+        if not ents:
+            die(f"{name} snapshot: block status at {off} returned no extent")
+        for i in range(0, len(ents), 2):
+            n = min(ents[i], size - off)
+            if n == 0:
+                die(f"{name} snapshot: zero-length extent at {off}")
+            if ents[i + 1] & nbd.STATE_ZERO:
+                seg = image[off:off + n]
+                if seg.count(0) != n:
+                    j = next(k for k in range(n) if seg[k])
+                    die(mismatch_msg(f"{name} snapshot block status says "
+                                     f"[{off}, +{n}) reads as zeroes",
+                                     off + j, bytes(16), seg[j:], ops))
+                nz += n
+            else:
+                nd += n
+            off += n
+            if off >= size:
+                break
+    return nz, nd
 
 
 def read_all(h, size, chunk, start=0):
@@ -256,7 +295,7 @@ def cmd_run(a):
     print(f"seed {a.seed}, {a.ops} operations, disk {size} bytes")
 
     ours_live = connect(a.ours_live)
-    ours_snap = connect(a.ours_snap)
+    ours_snap = connect(a.ours_snap, meta=True)
     qemu_live = connect(a.qemu_live)
     qemu_snap = connect(a.qemu_snap)
     for name, h in (("ours", ours_live), ("qemu", qemu_live)):
@@ -341,6 +380,9 @@ def cmd_run(a):
                              f"({bad} clusters differ from the initial image)",
                              m, got[m:], init[m:], ops))
     print("snapshot(ours) == snapshot(qemu) == initial image")
+    nz, nd = check_extents("ours", ours_snap, size, init, ops)
+    print(f"snapshot(ours) block status: {nz} bytes zero, {nd} bytes data, "
+          f"consistent with the data")
 
     live = {}
     for name, h in (("ours", ours_live), ("qemu", qemu_live)):

@@ -564,7 +564,7 @@ def main():
         w.start()
 
     deadline = time.time() + a.seconds
-    cycle_seconds = max(1.5, min(4.0, a.seconds / 6))
+    cycle_seconds = max(1.0, min(2.5, a.seconds / 7))
     n = 0
     while not stop_all.is_set():
         kind = "quiesced" if n % 2 == 0 else "gen"

@@ -9,11 +9,13 @@
 # paused at snapshot-begin (the snapshot must equal the recorded model)
 # and not paused (every 4K block must hold one generation between what
 # had completed before snapshot-begin and what had started before its
-# reply).  About 20 s; FLEECE_STRESS_SECONDS=N runs longer,
-# FLEECE_SEED=N|random picks the seed.
+# reply, no write half in within a cluster).  Two phases: 64K clusters,
+# then 1M clusters (many writers wait on one copy).
+# About 20 s; FLEECE_STRESS_SECONDS=N runs longer, FLEECE_SEED=N|random
+# picks the seed.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires nbdcopy
+requires nbdcopy nbdinfo
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || {
   echo "SKIP: $0: Python libnbd bindings (python3-libnbd) are missing" >&2
   exit 77
@@ -24,23 +26,31 @@ seed=${FLEECE_SEED:-4242}
 [ "$seed" = random ] && seed=$(( $(date +%s) % 1000000 ))
 echo "seed: $seed, duration: $seconds s"
 
-disk=$tmpdir/disk.img
-truncate -s 32M "$disk"
-sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
-start_nbdkit "$sock" --filter="$SA" --filter="$CBW" \
-  file "$disk" cbw-target="$tmpdir/fleece.img" control="$ctl"
-
 SECONDS=0
-timeout $((seconds * 3 + 120)) /usr/bin/python3 \
-  "$abs_top_srcdir/tests/fleece_stress.py" \
-  --live "nbd+unix:///?socket=$sock" \
-  --snap "nbd+unix:///snapshot?socket=$sock" \
-  --ctl "$ctl" --workdir "$tmpdir" --seed "$seed" --seconds "$seconds" ||
-  fail "stress run failed (seed $seed); see the messages above"
+phase=0
+for cluster in 65536 1048576; do
+  if [ $phase -eq 0 ]; then secs=$(( seconds * 2 / 3 )); else secs=$(( seconds / 3 )); fi
+  [ $secs -ge 5 ] || secs=5
+  disk=$tmpdir/disk$phase.img
+  truncate -s 32M "$disk"
+  sock=$tmpdir/nbd$phase.sock
+  ctl=$tmpdir/ctl$phase.sock
+  echo "== phase $phase: cbw-cluster-size=$cluster, $secs s"
+  start_nbdkit "$sock" --filter="$SA" --filter="$CBW" \
+    file "$disk" cbw-target="$tmpdir/fleece$phase.img" \
+    cbw-cluster-size=$cluster control="$ctl"
+  timeout $((secs * 3 + 120)) /usr/bin/python3 \
+    "$abs_top_srcdir/tests/fleece_stress.py" \
+    --live "nbd+unix:///?socket=$sock" \
+    --snap "nbd+unix:///snapshot?socket=$sock" \
+    --ctl "$ctl" --workdir "$tmpdir" --seed $((seed + phase)) \
+    --seconds "$secs" --cluster $cluster ||
+    fail "stress run failed (phase $phase, cbw-cluster-size=$cluster, seed $((seed + phase))); see the messages above"
+  # nbdkit survived it all.
+  nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null ||
+    fail "nbdkit no longer serves after the stress run"
+  stop_nbdkit "$sock"
+  phase=$((phase + 1))
+done
 echo "stress run took $SECONDS s"
-
-# nbdkit survived it all.
-nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null ||
-  fail "nbdkit no longer serves after the stress run"
 echo "OK"
