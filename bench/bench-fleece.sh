@@ -89,8 +89,9 @@ for f in "$SA_SRC" "$CBW_SRC"; do
 done
 
 size=$(numfmt --from=iec "$size_arg" 2>/dev/null) || die "BENCH_SIZE=$size_arg: not a size"
-[ "$size" -ge $((16 * 1024 * 1024)) ] && [ $((size % (1024 * 1024))) -eq 0 ] ||
+if [ "$size" -lt $((16 * 1024 * 1024)) ] || [ $((size % (1024 * 1024))) -ne 0 ]; then
   die "BENCH_SIZE=$size_arg: must be a multiple of 1M, at least 16M"
+fi
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEAT=$repeat: must be a positive integer"
 
 # ---- temporary directory, servers, cleanup ---------------------------
@@ -98,28 +99,31 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-fleece.XXXXXX")
 server_pid=
 
 server_log=
+# stop_server: stop the running server (SIGTERM) and reap it.  Fails if
+# it had already died or does not exit cleanly (nbdkit and
+# qemu-storage-daemon both exit 0 on SIGTERM).
 stop_server ()
 {
   [ -n "$server_pid" ] || return 0
-  local pid=$server_pid
+  local pid=$server_pid rc=0
   server_pid=
-  if ! kill "$pid" 2>/dev/null; then
-    wait "$pid" 2>/dev/null || true
-    [ -z "$server_log" ] || cat "$server_log" >&2
-    die "the server ($server_log) died during the measurement"
-  fi
+  kill "$pid" 2>/dev/null || true
   for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
   kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "bench-fleece.sh: the server exited with status $rc (log: $server_log)" >&2
+    return 1
+  fi
 }
 
 cleanup ()
 {
   local rc=$?
-  stop_server
+  stop_server || rc=1
   if [ $rc -ne 0 ]; then
     for f in "$tmp"/*.log; do
       [ -f "$f" ] || continue
@@ -248,13 +252,13 @@ fio_run ()
   err=$(jq '.jobs[0].error' "$out")
   [ "$err" = 0 ] || die "fio $w on $c: job error $err"
   # Every request must have completed (see firsttouch above).
-  local want done
+  local want written
   case $w in
     seqwrite) want=$size ;;
     firsttouch) want=$((nwrites * 4096)) ;;
   esac
-  done=$(jq '.jobs[0].write.io_bytes' "$out")
-  [ "$done" = "$want" ] || die "fio $w on $c: $done bytes written, expected $want"
+  written=$(jq '.jobs[0].write.io_bytes' "$out")
+  [ "$written" = "$want" ] || die "fio $w on $c: $written bytes written, expected $want"
   case $w in
     seqwrite) record "$w" "$c" "$(jq '.jobs[0].write.bw_bytes / 1000000' "$out")" ;;
     firsttouch) record "$w" "$c" "$(jq '.jobs[0].write.iops' "$out")" ;;
@@ -275,7 +279,7 @@ copy_run ()
 seq_args=(--rw=write --bs=1M)
 nwrites=$((size / cluster))
 ft_args=(--read_iolog="$tmp/firsttouch.iolog" --thinktime=1
-         --thinktime_blocks=$nwrites --thinktime_blocks_type=issue)
+         "--thinktime_blocks=$nwrites" --thinktime_blocks_type=issue)
 
 # The rounds of one configuration.
 run_plain ()
@@ -284,7 +288,7 @@ run_plain ()
   fio_run seqwrite plain "$(live_uri plain)" "${seq_args[@]}"
   fio_run firsttouch plain "$(live_uri plain)" "${ft_args[@]}"
   copy_run read plain "$(live_uri plain)"
-  stop_server
+  stop_server || die "server failed"
 }
 
 run_idle ()
@@ -296,7 +300,7 @@ run_idle ()
   local copied
   copied=$(ctl status | jq '.snapshot.clusters_copied')
   [ "$copied" = 0 ] || die "idle stack copied $copied clusters without a snapshot"
-  stop_server
+  stop_server || die "server failed"
 }
 
 # check_copied WHAT N: the snapshot status says N clusters were copied.
@@ -325,21 +329,33 @@ run_snap ()
   copy_run read snap "$(snap_uri)"
   check_copied read 0
   ctl snapshot-end >/dev/null
-  stop_server
+  stop_server || die "server failed"
+}
+
+# check_qsd_copied WHAT: QEMU's copy-before-write really copied (nearly)
+# the whole disk to the fleecing target, so QSD did the same work.
+check_qsd_copied ()
+{
+  local used
+  used=$(du -B1 "$fleece" | awk '{print $1}')
+  [ "$used" -ge $((size * 9 / 10)) ] ||
+    echo "bench-fleece.sh: note: $1 on qsd: only $used bytes in the fleecing target" >&2
 }
 
 run_qsd ()
 {
   start_qsd
   fio_run seqwrite qsd "$(live_uri qsd)" "${seq_args[@]}"
-  stop_server
+  check_qsd_copied seqwrite
+  stop_server || die "server failed"
   start_qsd
   fio_run firsttouch qsd "$(live_uri qsd)" "${ft_args[@]}"
+  check_qsd_copied firsttouch
   copy_run snapread-copied qsd "$(snap_uri)"
-  stop_server
+  stop_server || die "server failed"
   start_qsd
   copy_run read qsd "$(snap_uri)"
-  stop_server
+  stop_server || die "server failed"
 }
 
 # ---- the run ---------------------------------------------------------
@@ -348,9 +364,11 @@ cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 machine="$(nproc) CPUs, ${cpu:-unknown CPU}, $(awk '/MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
 versions="nbdkit $(nbdkit --version | awk '{print $2}'), $(nbdcopy --version | head -1), $(fio --version)"
 [ $use_qsd = 0 ] || versions="$versions, $(qemu-storage-daemon --version | head -1)"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "date:    $started"
 echo "machine: $machine"
 echo "tools:   $versions"
+echo "load:    $load_start (1/5/15 min load average at the start)"
 echo "disk:    $size bytes ($size_arg) in $tmp, cluster $cluster, queue depth $qd, repeat $repeat"
 echo
 
@@ -370,6 +388,17 @@ out += ["t.0.0 write %d 4096" % o for o in offs]
 print("\n".join(out))
 EOF
 
+# Warm-up, not recorded: one write pass and one read through the plain
+# server, so the first measured configuration does not pay for the
+# page cache and file system state the pre-fill left behind.
+echo "warm-up"
+round=0
+start_plain
+fio_run seqwrite warmup "$(live_uri plain)" "${seq_args[@]}"
+copy_run read warmup "$(live_uri plain)"
+stop_server || die "server failed"
+: >"$results"
+
 configs=(plain idle snap)
 [ $use_qsd = 0 ] || configs+=(qsd)
 t_start=$SECONDS
@@ -386,14 +415,18 @@ done
 echo "measured in $((SECONDS - t_start)) s"
 echo
 
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "load average at the end: $load_end"
 mkdir -p "$here/results"
 qsd_line=
 if [ $use_qsd = 1 ]; then
-  qsd_line=$(printf '%q ' "${qsd_cmd[@]}" | sed "s|$tmp|\$TMP|g")
+  # One argument per line; $TMP stands for the run's directory.
+  qsd_line=$(printf '%s\n' "${qsd_cmd[@]}" | sed "s|$tmp|\$TMP|g")
 fi
 /usr/bin/python3 "$here/bench-report.py" \
   --results "$results" --date "$started" --machine "$machine" \
   --versions "$versions" --size "$size" --repeat "$repeat" \
+  --load "$load_start -> $load_end" \
   --qsd-cmd "$qsd_line" --markdown "$here/results/latest.md"
 echo
 echo "written: $here/results/latest.md"

@@ -55,6 +55,7 @@ def main():
     ap.add_argument("--size", type=int, required=True)
     ap.add_argument("--repeat", type=int, required=True)
     ap.add_argument("--qsd-cmd", default="")
+    ap.add_argument("--load", default="")
     ap.add_argument("--markdown", required=True)
     a = ap.parse_args()
 
@@ -91,15 +92,26 @@ def main():
             continue
         r = med[num] / med[den]
         verdict = "" if target is None else ("met" if r >= target else "MISSED")
-        ratio_rows.append([label, "%.2f" % r,
+        ratio_rows.append([label, "%.3f" % r,
                            "-" if target is None else ">= %.2f" % target,
                            verdict])
 
+    qsd_text = ""
+    if a.qsd_cmd:
+        args = [x for x in a.qsd_cmd.split("\n") if x]
+        lines = [args[0]]
+        for x in args[1:]:
+            if x.startswith("--"):
+                lines.append("  " + x)
+            else:
+                lines[-1] += " " + x
+        qsd_text = " \\\n".join(lines)
     gib = a.size / (1 << 30)
     intro = [
         "Date: %s" % a.date,
         "Machine: %s" % a.machine,
         "Tools: %s" % a.versions,
+        "Load average (1/5/15 min) at start -> end: %s" % a.load,
         "Disk: %s raw file (%d bytes), pre-filled, page cache; fleecing target a raw file "
         "on the same file system; cluster 64K; median of %d runs (± half the spread)."
         % ("%g GiB" % gib if gib >= 1 else "%d MiB" % (a.size >> 20), a.size, a.repeat),
@@ -107,6 +119,9 @@ def main():
 
     # Plain text.
     print("\n".join(intro))
+    if qsd_text:
+        print("QSD:")
+        print(qsd_text)
     print()
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     for r in [head] + rows:
@@ -132,11 +147,15 @@ def main():
            "a fresh `snapshot-begin` before every workload",
            "* fio: `--ioengine=nbd --iodepth=16`, one connection; sequential: "
            "`--rw=write --bs=1M` over the whole disk; first touch: one 4 KiB write in "
-           "every 64 KiB cluster in a seeded random order, replayed with `--read_iolog`",
+           "every 64 KiB cluster in a seeded random order, replayed with `--read_iolog` "
+           "(plus `--thinktime=1 --thinktime_blocks=N --thinktime_blocks_type=issue`, "
+           "so fio 3.33 reaps the last requests of the log instead of dropping the "
+           "connection under them)",
            "* reads: `nbdcopy URI null:` (default connections and requests)"]
-    if a.qsd_cmd:
-        md += ["* QSD (restarted with an empty target for every workload):", "",
-               "```", a.qsd_cmd.strip(), "```"]
+    if qsd_text:
+        md += ["* QSD (restarted with an empty, sparse target of the disk's size "
+               "for every workload; $TMP is the run's directory):", "",
+               "```", qsd_text, "```"]
     md += ["", "All measurements:", "",
            "| workload | configuration | values |", "|---|---|---|"]
     for w, _, unit in WORKLOADS:
