@@ -17,7 +17,14 @@
 #   4. copies the snapshot export to a backup file with nbdcopy while
 #      the guest keeps writing, then ends the snapshot;
 #   5. checks that the backup's sha256 is the one recorded at the
-#      snapshot point, and prints PASS or FAIL (exit status 1).
+#      snapshot point;
+#   6. an incremental backup: the snapshot of step 3 started checkpoint
+#      c1; with the guest still writing, a new snapshot (checkpoint=c2
+#      since=c1) is taken and only the changed blocks, read from the
+#      export snapshot/since/c1, are applied onto a copy of the full
+#      backup, which must then equal the disk at the new snapshot point.
+#
+# It prints PASS or FAIL (exit status 1).
 #
 # Everything lives in a temporary directory that is removed at exit.
 # Environment: FLEECE_NO_APT=1 skips the package step, DEMO_SIZE
@@ -38,7 +45,7 @@ die () { echo "demo.sh: $*" >&2; echo "FAIL: $*"; exit 1; }
 packages=(
   build-essential autoconf automake libtool pkg-config
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd
-  socat jq
+  socat jq qemu-utils
 )
 
 install_packages ()
@@ -166,8 +173,9 @@ echo "status: $(ctl status | jq -c '.snapshot | {active, clusters_copied, target
 # ---- 2. the guest ----------------------------------------------------
 say "2. a guest writing random 64 KiB blocks to the live export"
 cat >"$tmp/guest.py" <<'EOF'
-# Writes random 64 KiB blocks (random data, 4 KiB aligned offsets) to
-# the live export until SIGTERM.  While the file PAUSE exists it stops
+# Writes random 64 KiB blocks (random data, 4 KiB aligned offsets,
+# mostly in the first eighth of the disk) to the live export until
+# SIGTERM.  While the file PAUSE exists it stops
 # writing (no request in flight) and shows that with the file PAUSED.
 # After every write it stores its write count in COUNT.
 import os, random, signal, sys, time
@@ -196,7 +204,10 @@ while not stop:
             time.sleep(0.002)
         os.unlink(paused)
         continue
-    off = rnd.randrange(0, size - blk + 1, 4096)
+    # Like a real guest, mostly a hot area (the first eighth), now and
+    # then anywhere.
+    hot = size // 8 if rnd.random() < 0.95 else size
+    off = rnd.randrange(0, hot - blk + 1, 4096)
     h.pwrite(rnd.randbytes(blk), off)
     n += 1
     os.pwrite(cfd, b"%012d\n" % n, 0)
@@ -213,21 +224,29 @@ sleep 1
 kill -0 "$writer_pid" 2>/dev/null || die "the guest writer died (see $tmp/guest.log)"
 echo "guest:  running, $(guest_count) writes so far"
 
+# take_snapshot ARGS...: pause the guest, record the disk's sha256 in
+# $expected, snapshot-begin ARGS, resume the guest.
+take_snapshot ()
+{
+  touch "$tmp/pause"
+  for _ in $(seq 500); do
+    [ -e "$tmp/paused" ] && break
+    kill -0 "$writer_pid" 2>/dev/null || die "the guest writer died"
+    sleep 0.01
+  done
+  [ -e "$tmp/paused" ] || die "the guest did not pause"
+  expected=$(nbdcopy "$live_uri" - | sha256sum | awk '{print $1}')
+  reply=$(ctl "snapshot-begin $*")
+  rm -f "$tmp/pause"
+  echo "sha256 at the snapshot point: $expected"
+  echo "snapshot-begin $*: $reply"
+}
+
 # ---- 3. the snapshot -------------------------------------------------
 say "3. snapshot: pause the guest, record the disk's sha256, snapshot-begin, resume"
-touch "$tmp/pause"
-for _ in $(seq 500); do
-  [ -e "$tmp/paused" ] && break
-  kill -0 "$writer_pid" 2>/dev/null || die "the guest writer died"
-  sleep 0.01
-done
-[ -e "$tmp/paused" ] || die "the guest did not pause"
-expected=$(nbdcopy "$live_uri" - | sha256sum | awk '{print $1}')
-reply=$(ctl snapshot-begin)
-rm -f "$tmp/pause"
+take_snapshot checkpoint=c1
+full_expected=$expected
 writes_at_snapshot=$(guest_count)
-echo "sha256 at the snapshot point: $expected"
-echo "snapshot-begin: $reply"
 echo "the guest writes on for ${guest_head_start} s before the backup starts"
 sleep "$guest_head_start"
 
@@ -248,10 +267,6 @@ broken=$(jq -r '.snapshot.broken' <<<"$status")
 ctl snapshot-end >/dev/null
 echo "snapshot-end: done; target now $(ctl status | jq '.snapshot.target_bytes') bytes"
 
-# Stop the guest; it must have run without an error the whole time.
-stop_pid "$writer_pid"
-writer_pid=
-grep -q '^guest: ' "$tmp/guest.log" || die "the guest writer failed: $(tail -n 5 "$tmp/guest.log")"
 writes_total=$(guest_count)
 
 # ---- 5. verify -------------------------------------------------------
@@ -262,7 +277,7 @@ backup_size=$(stat -c %s "$backup")
 mbps=$(awk -v s="$size" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", s / (b - a) / 1e6 }')
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 
-echo "sha256 at the snapshot point:   $expected"
+echo "sha256 at the snapshot point:   $full_expected"
 echo "sha256 of the backup:           $got"
 echo "sha256 of the live disk now:    $live_now"
 echo
@@ -275,16 +290,48 @@ echo "  guest writes during the backup:  $((writes_after - writes_before))"
 echo "  guest writes with the snapshot:  $((writes_total - writes_at_snapshot)) (of $writes_total in all)"
 echo
 
+# ---- 6. incremental backup --------------------------------------------
+say "6. incremental: new snapshot with checkpoint=c2 since=c1, copy only the changes"
+echo "the guest writes for ${guest_head_start} s more"
+sleep "$guest_head_start"
+take_snapshot checkpoint=c2 since=c1
+incr_expected=$expected
+delta_uri="nbd+unix:///snapshot/since/c1?socket=$sock"
+nbdinfo --map "$delta_uri" >"$tmp/map" || die "nbdinfo --map of the delta export failed"
+changed=$(awk '$3 == 0 { n += $2 } END { print n + 0 }' "$tmp/map")
+echo "changed since c1: $changed bytes in $(awk '$3 == 0' "$tmp/map" | wc -l) extents (nbdinfo --map $delta_uri)"
+incr=$tmp/incremental.img
+cp "$backup" "$incr"
+# The recipe of the README: skip holes, write every changed block.
+nbdcopy --destination-is-zero -S 0 --request-size=65536 "$delta_uri" \
+  -- [ nbdkit file "$incr" ] || die "applying the delta failed"
+incr_status=$(ctl status)
+ctl snapshot-end >/dev/null
+incr_got=$(sha256sum "$incr" | awk '{print $1}')
+echo "sha256 of full backup + delta: $incr_got"
+echo "checkpoints: $(jq -c '[.checkpoints[] | {name, recording, dirty_bytes}]' <<<"$incr_status")"
+echo "  incremental backup read:       $changed of $size bytes ($(jq '.snapshot.clusters_copied' <<<"$incr_status") clusters copied, $(jq '.snapshot.target_bytes' <<<"$incr_status") bytes in the target)"
+
+# Stop the guest; it must have run without an error the whole time.
+stop_pid "$writer_pid"
+writer_pid=
+grep -q '^guest: ' "$tmp/guest.log" || die "the guest writer failed: $(tail -n 5 "$tmp/guest.log")"
+echo
+
 fail=
 [ "$broken" = null ] || fail="the snapshot broke: $broken"
 [ "$backup_size" = "$size" ] || fail="the backup has $backup_size bytes, expected $size"
-[ "$got" = "$expected" ] || fail="sha256 of the backup differs from the disk at the snapshot point"
+[ "$got" = "$full_expected" ] || fail="sha256 of the backup differs from the disk at the snapshot point"
 if [ -z "$fail" ] && [ "$((writes_total - writes_at_snapshot))" -gt 0 ] &&
-   [ "$live_now" = "$expected" ]; then
+   [ "$live_now" = "$full_expected" ]; then
   fail="the guest wrote, yet the live disk still equals the snapshot"
 fi
+[ -n "$fail" ] || [ "$incr_got" = "$incr_expected" ] ||
+  fail="full backup + delta differs from the disk at the second snapshot point"
+[ -n "$fail" ] || [ "$changed" -gt 0 ] && [ "$changed" -lt "$size" ] ||
+  fail="the delta export should hold some but not all of the disk ($changed bytes)"
 if [ -n "$fail" ]; then
   echo "FAIL: $fail"
   exit 1
 fi
-echo "PASS: the backup taken while the guest wrote is exactly the disk at the snapshot point"
+echo "PASS: the full backup and the full + incremental backup, taken while the guest wrote, are exactly the disk at their snapshot points"
