@@ -42,7 +42,11 @@ static struct {
   bool busy;
 } pool[POOL_SIZE];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pool_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t pool_cond;   /* CLOCK_MONOTONIC, see target_open */
+
+static int wait_for_command (struct nbd_handle *h, int64_t cookie,
+                             const struct timespec *deadline, int *err,
+                             bool *broken);
 
 static int
 open_temp (void)
@@ -90,6 +94,16 @@ open_file (void)
 int
 target_open (void)
 {
+  pthread_condattr_t attr;
+
+  /* Waits for a free handle honour copy deadlines, which are
+   * CLOCK_MONOTONIC times.
+   */
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&pool_cond, &attr);
+  pthread_condattr_destroy (&attr);
+
   switch (cbw_config.target_kind) {
   case CBW_TARGET_TEMP: return open_temp ();
   case CBW_TARGET_FILE: return open_file ();
@@ -119,26 +133,77 @@ target_close (void)
   pool_close_all ();
 }
 
-static struct nbd_handle *
-nbd_connect (char **errmsg)
+/* Milliseconds until deadline: -1 if none, 0 if it has passed. */
+static int
+ms_left (const struct timespec *deadline)
 {
-  struct nbd_handle *h = nbd_create ();
+  struct timespec now;
+  int64_t ms;
 
-  if (h == NULL ||
-      nbd_connect_uri (h, cbw_config.target) == -1) {
-    if (asprintf (errmsg, "cbw-target=%s: cannot connect: %s",
-                  cbw_config.target, nbd_get_error ()) == -1)
-      *errmsg = NULL;
-    if (h)
-      nbd_close (h);
-    return NULL;
-  }
-  return h;
+  if (deadline == NULL)
+    return -1;
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  ms = (deadline->tv_sec - now.tv_sec) * 1000 +
+    (deadline->tv_nsec - now.tv_nsec) / 1000000;
+  if (ms <= 0)
+    return 0;
+  return ms > INT32_MAX ? INT32_MAX : ms;
 }
 
-/* Take a connected handle from the pool, waiting for a free slot. */
+/* now + cbw-timeout in *ts, returning ts; or NULL if there is no
+ * timeout.
+ */
+static const struct timespec *
+timeout_deadline (struct timespec *ts)
+{
+  if (cbw_config.timeout == 0)
+    return NULL;
+  clock_gettime (CLOCK_MONOTONIC, ts);
+  ts->tv_sec += cbw_config.timeout;
+  return ts;
+}
+
+/* Connect to the target, giving up at deadline (NULL: never).  A
+ * server that accepts the connection but never answers the handshake
+ * must not hold a copy past its deadline.
+ */
+static struct nbd_handle *
+connect_nbd (const struct timespec *deadline, char **errmsg)
+{
+  struct nbd_handle *h = nbd_create ();
+  const char *why = NULL;
+
+  if (h == NULL || nbd_aio_connect_uri (h, cbw_config.target) == -1)
+    goto fail;
+  while (!nbd_aio_is_ready (h)) {
+    int ms;
+
+    if (nbd_aio_is_dead (h) || nbd_aio_is_closed (h))
+      goto fail;
+    ms = ms_left (deadline);
+    if (ms == 0) {
+      why = "timed out (cbw-timeout)";
+      goto fail;
+    }
+    if (nbd_poll (h, ms) == -1)
+      goto fail;
+  }
+  return h;
+
+ fail:
+  if (asprintf (errmsg, "cbw-target=%s: cannot connect: %s",
+                cbw_config.target, why ? why : nbd_get_error ()) == -1)
+    *errmsg = NULL;
+  if (h)
+    nbd_close (h);
+  return NULL;
+}
+
+/* Take a connected handle from the pool, waiting for a free slot and
+ * connecting if needed, but not past deadline (NULL: no limit).
+ */
 static int
-pool_get (int *err)
+pool_get (const struct timespec *deadline, int *err)
 {
   size_t i;
   char *msg = NULL;
@@ -148,22 +213,29 @@ pool_get (int *err)
     for (i = 0; i < POOL_SIZE; i++)
       if (!pool[i].busy)
         goto found;
-    pthread_cond_wait (&pool_cond, &pool_lock);
+    if (deadline == NULL)
+      pthread_cond_wait (&pool_cond, &pool_lock);
+    else if (pthread_cond_timedwait (&pool_cond, &pool_lock,
+                                     deadline) == ETIMEDOUT) {
+      pthread_mutex_unlock (&pool_lock);
+      *err = ETIMEDOUT;
+      return -1;
+    }
   }
  found:
   pool[i].busy = true;
   pthread_mutex_unlock (&pool_lock);
 
   if (pool[i].h == NULL) {
-    pool[i].h = nbd_connect (&msg);
+    pool[i].h = connect_nbd (deadline, &msg);
     if (pool[i].h == NULL) {
       nbdkit_error ("%s", msg ? msg : "cbw-target: cannot connect");
+      *err = msg && strstr (msg, "timed out") ? ETIMEDOUT : EIO;
       free (msg);
       pthread_mutex_lock (&pool_lock);
       pool[i].busy = false;
       pthread_cond_signal (&pool_cond);
       pthread_mutex_unlock (&pool_lock);
-      *err = EIO;
       return -1;
     }
   }
@@ -184,13 +256,14 @@ pool_put (int i, bool broken)
 }
 
 static int
-nbd_begin (uint64_t size, char **errmsg)
+begin_nbd (uint64_t size, char **errmsg)
 {
+  struct timespec deadline;
   struct nbd_handle *h;
   int64_t tsize;
 
   pool_close_all ();            /* a fresh connection per snapshot */
-  h = nbd_connect (errmsg);
+  h = connect_nbd (timeout_deadline (&deadline), errmsg);
   if (h == NULL)
     return -1;
   tsize = nbd_get_size (h);
@@ -219,7 +292,7 @@ int
 target_begin (uint64_t size, char **errmsg)
 {
   if (cbw_config.target_kind == CBW_TARGET_NBD)
-    return nbd_begin (size, errmsg);
+    return begin_nbd (size, errmsg);
 
   if (!is_blockdev) {
     /* Empty, then sparse at the disk's size. */
@@ -251,13 +324,21 @@ target_end (void)
 
   switch (cbw_config.target_kind) {
   case CBW_TARGET_NBD:
-    /* Give the space back if the server can, then disconnect. */
+    /* Give the space back if the server can (not waiting longer than
+     * cbw-timeout for it), then disconnect.
+     */
     for (i = 0; i < POOL_SIZE; i++) {
-      if (pool[i].h) {
+      if (pool[i].h && nbd_aio_is_ready (pool[i].h)) {
+        struct timespec deadline;
         int64_t size = nbd_get_size (pool[i].h);
+        int err;
+        bool broken;
 
         if (size > 0 && nbd_can_trim (pool[i].h) == 1)
-          nbd_trim (pool[i].h, size, 0, 0);
+          wait_for_command (pool[i].h,
+                    nbd_aio_trim (pool[i].h, size, 0,
+                                  NBD_NULL_COMPLETION, 0),
+                    timeout_deadline (&deadline), &err, &broken);
         break;
       }
     }
@@ -279,29 +360,12 @@ target_end (void)
   }
 }
 
-/* Milliseconds until deadline: -1 if none, 0 if it has passed. */
-static int
-ms_left (const struct timespec *deadline)
-{
-  struct timespec now;
-  int64_t ms;
-
-  if (deadline == NULL)
-    return -1;
-  clock_gettime (CLOCK_MONOTONIC, &now);
-  ms = (deadline->tv_sec - now.tv_sec) * 1000 +
-    (deadline->tv_nsec - now.tv_nsec) / 1000000;
-  if (ms <= 0)
-    return 0;
-  return ms > INT32_MAX ? INT32_MAX : ms;
-}
-
 /* Run one command on an NBD handle until it completes or the deadline
  * passes.  Returns 0, or -1 with *err (ETIMEDOUT on timeout) and
  * *broken set if the handle must not be used again.
  */
 static int
-nbd_wait (struct nbd_handle *h, int64_t cookie,
+wait_for_command (struct nbd_handle *h, int64_t cookie,
           const struct timespec *deadline, int *err, bool *broken)
 {
   int r;
@@ -337,10 +401,10 @@ target_write (const void *buf, uint32_t count, uint64_t offset,
     bool broken = false;
     int i, r;
 
-    i = pool_get (err);
+    i = pool_get (deadline, err);
     if (i == -1)
       return -1;
-    r = nbd_wait (pool[i].h,
+    r = wait_for_command (pool[i].h,
                   nbd_aio_pwrite (pool[i].h, buf, count, offset,
                                   NBD_NULL_COMPLETION, 0),
                   deadline, err, &broken);
@@ -370,16 +434,21 @@ int
 target_read (void *buf, uint32_t count, uint64_t offset, int *err)
 {
   if (cbw_config.target_kind == CBW_TARGET_NBD) {
+    struct timespec deadline;
+    /* cbw-timeout bounds reads too: a hung target must not hold the
+     * snapshot (and so snapshot-end) forever.
+     */
+    const struct timespec *dl = timeout_deadline (&deadline);
     bool broken = false;
     int i, r;
 
-    i = pool_get (err);
+    i = pool_get (dl, err);
     if (i == -1)
       return -1;
-    r = nbd_wait (pool[i].h,
+    r = wait_for_command (pool[i].h,
                   nbd_aio_pread (pool[i].h, buf, count, offset,
                                  NBD_NULL_COMPLETION, 0),
-                  NULL, err, &broken);
+                  dl, err, &broken);
     pool_put (i, broken);
     return r;
   }
@@ -406,16 +475,18 @@ void
 target_release (uint64_t offset, uint64_t count)
 {
   if (cbw_config.target_kind == CBW_TARGET_NBD) {
-    int err, i = pool_get (&err);
+    struct timespec deadline;
+    const struct timespec *dl = timeout_deadline (&deadline);
+    int err, i = pool_get (dl, &err);
     bool broken = false;
 
     if (i == -1)
       return;
     if (nbd_can_trim (pool[i].h) == 1)
-      nbd_wait (pool[i].h,
+      wait_for_command (pool[i].h,
                 nbd_aio_trim (pool[i].h, count, offset,
                               NBD_NULL_COMPLETION, 0),
-                NULL, &err, &broken);
+                dl, &err, &broken);
     pool_put (i, broken);
     return;
   }
