@@ -10,8 +10,12 @@
 #   --mode unreachable  the server runs with an unreachable NBD target:
 #                       snapshot-begin fails naming the target, the live
 #                       disk stays usable, no snapshot appears
+#   --mode rename       the server runs with snapshot-export=backup:
+#                       "backup" is the snapshot, "snapshot" is just
+#                       another name for the live disk
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -24,7 +28,8 @@ from fleece_lib import (MiB, Ctl, Model, check, close, connect, expect_error,
 import nbd
 
 p = argparse.ArgumentParser()
-p.add_argument("--mode", required=True, choices=["main", "unreachable"])
+p.add_argument("--mode", required=True,
+               choices=["main", "unreachable", "rename"])
 p.add_argument("--sock", required=True)
 p.add_argument("--ctl", required=True)
 p.add_argument("--log", required=True)
@@ -65,6 +70,26 @@ def snapshot_unavailable(why):
           "active' for the refused open" % why)
 
 
+def listed(name, why):
+    """Whether nbdinfo --list shows export NAME; a listed snapshot
+    export must carry a description."""
+    r = subprocess.run(["nbdinfo", "--list", "--json", uri(args.sock)],
+                       stdout=subprocess.PIPE, universal_newlines=True)
+    check(r.returncode == 0, "%s: nbdinfo --list failed" % why)
+    exports = json.loads(r.stdout)["exports"]
+    names = [e["export-name"] for e in exports]
+    check("" in names, "%s: nbdinfo --list does not show the live disk: %s"
+          % (why, names))
+    for e in exports:
+        if e["export-name"] == name:
+            check(e.get("description"), "%s: export %s is listed without a "
+                  "description" % (why, name))
+            check(e.get("is_read_only") is True,
+                  "%s: export %s is listed as writable" % (why, name))
+            return True
+    return False
+
+
 def live_usable(h, model, seed):
     data = pattern(seed, 3 * C)
     h.pwrite(data, 8 * MiB - 100)
@@ -81,6 +106,8 @@ def main():
 
     # No snapshot yet.
     snapshot_unavailable("no snapshot begun yet")
+    check(not listed("snapshot", "no snapshot"),
+          "nbdinfo --list shows the snapshot export with no snapshot")
     ctl.refused("snapshot-end", r"snapshot")
     check(ctl.snap() == s0, "a refused snapshot-end changed the status")
 
@@ -98,6 +125,8 @@ def main():
     check(s1["active"] is True, "status: %s" % s1)
     hs = connect(args.sock, "snapshot")
     hs_loose = connect(args.sock, "snapshot", strict=False)
+    check(listed("snapshot", "during a snapshot"),
+          "nbdinfo --list does not show the snapshot export")
     ctl.refused("snapshot-begin", r"active|already")
     s = ctl.snap()
     check(s["active"] is True and s["started"] == s1["started"],
@@ -163,6 +192,8 @@ def main():
                      "read of a copied cluster on an old snapshot "
                      "connection (%s)" % how)
     snapshot_unavailable("after snapshot-end")
+    check(not listed("snapshot", "after snapshot-end"),
+          "nbdinfo --list shows the snapshot export after snapshot-end")
     ctl.refused("snapshot-end", r"snapshot")
 
     # A new snapshot: the old connections still get errors, never the
@@ -209,4 +240,41 @@ def unreachable():
     close(h)
 
 
-run_main(main if args.mode == "main" else unreachable)
+def rename():
+    ctl = Ctl(args.ctl)
+    h, model = setup()
+    pre = model.bytes()
+    hx, err = try_connect(args.sock, "backup")
+    check(hx is None, "export 'backup' opens with no snapshot")
+    ctl.ok("snapshot-begin")
+    check(listed("backup", "snapshot-export=backup"),
+          "nbdinfo --list does not show the 'backup' export")
+    check(not listed("snapshot", "snapshot-export=backup"),
+          "nbdinfo --list shows a 'snapshot' export with "
+          "snapshot-export=backup")
+    hb = connect(args.sock, "backup")
+    check(hb.is_read_only(), "'backup' is not read-only")
+    # "snapshot" is now the live disk, read-write, and copy-before-write
+    # protects writes through it too.
+    hl = connect(args.sock, "snapshot")
+    check(not hl.is_read_only(), "export 'snapshot' (live with "
+          "snapshot-export=backup) is read-only")
+    for hh, off, seed in [(hl, 1 * MiB, 50), (h, 2 * MiB, 51)]:
+        data = pattern(seed, 2 * C)
+        hh.pwrite(data, off)
+        model.write(off, data)
+    expect_same(read_all(hl, SIZE), model.bytes(),
+                "live disk through export 'snapshot'")
+    expect_same(read_all(h, SIZE), model.bytes(), "live disk")
+    expect_same(read_all(hb, SIZE), pre, "snapshot through export 'backup'")
+    ctl.ok("snapshot-end")
+    expect_error(lambda: hb.pread(4096, 0), "'backup' after snapshot-end")
+    hx, err = try_connect(args.sock, "backup")
+    check(hx is None, "export 'backup' opens after snapshot-end")
+    close(hb)
+    close(hl)
+    close(h)
+
+
+run_main({"main": main, "unreachable": unreachable,
+          "rename": rename}[args.mode])

@@ -8,7 +8,6 @@
 
 import hashlib
 import json
-import os
 import random
 import socket
 import sys
@@ -103,12 +102,16 @@ def first_diff(a, b):
     return None if len(a) == len(b) else n
 
 
-def expect_same(got, want, what):
+def expect_same(got, want, what, base=0):
+    """got == want, else fail naming the first differing disk offset
+    (base: the disk offset of got[0])."""
     if got != want:
         d = first_diff(got, want)
-        fail("%s: content differs (first difference at byte %s = %s MiB + %s)"
-             % (what, d, None if d is None else d // MiB,
-                None if d is None else d % MiB))
+        if d is None:
+            fail("%s: content differs" % what)
+        d += base
+        fail("%s: content differs (first difference at disk offset %d = "
+             "%d MiB + %d)" % (what, d, d // MiB, d % MiB))
 
 
 def expect_error(fn, what, errnos=None):

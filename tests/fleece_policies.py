@@ -97,8 +97,9 @@ def run():
         data = pattern(10, C)
         h.pwrite(data, 1 * MiB)
         model.write(1 * MiB, data)
-        expect_same(hs.pread(3 * C, 1 * MiB - C), pre[1 * MiB - C:1 * MiB + 2 * C],
-                    "snapshot around the copied cluster")
+        expect_same(hs.pread(3 * C, 1 * MiB - C),
+                    pre[1 * MiB - C:1 * MiB + 2 * C],
+                    "snapshot around the copied cluster", 1 * MiB - C)
 
     if args.case == "full":
         return full_accepted(ctl, h, hs, model, pre)
@@ -107,7 +108,15 @@ def run():
     if args.case in ("eio", "enospc"):
         open(args.trigger, "w").close()
     elif args.case == "hang":
-        os.kill(target_pid(), signal.SIGSTOP)
+        pid = target_pid()
+        os.kill(pid, signal.SIGSTOP)
+        for _ in range(100):
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split(")")[-1].split()[0] == "T":
+                    break
+            time.sleep(0.02)
+        else:
+            fail("target nbdkit %d did not stop" % pid)
     elif args.case == "kill":
         pid = target_pid()
         os.kill(pid, signal.SIGKILL)
@@ -152,7 +161,7 @@ def run():
             check(dt < 2.5, "%s took %.2f s with cbw-timeout=1 and a target "
                   "that takes 3 s or more per write" % (what, dt))
         expect_same(h.pread(n + 2 * C, off - C), model.get(off - C, n + 2 * C),
-                    "live data after the " + what)
+                    "live data after the " + what, off - C)
 
     if args.case == "hang":
         # Let the target answer again; the snapshot must be as before.
@@ -168,9 +177,10 @@ def run():
             # Clusters still on the disk read correctly; the one in the
             # lost target may fail but never returns wrong data.
             for off in range(0, SIZE, 4 * MiB):
-                expect_same(hs.pread(C, off + 2 * C), pre[off + 2 * C:off + 3 * C],
+                expect_same(hs.pread(C, off + 2 * C),
+                            pre[off + 2 * C:off + 3 * C],
                             "snapshot of an uncopied cluster at %d after "
-                            "the target died" % (off + 2 * C))
+                            "the target died" % (off + 2 * C), off + 2 * C)
             try:
                 got = hs.pread(C, copied[0])
                 expect_same(got, pre[copied[0]:copied[0] + C],
@@ -184,6 +194,17 @@ def run():
             if slow:
                 check("timed out" in read_log(args.log).lower(),
                       "the server log does not mention 'timed out'")
+            if args.case == "hang":
+                # The target answers again: copies work again.
+                data = pattern(25, 2 * C)
+                try:
+                    timed_pwrite(h, data, 6 * MiB - C, 10)
+                except nbd.Error as e:
+                    fail("a guest write after the target answers again "
+                         "failed: %s" % e)
+                model.write(6 * MiB - C, data)
+                expect_same(read_all(hs, SIZE), pre,
+                            "snapshot after the target recovered")
     else:
         check(isinstance(s["broken"], str) and s["broken"] != "",
               "break-snapshot: status .snapshot.broken is %r"

@@ -12,6 +12,7 @@
 import argparse
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,7 @@ p.add_argument("--tmpdir", required=True)
 p.add_argument("--source-file", help="the file plugin's file")
 p.add_argument("--backend-sock", help="the server the nbd plugin uses")
 p.add_argument("--target-file", help="cbw-target file, if any")
+p.add_argument("--target-sock", help="cbw-target NBD server, if any")
 args = p.parse_args()
 
 SIZE = 64 * MiB
@@ -80,6 +82,29 @@ def ops():
     ]
 
 
+def nbd_allocated(sock):
+    """Bytes an NBD server reports as not a hole (base:allocation)."""
+    h = connect(sock, meta=True)
+    size = h.get_size()
+    total = 0
+    off = 0
+    while off < size:
+        ext = []
+
+        def cb(meta, o, entries, err):
+            if meta == "base:allocation":
+                ext.extend(zip(entries[0::2], entries[1::2]))
+            return 0
+        h.block_status(size - off, off, cb)
+        check(ext, "target block status returned nothing")
+        for length, flags in ext:
+            if not flags & 1:
+                total += length
+            off += length
+    close(h)
+    return total
+
+
 def clusters(off, n):
     return range(off // C, (off + n + C - 1) // C)
 
@@ -119,7 +144,7 @@ def concurrent(model, now):
         check(hs.aio_command_completed(cookie), "concurrent read pending")
         expect_same(bytes(buf), now[off:off + C],
                     "snapshot read of cluster at %d during concurrent "
-                    "writes" % off)
+                    "writes" % off, off)
     for hh in lives + snaps:
         close(hh)
 
@@ -150,7 +175,8 @@ def main():
     ctl.ok("snapshot-begin")
     s = ctl.snap()
     check(s["active"] is True and isinstance(s["started"], str)
-          and s["started"].endswith("Z") and s["broken"] is None
+          and re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$",
+                       s["started"]) and s["broken"] is None
           and s["clusters_copied"] == 0,
           "status right after snapshot-begin: %s" % s)
 
@@ -186,9 +212,9 @@ def main():
         lo = max(0, off - C)
         hi = min(SIZE, off + n + C)
         expect_same(h.pread(hi - lo, lo), model.get(lo, hi - lo),
-                    "live read after " + what)
+                    "live read after " + what, lo)
         expect_same(hs1.pread(hi - lo, lo), pre[lo:hi],
-                    "snapshot read after " + what)
+                    "snapshot read after " + what, lo)
 
     h.flush()
     live = read_all(h, SIZE)
@@ -204,7 +230,7 @@ def main():
         hi = min(SIZE, off + n + C)
         expect_same(hs2.pread(hi - lo, lo), pre[lo:hi],
                     "snapshot (connection opened after the writes) at "
-                    "%d+%d" % (lo, hi - lo))
+                    "%d+%d" % (lo, hi - lo), lo)
     close(hs2)
 
     # base:allocation on the snapshot must not call data zero.
@@ -254,6 +280,9 @@ def main():
         during = st.st_blocks * 512
         check(during > 0, "the target file %s has nothing allocated"
               % args.target_file)
+    if args.target_sock:
+        during = nbd_allocated(args.target_sock)
+        check(during > 0, "the NBD target has nothing allocated")
 
     ctl.ok("snapshot-end")
     s = ctl.snap()
@@ -268,6 +297,10 @@ def main():
         check(after <= 64 * 1024,
               "the target file still has %d bytes allocated after "
               "snapshot-end (%d during)" % (after, during))
+    if args.target_sock:
+        after = nbd_allocated(args.target_sock)
+        check(after == 0, "the NBD target still has %d bytes allocated "
+              "after snapshot-end (%d during)" % (after, during))
 
     expect_same(read_all(h, SIZE), model.bytes(),
                 "live disk after snapshot-end")

@@ -4,10 +4,10 @@
 #
 # cbw-on-error and cbw-timeout with a failing fleecing target (an NBD
 # server behind nbdkit's error or delay filter, a target that is too
-# small, a target server that is killed or stops answering), each under break-guest-write
-# and break-snapshot.  See fleece_policies.py for what each case
-# asserts; the live disk must always equal the model of completed
-# writes.
+# small, a target server that is killed or stops answering), each
+# under break-guest-write and break-snapshot.  See fleece_policies.py
+# for what each case asserts; the live disk must always equal the model
+# of completed writes.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires /usr/bin/python3
@@ -60,7 +60,7 @@ run ()
   fi
 
   start_nbdkit "$sock" "${fleece[@]}"
-  timeout 60 /usr/bin/python3 "$py" --case "$case" --policy "$policy" \
+  timeout 120 /usr/bin/python3 "$py" --case "$case" --policy "$policy" \
     --sock "$sock" --ctl "$ctl" --log "$sock.log" --trigger "$d/trigger" \
     --target-pid-file "$tsock.pid" ||
     { [ "$case" != hang ] || kill -CONT "$(cat "$tsock.pid")";

@@ -51,14 +51,15 @@ run ()
       pyargs+=(--target-file "$d/fleece.img") ;;
     nbd)
       start_nbdkit "$d/target.sock" memory 64M
-      tgt_args=(cbw-target="nbd+unix:///?socket=$d/target.sock") ;;
+      tgt_args=(cbw-target="nbd+unix:///?socket=$d/target.sock")
+      pyargs+=(--target-sock "$d/target.sock") ;;
   esac
 
   start_nbdkit "$sock" --filter="$SA" --filter="$CBW" "${src_args[@]}" \
     control="$ctl" cbw-cluster-size="$cluster" "${tgt_args[@]}"
   echo "=== source=$source target=$target cluster=$cluster"
-  /usr/bin/python3 "$py" --sock "$sock" --ctl "$ctl" --cluster "$cluster" \
-    --tmpdir "$d" "${pyargs[@]}" ||
+  timeout 120 /usr/bin/python3 "$py" --sock "$sock" --ctl "$ctl" \
+    --cluster "$cluster" --tmpdir "$d" "${pyargs[@]}" ||
     fail "source=$source target=$target cluster=$cluster (log: $sock.log)"
   stop_nbdkit "$sock"
   [ "$target" != nbd ] || stop_nbdkit "$d/target.sock"
