@@ -1,0 +1,60 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * Encoding and decoding of the dirty-bitmap filter's bitmap file
+ * (format in nbdkit-dirty-bitmap-filter(1)).  Pure functions with no
+ * I/O and no nbdkit calls, so they can be unit-tested and fuzzed.
+ */
+
+#ifndef FLEECE_BMFILE_H
+#define FLEECE_BMFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bitmap.h"
+#include "size.h"
+
+#define BMFILE_MAGIC "FLEECEBM"
+#define BMFILE_VERSION 1
+#define BMFILE_FLAG_IN_USE 1
+
+struct bmfile_checkpoint {
+  char name[FLEECE_NAME_MAX + 1];
+  uint64_t seq;
+  int64_t created;
+  bool consistent;
+  /* Decoding: the serialised bitmap, pointing into the decoded buffer.
+   * Encoding: ignored (the bitmaps are passed separately).
+   */
+  const unsigned char *bits;
+  uint64_t bits_len;
+};
+
+struct bmfile {
+  bool in_use;
+  uint64_t disk_size;
+  uint32_t granularity;
+  uint64_t next_seq;
+  uint32_t n;                   /* number of checkpoints */
+  struct bmfile_checkpoint *checkpoints;  /* n entries, oldest first */
+};
+
+/* Encode f, with checkpoint i's bits taken from bitmaps[i], into a
+ * malloc'd buffer (*len bytes).  NULL with errno on failure.
+ */
+extern unsigned char *bmfile_encode (const struct bmfile *f,
+                                     const struct bitmap *const *bitmaps,
+                                     size_t *len);
+
+/* Decode buf.  Returns 0 (f->checkpoints malloc'd, their bits pointing
+ * into buf), or -1 with *why saying what is wrong (f left empty).
+ * Every field is checked: checksum, magic, version, names, lengths,
+ * and no bytes may be left over.
+ */
+extern int bmfile_decode (const unsigned char *buf, size_t len,
+                          struct bmfile *f, const char **why);
+extern void bmfile_free (struct bmfile *f);
+
+#endif /* FLEECE_BMFILE_H */
