@@ -10,13 +10,13 @@
 
 #include <config.h>
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "control.h"
 #include "ctl-owner.h"
+#include "errors.h"
 #include "fleece-api.h"
 
 /* Which filter implements each command besides status. */
@@ -29,18 +29,6 @@ static const struct {
   { "checkpoint-create", FLEECE_DIRTY_BITMAP },
   { "checkpoint-delete", FLEECE_DIRTY_BITMAP },
 };
-
-static int __attribute__ ((format (printf, 2, 3)))
-fail (char **errmsg, const char *fmt, ...)
-{
-  va_list args;
-
-  va_start (args, fmt);
-  if (vasprintf (errmsg, fmt, args) == -1)
-    *errmsg = NULL;
-  va_end (args);
-  return -1;
-}
 
 static int
 do_status (const struct ctl_request *req, struct jbuf *reply,
@@ -100,11 +88,11 @@ fleece_dispatch (const struct ctl_request *req, void *opaque,
       continue;
     api = fleece_find (commands[i].owner);
     if (api == NULL || api->command == NULL)
-      return fail (errmsg, "%s needs the %s filter in the stack",
-                   req->command, fleece_filter_name (commands[i].owner));
+      return fleece_errorf (errmsg, "%s needs the %s filter in the stack",
+                            req->command, fleece_filter_name (commands[i].owner));
     return api->command (req, reply, errmsg);
   }
-  return fail (errmsg, "unknown command '%s'; commands are status, "
-               "snapshot-begin, snapshot-end, checkpoint-create and "
-               "checkpoint-delete", req->command);
+  return fleece_errorf (errmsg, "unknown command '%s'; commands are status, "
+                        "snapshot-begin, snapshot-end, checkpoint-create and "
+                        "checkpoint-delete", req->command);
 }

@@ -199,17 +199,27 @@ jbuf_bool (struct jbuf *b, bool v)
 void
 jbuf_time (struct jbuf *b, int64_t t)
 {
-  time_t tt = (time_t) t;
-  struct tm tm;
-  char text[64];
+  char text[FLEECE_TIME_BUF];
 
-  if (t == 0 || (int64_t) tt != t ||
-      gmtime_r (&tt, &tm) == NULL ||
-      strftime (text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+  if (t == 0 || fleece_format_time (t, text) == -1) {
     jbuf_raw (b, "null");
     return;
   }
   jbuf_string (b, text);
+}
+
+int
+fleece_format_time (int64_t t, char buf[FLEECE_TIME_BUF])
+{
+  time_t tt = (time_t) t;
+  struct tm tm;
+
+  if ((int64_t) tt != t || gmtime_r (&tt, &tm) == NULL ||
+      strftime (buf, FLEECE_TIME_BUF, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    buf[0] = '\0';
+    return -1;
+  }
+  return 0;
 }
 
 char *

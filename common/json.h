@@ -43,6 +43,11 @@ extern void jbuf_bool (struct jbuf *b, bool v);
  * or null if t == 0.
  */
 extern void jbuf_time (struct jbuf *b, int64_t t);
+/* Format a time as ISO 8601 UTC ("2026-11-22T15:00:00Z") into buf.
+ * Returns 0, or -1 (buf empty) for a time that cannot be shown.
+ */
+#define FLEECE_TIME_BUF 64
+extern int fleece_format_time (int64_t t, char buf[FLEECE_TIME_BUF]);
 /* Take the text (caller frees), leaving b empty.  NULL on failure. */
 extern char *jbuf_steal (struct jbuf *b);
 

@@ -16,6 +16,7 @@
 #include <nbdkit-filter.h>
 
 #include "cbw.h"
+#include "errors.h"
 #include "ctl-owner.h"
 #include "fleece-api.h"
 #include "json.h"
@@ -155,11 +156,9 @@ name_arg (const struct ctl_request *req, const char *key, const char **out,
 {
   *out = ctl_request_get (req, key);
   if (*out && !fleece_valid_name (*out)) {
-    if (asprintf (errmsg, "%s=%s: a checkpoint name is 1 to %d "
-                  "characters from A-Z a-z 0-9 _ . - and does not start "
-                  "with . or -", key, *out, FLEECE_NAME_MAX) == -1)
-      *errmsg = NULL;
-    return -1;
+    return fleece_errorf (errmsg, "%s=%s: a checkpoint name is 1 to %d "
+                          "characters from A-Z a-z 0-9 _ . - and does not start "
+                          "with . or -", key, *out, FLEECE_NAME_MAX);
   }
   return 0;
 }
@@ -184,9 +183,7 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
       return -1;
     return snapshot_end (reply, errmsg);
   }
-  if (asprintf (errmsg, "cbw: unknown command '%s'", req->command) == -1)
-    *errmsg = NULL;
-  return -1;
+  return fleece_errorf (errmsg, "cbw: unknown command '%s'", req->command);
 }
 
 NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {

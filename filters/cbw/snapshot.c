@@ -59,7 +59,9 @@
 
 #include <nbdkit-filter.h>
 
+#include "backend.h"
 #include "bitmap.h"
+#include "errors.h"
 #include "cbw.h"
 #include "json.h"
 #include "rangelock.h"
@@ -596,47 +598,6 @@ snapshot_release (uint64_t id, uint32_t count, uint64_t offset, int *err)
  * Begin, end, status.
  */
 
-static int
-errorf (char **errmsg, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-
-static int
-errorf (char **errmsg, const char *fmt, ...)
-{
-  va_list args;
-
-  va_start (args, fmt);
-  if (vasprintf (errmsg, fmt, args) == -1)
-    *errmsg = NULL;
-  va_end (args);
-  return -1;
-}
-
-/* The disk's size, through a context of our own below the filter. */
-static int64_t
-disk_size (nbdkit_backend *backend, char **errmsg)
-{
-  nbdkit_next *next;
-  int64_t size = -1;
-
-  if (backend == NULL) {
-    errorf (errmsg, "the filter is not ready yet");
-    return -1;
-  }
-  next = nbdkit_next_context_open (backend, 1, "", 1);
-  if (next == NULL) {
-    errorf (errmsg, "cannot open the disk to find its size");
-    return -1;
-  }
-  if (next->prepare (next) == 0)
-    size = next->get_size (next);
-  next->finalize (next);
-  nbdkit_next_context_close (next);
-  if (size == -1)
-    errorf (errmsg, "cannot find the size of the disk");
-  return size;
-}
-
 /* Checks of checkpoint= and since= that need no lock.  Sets
  * *since_seq to since's sequence number.
  */
@@ -650,21 +611,21 @@ check_checkpoint_args (const struct fleece_db_api *db, const char *checkpoint,
   char *ignore = NULL;
 
   if ((checkpoint || since) && db == NULL)
-    return errorf (errmsg, "%s= needs the dirty-bitmap filter below cbw "
-                   "(--filter=dirty-bitmap)",
-                   checkpoint ? "checkpoint" : "since");
+    return fleece_errorf (errmsg, "%s= needs the dirty-bitmap filter below cbw "
+                          "(--filter=dirty-bitmap)",
+                          checkpoint ? "checkpoint" : "since");
   if (since) {
     if (db->lookup (since, since_seq, &consistent, errmsg) == -1)
       return -1;
     if (!consistent)
-      return errorf (errmsg, "since=%s: the checkpoint is not consistent "
-                     "(it may have missed writes); take a full snapshot",
-                     since);
+      return fleece_errorf (errmsg, "since=%s: the checkpoint is not consistent "
+                            "(it may have missed writes); take a full snapshot",
+                            since);
   }
   if (checkpoint) {
     if (db->lookup (checkpoint, &seq, &consistent, &ignore) == 0)
-      return errorf (errmsg, "checkpoint=%s: a checkpoint with this name "
-                     "already exists", checkpoint);
+      return fleece_errorf (errmsg, "checkpoint=%s: a checkpoint with this name "
+                            "already exists", checkpoint);
     free (ignore);
   }
   return 0;
@@ -680,19 +641,19 @@ snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
   uint64_t needed, since_seq = 0;
 
   if (cur)
-    return errorf (errmsg, "a snapshot is already active (id %" PRIu64
-                   "); end it with snapshot-end first", cur->id);
+    return fleece_errorf (errmsg, "a snapshot is already active (id %" PRIu64
+                          "); end it with snapshot-end first", cur->id);
   if (check_checkpoint_args (db, checkpoint, since, &since_seq,
                              errmsg) == -1)
     return -1;
 
-  size = disk_size (backend, errmsg);
+  size = fleece_disk_size (backend);
   if (size == -1)
-    return -1;
+    return fleece_errorf (errmsg, "cannot find the size of the disk");
 
   s = calloc (1, sizeof *s);
   if (s == NULL)
-    return errorf (errmsg, "out of memory");
+    return fleece_errorf (errmsg, "out of memory");
   s->size = size;
   s->nclusters = (size + cs () - 1) / cs ();
   s->since_seq = since_seq;
@@ -702,8 +663,8 @@ snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
   if (bitmap_init (&s->need, s->nclusters) == -1 ||
       bitmap_init (&s->copied, s->nclusters) == -1) {
     snapshot_free (s);
-    return errorf (errmsg, "out of memory for the cluster maps of a %"
-                   PRIi64 "-byte disk", size);
+    return fleece_errorf (errmsg, "out of memory for the cluster maps of a %"
+                          PRIi64 "-byte disk", size);
   }
   if (!since)
     bitmap_set_all (&s->need);
@@ -750,7 +711,7 @@ snapshot_end (struct jbuf *reply, char **errmsg)
   struct snapshot *s;
 
   if (cur == NULL)
-    return errorf (errmsg, "no snapshot is active");
+    return fleece_errorf (errmsg, "no snapshot is active");
 
   pthread_rwlock_wrlock (&gate);
   s = cur;

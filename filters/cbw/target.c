@@ -23,6 +23,7 @@
 #include <nbdkit-filter.h>
 
 #include "cbw.h"
+#include "errors.h"
 #include "target.h"
 
 /* File targets.  fd is set at start-up and never changes, and
@@ -191,9 +192,8 @@ connect_nbd (const struct timespec *deadline, char **errmsg)
   return h;
 
  fail:
-  if (asprintf (errmsg, "cbw-target=%s: cannot connect: %s",
-                cbw_config.target, why ? why : nbd_get_error ()) == -1)
-    *errmsg = NULL;
+  fleece_errorf (errmsg, "cbw-target=%s: cannot connect: %s",
+                 cbw_config.target, why ? why : nbd_get_error ());
   if (h)
     nbd_close (h);
   return NULL;
@@ -268,19 +268,17 @@ begin_nbd (uint64_t size, char **errmsg)
     return -1;
   tsize = nbd_get_size (h);
   if (tsize == -1 || nbd_is_read_only (h) != 0) {
-    if (asprintf (errmsg, "cbw-target=%s: %s", cbw_config.target,
-                  tsize == -1 ? nbd_get_error () :
-                  "the target export is read-only") == -1)
-      *errmsg = NULL;
+    fleece_errorf (errmsg, "cbw-target=%s: %s", cbw_config.target,
+                   tsize == -1 ? nbd_get_error () :
+                   "the target export is read-only");
     nbd_close (h);
     return -1;
   }
   if ((uint64_t) tsize < size) {
-    if (asprintf (errmsg, "cbw-target=%s: the target holds %" PRIi64
-                  " bytes but the disk has %" PRIu64 "; it must be at "
-                  "least as large as the disk",
-                  cbw_config.target, tsize, size) == -1)
-      *errmsg = NULL;
+    fleece_errorf (errmsg, "cbw-target=%s: the target holds %" PRIi64
+                   " bytes but the disk has %" PRIu64 "; it must be at "
+                   "least as large as the disk",
+                   cbw_config.target, tsize, size);
     nbd_close (h);
     return -1;
   }
@@ -297,9 +295,8 @@ target_begin (uint64_t size, char **errmsg)
   if (!is_blockdev) {
     /* Empty, then sparse at the disk's size. */
     if (ftruncate (fd, 0) == -1 || ftruncate (fd, size) == -1) {
-      if (asprintf (errmsg, "cbw-target: cannot size the target file to "
-                    "%" PRIu64 " bytes: %s", size, strerror (errno)) == -1)
-        *errmsg = NULL;
+      fleece_errorf (errmsg, "cbw-target: cannot size the target file to "
+                     "%" PRIu64 " bytes: %s", size, strerror (errno));
       return -1;
     }
   }
@@ -307,10 +304,9 @@ target_begin (uint64_t size, char **errmsg)
     off_t end = lseek (fd, 0, SEEK_END);
 
     if (end == -1 || (uint64_t) end < size) {
-      if (asprintf (errmsg, "cbw-target=%s: the block device is smaller "
-                    "than the disk (%" PRIu64 " bytes)",
-                    cbw_config.target, size) == -1)
-        *errmsg = NULL;
+      fleece_errorf (errmsg, "cbw-target=%s: the block device is smaller "
+                     "than the disk (%" PRIu64 " bytes)",
+                     cbw_config.target, size);
       return -1;
     }
   }

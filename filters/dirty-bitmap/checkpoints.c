@@ -41,6 +41,7 @@
 #include <nbdkit-filter.h>
 
 #include "bitmap.h"
+#include "errors.h"
 #include "checkpoints.h"
 #include "dirty-bitmap.h"
 #include "json.h"
@@ -90,22 +91,6 @@ ckpt_set_size (uint64_t size)
 {
   db_disk_size = size;
   db_ngranules = (size + db_config.granularity - 1) / db_config.granularity;
-}
-
-static int
-errorf (char **errmsg, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-
-static int
-errorf (char **errmsg, const char *fmt, ...)
-{
-  va_list args;
-
-  va_start (args, fmt);
-  if (vasprintf (errmsg, fmt, args) == -1)
-    *errmsg = NULL;
-  va_end (args);
-  return -1;
 }
 
 /*----------------------------------------------------------------------
@@ -182,12 +167,12 @@ create_locked (const char *name, char **errmsg)
   struct checkpoint *c;
 
   if (find (name))
-    return errorf (errmsg, "checkpoint %s already exists", name);
+    return fleece_errorf (errmsg, "checkpoint %s already exists", name);
   if (db_ngranules == 0 && db_disk_size == 0)
-    return errorf (errmsg, "the disk size is not known yet");
+    return fleece_errorf (errmsg, "the disk size is not known yet");
   c = ckpt_append (name, ckpt_next_seq, time (NULL), true);
   if (c == NULL)
-    return errorf (errmsg, "out of memory for checkpoint %s", name);
+    return fleece_errorf (errmsg, "out of memory for checkpoint %s", name);
   if (persist_save (true, errmsg) == -1) {
     /* Keep memory and file in step: undo. */
     ckpt_newest = c->older;
@@ -224,7 +209,7 @@ ckpt_delete (const char *name, char **errmsg)
   pthread_rwlock_wrlock (&gate);
   c = find (name);
   if (c == NULL) {
-    r = errorf (errmsg, "no checkpoint named %s", name);
+    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
     goto out;
   }
   /* Merge into the older neighbour, so "since" any older checkpoint
@@ -315,7 +300,7 @@ ckpt_api_lookup (const char *name, uint64_t *seq, bool *consistent,
   pthread_rwlock_rdlock (&gate);
   c = find (name);
   if (c == NULL)
-    r = errorf (errmsg, "no checkpoint named %s", name);
+    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
   else {
     *seq = c->seq;
     *consistent = c->consistent;
@@ -337,25 +322,25 @@ ckpt_api_changed_since (const char *name, uint64_t limit, uint32_t unit,
   pthread_rwlock_wrlock (&gate);
   first = find (name);
   if (first == NULL) {
-    r = errorf (errmsg, "no checkpoint named %s", name);
+    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
     goto out;
   }
   if (first->seq >= limit) {
-    r = errorf (errmsg, "checkpoint %s began after the snapshot", name);
+    r = fleece_errorf (errmsg, "checkpoint %s began after the snapshot", name);
     goto out;
   }
   for (c = first; c && c->seq < limit; c = c->newer) {
     if (!c->consistent) {
-      r = errorf (errmsg, "checkpoint %s is not consistent (nbdkit "
-                  "stopped uncleanly or its bitmap file was damaged), so "
-                  "changes since %s are not known; take a full backup",
-                  c->name, name);
+      r = fleece_errorf (errmsg, "checkpoint %s is not consistent (nbdkit "
+                         "stopped uncleanly or its bitmap file was damaged), so "
+                         "changes since %s are not known; take a full backup",
+                         c->name, name);
       goto out;
     }
   }
   /* The union, then every unit a run of dirty granules overlaps. */
   if (bitmap_copy (&u, &first->bits) == -1) {
-    r = errorf (errmsg, "out of memory");
+    r = fleece_errorf (errmsg, "out of memory");
     goto out;
   }
   for (c = first->newer; c && c->seq < limit; c = c->newer)

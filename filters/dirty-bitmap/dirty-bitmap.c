@@ -14,10 +14,12 @@
 
 #include <nbdkit-filter.h>
 
+#include "backend.h"
 #include "checkpoints.h"
 #include "ctl-owner.h"
 #include "debug-flag.h"
 #include "dirty-bitmap.h"
+#include "errors.h"
 #include "fleece-api.h"
 #include "json.h"
 #include "params.h"
@@ -80,26 +82,10 @@ db_get_ready (int thread_model)
   return fleece_control_get_ready ();
 }
 
-/* The disk's size, through a context of our own. */
-static int64_t
-disk_size (nbdkit_backend *backend)
-{
-  nbdkit_next *next = nbdkit_next_context_open (backend, 1, "", 1);
-  int64_t size = -1;
-
-  if (next == NULL)
-    return -1;
-  if (next->prepare (next) == 0)
-    size = next->get_size (next);
-  next->finalize (next);
-  nbdkit_next_context_close (next);
-  return size;
-}
-
 static int
 db_after_fork (nbdkit_backend *backend)
 {
-  int64_t size = disk_size (backend);
+  int64_t size = fleece_disk_size (backend);
 
   if (size == -1) {
     nbdkit_error ("dirty-bitmap: cannot find the size of the disk");
@@ -184,31 +170,23 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
     return -1;
   name = ctl_request_word (req, 0);
   if (name == NULL) {
-    if (asprintf (errmsg, "%s needs a checkpoint name, e.g. '%s c1'",
-                  req->command, req->command) == -1)
-      *errmsg = NULL;
-    return -1;
+    return fleece_errorf (errmsg, "%s needs a checkpoint name, e.g. '%s c1'",
+                          req->command, req->command);
   }
   if (!fleece_valid_name (name)) {
-    if (asprintf (errmsg, "'%s' is not a valid checkpoint name: use 1 to "
-                  "%d characters from A-Z a-z 0-9 _ . - not starting with "
-                  ". or -", name, FLEECE_NAME_MAX) == -1)
-      *errmsg = NULL;
-    return -1;
+    return fleece_errorf (errmsg, "'%s' is not a valid checkpoint name: use 1 to "
+                          "%d characters from A-Z a-z 0-9 _ . - not starting with "
+                          ". or -", name, FLEECE_NAME_MAX);
   }
   if (!tracking_ready) {
-    if (asprintf (errmsg, "the dirty-bitmap filter is not ready") == -1)
-      *errmsg = NULL;
-    return -1;
+    return fleece_errorf (errmsg, "the dirty-bitmap filter is not ready");
   }
   if (strcmp (req->command, "checkpoint-create") == 0)
     return ckpt_create (name, errmsg);
   if (strcmp (req->command, "checkpoint-delete") == 0)
     return ckpt_delete (name, errmsg);
-  if (asprintf (errmsg, "dirty-bitmap: unknown command '%s'",
-                req->command) == -1)
-    *errmsg = NULL;
-  return -1;
+  return fleece_errorf (errmsg, "dirty-bitmap: unknown command '%s'",
+                        req->command);
 }
 
 static uint32_t

@@ -32,6 +32,7 @@
 #include "bitmap.h"
 #include "checkpoints.h"
 #include "bmfile.h"
+#include "errors.h"
 #include "dirty-bitmap.h"
 #include "persist.h"
 #include "size.h"
@@ -39,22 +40,6 @@
 /*----------------------------------------------------------------------
  * Writing.
  */
-
-static int
-errorf (char **errmsg, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-
-static int
-errorf (char **errmsg, const char *fmt, ...)
-{
-  va_list args;
-
-  va_start (args, fmt);
-  if (vasprintf (errmsg, fmt, args) == -1)
-    *errmsg = NULL;
-  va_end (args);
-  return -1;
-}
 
 /* Write buf to path atomically: PATH.tmp, fsync, rename, fsync dir. */
 static int
@@ -66,19 +51,19 @@ write_atomic (const char *path, const void *buf, size_t len, char **errmsg)
 
   if (asprintf (&tmp, "%s.tmp", path) == -1) {
     tmp = NULL;
-    errorf (errmsg, "out of memory");
+    fleece_errorf (errmsg, "out of memory");
     goto out;
   }
   fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd == -1) {
-    errorf (errmsg, "bitmap-file: cannot create %s: %s", tmp, strerror (errno));
+    fleece_errorf (errmsg, "bitmap-file: cannot create %s: %s", tmp, strerror (errno));
     goto out;
   }
   while (len > 0) {
     ssize_t n = write (fd, p, len);
 
     if (n == -1) {
-      errorf (errmsg, "bitmap-file: writing %s: %s", tmp, strerror (errno));
+      fleece_errorf (errmsg, "bitmap-file: writing %s: %s", tmp, strerror (errno));
       goto out;
     }
     p += n;
@@ -86,13 +71,13 @@ write_atomic (const char *path, const void *buf, size_t len, char **errmsg)
   }
   if (fsync (fd) == -1 || close (fd) == -1) {
     fd = -1;
-    errorf (errmsg, "bitmap-file: syncing %s: %s", tmp, strerror (errno));
+    fleece_errorf (errmsg, "bitmap-file: syncing %s: %s", tmp, strerror (errno));
     goto out;
   }
   fd = -1;
   if (rename (tmp, path) == -1) {
-    errorf (errmsg, "bitmap-file: renaming %s to %s: %s",
-            tmp, path, strerror (errno));
+    fleece_errorf (errmsg, "bitmap-file: renaming %s to %s: %s",
+                   tmp, path, strerror (errno));
     goto out;
   }
   dcopy = strdup (path);
@@ -150,7 +135,7 @@ persist_save (bool in_use, char **errmsg)
     r = write_atomic (db_config.bitmap_file, buf, len, errmsg);
  out:
   if (r == -1 && buf == NULL)
-    errorf (errmsg, "bitmap-file: out of memory");
+    fleece_errorf (errmsg, "bitmap-file: out of memory");
   free (buf);
   free (bitmaps);
   free (f.checkpoints);

@@ -316,8 +316,7 @@ static const char *
 sa_export_description (nbdkit_next *next, void *handle)
 {
   struct handle *h = handle;
-  char when[32];
-  struct tm tm;
+  char when[FLEECE_TIME_BUF];
   struct fleece_snapshot_info info;
 
   if (!SNAP (h))
@@ -325,8 +324,7 @@ sa_export_description (nbdkit_next *next, void *handle)
   cbw->snapshot_info (&info);
   if (info.id != h->id)
     return "snapshot (ended)";
-  gmtime_r (&(time_t) { info.started }, &tm);
-  strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  fleece_format_time (info.started, when);
   return nbdkit_printf_intern ("point-in-time snapshot %" PRIu64
                                " of the disk, taken %s", h->id, when);
 }
@@ -544,16 +542,14 @@ sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
                  int readonly, int is_tls, struct nbdkit_exports *exports)
 {
   struct fleece_snapshot_info info;
-  char when[32];
-  struct tm tm;
+  char when[FLEECE_TIME_BUF];
 
   if (next (nxdata, readonly, exports) == -1)
     return -1;
   cbw->snapshot_info (&info);
   if (info.id == 0)
     return 0;
-  gmtime_r (&(time_t) { info.started }, &tm);
-  strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  fleece_format_time (info.started, when);
   if (nbdkit_add_export (exports, sa_config.export_name,
                          nbdkit_printf_intern ("point-in-time snapshot %"
                                                PRIu64 " of the disk, "
