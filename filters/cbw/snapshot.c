@@ -88,6 +88,7 @@ struct snapshot {
   struct bitmap need;
   struct bitmap copied;
   char *broken;                 /* why the snapshot broke, or NULL */
+  char *last_error;             /* the latest failed copy or target read */
   uint64_t clusters_copied;
   uint64_t target_bytes;
   uint64_t released_bytes;
@@ -120,6 +121,7 @@ snapshot_free (struct snapshot *s)
     bitmap_free (&s->need);
     bitmap_free (&s->copied);
     free (s->broken);
+    free (s->last_error);
     free (s);
   }
 }
@@ -152,6 +154,36 @@ cluster_bytes (const struct snapshot *s, uint64_t c, uint64_t n)
 /*----------------------------------------------------------------------
  * Guest writes.
  */
+
+/* Remember the latest error for status; caller holds state_lock. */
+static void
+set_last_error (struct snapshot *s, const char *what, uint64_t offset,
+                int err)
+{
+  char *msg;
+
+  if (asprintf (&msg, "%s at offset %" PRIu64 ": %s",
+                what, offset, strerror (err)) == -1)
+    return;
+  free (s->last_error);
+  s->last_error = msg;
+}
+
+/* The errno a guest write fails with when its copy failed: the ones
+ * NBD can carry, or that say what happened; anything else (a target
+ * that went away: ENOTCONN, EPIPE, ...) is EIO.
+ */
+static int
+guest_errno (int err)
+{
+  switch (err) {
+  case EIO: case ENOSPC: case EDQUOT: case EFBIG: case ETIMEDOUT:
+  case ENOMEM:
+    return err;
+  default:
+    return EIO;
+  }
+}
 
 static void
 mark_broken (struct snapshot *s, uint64_t offset, int err)
@@ -250,6 +282,9 @@ copy_range (nbdkit_next *next, struct snapshot *s, uint64_t c0, uint64_t c1,
     if (copy_clusters (next, s, c, n, err) == -1) {
       nbdkit_debug ("cbw: copy at %" PRIu64 " failed: %s",
                     c * cs (), strerror (*err));
+      pthread_mutex_lock (&state_lock);
+      set_last_error (s, "copy-before-write", c * cs (), *err);
+      pthread_mutex_unlock (&state_lock);
       if (cbw_config.on_error == CBW_BREAK_GUEST_WRITE) {
         pthread_mutex_lock (&state_lock);
         s->copy_errors++;
@@ -258,6 +293,7 @@ copy_range (nbdkit_next *next, struct snapshot *s, uint64_t c0, uint64_t c1,
                       " failed (%s); failing the guest's write "
                       "(cbw-on-error=break-guest-write)",
                       c * cs (), strerror (*err));
+        *err = guest_errno (*err);
         return -1;
       }
       mark_broken (s, c * cs (), *err);
@@ -397,7 +433,7 @@ is_broken (const struct snapshot *s)
 
 /* Read [offset, offset+count) with its clusters held SHARED. */
 static int
-read_locked (const struct snapshot *s, nbdkit_next *next, char *buf,
+read_locked (struct snapshot *s, nbdkit_next *next, char *buf,
              uint32_t count, uint64_t offset, int *err)
 {
   const uint64_t end = offset + count;
@@ -419,9 +455,15 @@ read_locked (const struct snapshot *s, nbdkit_next *next, char *buf,
       break;
     case FROM_TARGET:
       r = target_read (buf + (from - offset), to - from, from, err);
-      if (r == -1)
+      if (r == -1) {
         nbdkit_error ("snapshot: reading the fleecing target at %" PRIu64
                       ": %s", from, strerror (*err));
+        pthread_mutex_lock (&state_lock);
+        set_last_error (s, "reading the target", from,
+                        *err);
+        pthread_mutex_unlock (&state_lock);
+        *err = guest_errno (*err);
+      }
       break;
     default:
       return refuse (s, "read", from, err);
@@ -753,6 +795,8 @@ snapshot_status (struct jbuf *reply)
   jbuf_string (reply, s ? s->broken : NULL);
   jbuf_key (reply, "copy_errors");
   jbuf_u64 (reply, s ? s->copy_errors : 0);
+  jbuf_key (reply, "last_error");
+  jbuf_string (reply, s ? s->last_error : NULL);
   pthread_mutex_unlock (&state_lock);
   if (s) {
     jbuf_key (reply, "id");
