@@ -174,7 +174,12 @@ connect_nbd (const struct timespec *deadline, char **errmsg)
   struct nbd_handle *h = nbd_create ();
   const char *why = NULL;
 
-  if (h == NULL || nbd_aio_connect_uri (h, cbw_config.target) == -1)
+  /* The URI comes from the administrator's command line, so let it
+   * name local files such as tls-psk-file=.
+   */
+  if (h == NULL ||
+      nbd_set_uri_allow_local_file (h, true) == -1 ||
+      nbd_aio_connect_uri (h, cbw_config.target) == -1)
     goto fail;
   while (!nbd_aio_is_ready (h)) {
     int ms;

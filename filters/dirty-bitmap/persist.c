@@ -54,7 +54,15 @@ write_atomic (const char *path, const void *buf, size_t len, char **errmsg)
     fleece_errorf (errmsg, "out of memory");
     goto out;
   }
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  /* Never through a symlink or an old file someone else planted: the
+   * temporary file is always new, ours, and 0600.
+   */
+  if (unlink (tmp) == -1 && errno != ENOENT) {
+    fleece_errorf (errmsg, "bitmap-file: cannot remove the old %s: %s",
+                   tmp, strerror (errno));
+    goto out;
+  }
+  fd = open (tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd == -1) {
     fleece_errorf (errmsg, "bitmap-file: cannot create %s: %s", tmp, strerror (errno));
     goto out;
@@ -243,11 +251,17 @@ persist_load (void)
            load_chain (&f, &why) == -1) {
     char *aside = NULL;
 
-    if (asprintf (&aside, "%s.damaged", path) != -1)
-      rename (path, aside);
-    nbdkit_error ("bitmap-file=%s: not trusted: %s; moved aside to %s, "
-                  "all checkpoints are lost and the next backup must be "
-                  "a full one", path, why, aside ? aside : "?");
+    if (asprintf (&aside, "%s.damaged", path) == -1)
+      aside = NULL;
+    if (aside && rename (path, aside) == 0)
+      nbdkit_error ("bitmap-file=%s: not trusted: %s; moved aside to %s, "
+                    "all checkpoints are lost and the next backup must be "
+                    "a full one", path, why, aside);
+    else
+      nbdkit_error ("bitmap-file=%s: not trusted: %s; it could not be "
+                    "moved aside (%m) and will be replaced, all "
+                    "checkpoints are lost and the next backup must be a "
+                    "full one", path, why);
     free (aside);
   }
   else if (f.in_use) {
