@@ -26,8 +26,9 @@ CBW=$abs_top_builddir/filters/cbw/.libs/nbdkit-cbw-filter.so
 SA=$abs_top_builddir/filters/snapshot-access/.libs/nbdkit-snapshot-access-filter.so
 DB=$abs_top_builddir/filters/dirty-bitmap/.libs/nbdkit-dirty-bitmap-filter.so
 
-# nbdsh needs Debian's Python, which owns the libnbd bindings.
-export PATH="/usr/bin:$PATH"
+# nbdsh needs Debian's Python, which owns the libnbd bindings.  The
+# sanitizer runs (tests/run-sanitizers.sh) put their nbdkit wrapper first.
+export PATH="${FLEECE_WRAP_DIR:+$FLEECE_WRAP_DIR:}/usr/bin:$PATH"
 
 fail ()
 {

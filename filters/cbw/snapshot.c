@@ -731,10 +731,11 @@ snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
   }
   s->id = ++last_id;
   s->started = time (NULL);
+  /* Count before publishing: from then on writers clear bits. */
+  needed = bitmap_count (&s->need);
   cur = s;
   pthread_rwlock_unlock (&gate);
 
-  needed = bitmap_count (&s->need);
   nbdkit_debug ("cbw: snapshot %" PRIu64 " begun, %" PRIi64 " bytes, %"
                 PRIu64 " of %" PRIu64 " clusters preserved", s->id, size,
                 needed, s->nclusters);
