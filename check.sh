@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 packages=(
   build-essential autoconf automake libtool pkg-config perl
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd
-  qemu-utils qemu-system-common fio socat jq valgrind clang git
+  qemu-utils qemu-system-common fio socat jq valgrind clang libclang-rt-14-dev git
 )
 
 install_packages ()

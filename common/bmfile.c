@@ -152,7 +152,7 @@ get_checkpoint (struct in *in, struct bmfile_checkpoint *c)
       !get (in, c->name, nlen))
     return false;
   c->name[nlen] = '\0';
-  if (!fleece_valid_name (c->name) ||
+  if (strlen (c->name) != nlen || !fleece_valid_name (c->name) ||
       !get64 (in, &seq) || !get64 (in, &created) ||
       !get8 (in, &consistent) || consistent > 1 ||
       !get64 (in, &c->bits_len) || c->bits_len > in->left)
@@ -214,9 +214,20 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
     f->n = 0;
     return -1;
   }
-  for (i = 0; i < f->n; i++)
+  for (i = 0; i < f->n; i++) {
+    uint32_t j;
+
     if (!get_checkpoint (&in, &f->checkpoints[i]))
       goto bad;
+    /* A chain in time: sequence numbers grow, names are unique. */
+    if (i > 0 && f->checkpoints[i].seq <= f->checkpoints[i - 1].seq)
+      goto bad;
+    for (j = 0; j < i; j++)
+      if (strcmp (f->checkpoints[i].name, f->checkpoints[j].name) == 0)
+        goto bad;
+  }
+  if (f->n > 0 && f->next_seq <= f->checkpoints[f->n - 1].seq)
+    goto bad;
   if (in.left != 0)
     goto bad;
   return 0;

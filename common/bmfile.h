@@ -50,8 +50,9 @@ extern unsigned char *bmfile_encode (const struct bmfile *f,
 
 /* Decode buf.  Returns 0 (f->checkpoints malloc'd, their bits pointing
  * into buf), or -1 with *why saying what is wrong (f left empty).
- * Every field is checked: checksum, magic, version, names, lengths,
- * and no bytes may be left over.
+ * Every field is checked: checksum, magic, version, names (valid,
+ * without NUL bytes, unique), sequence numbers (growing, below
+ * next_seq), lengths, and no bytes may be left over.
  */
 extern int bmfile_decode (const unsigned char *buf, size_t len,
                           struct bmfile *f, const char **why);

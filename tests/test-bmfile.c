@@ -139,6 +139,36 @@ main (void)
   copy[40 + 1 + 2 + 17 + 7] = 0x10;
   reseal (copy, len);
   refused (copy, len, "bitmap length");
+  memcpy (copy, buf, len);               /* NUL inside a name */
+  copy[42] = '\0';
+  reseal (copy, len);
+  refused (copy, len, "NUL in name");
+  memcpy (copy, buf, len);               /* next_seq not above the last */
+  copy[32] = 7;
+  reseal (copy, len);
+  refused (copy, len, "next_seq");
+  {
+    /* Growing sequence numbers and unique names. */
+    struct bmfile_checkpoint dup[2] = {
+      { .name = "c1", .seq = 1 }, { .name = "c1", .seq = 2 },
+    };
+    struct bmfile_checkpoint back2[2] = {
+      { .name = "c1", .seq = 5 }, { .name = "c2", .seq = 5 },
+    };
+    struct bmfile h = { .granularity = 65536, .disk_size = 1001 * 65536,
+                        .next_seq = 9, .n = 2 };
+    unsigned char *e;
+    size_t elen;
+
+    h.checkpoints = dup;
+    e = bmfile_encode (&h, bms, &elen);
+    refused (e, elen, "duplicate names");
+    free (e);
+    h.checkpoints = back2;
+    e = bmfile_encode (&h, bms, &elen);
+    refused (e, elen, "sequence numbers not growing");
+    free (e);
+  }
   {
     unsigned char *longer = malloc (len + 1);   /* trailing garbage */
 

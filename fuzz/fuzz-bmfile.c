@@ -1,0 +1,286 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * libFuzzer harness for the dirty-bitmap filter's bitmap file decoder
+ * (common/bmfile.c, with common/bitmap.c for the bits).  The input is
+ * a whole bitmap file.
+ *
+ * Every input is decoded twice: as it is (which almost always fails at
+ * the CRC check), and with its last four bytes replaced by the right
+ * CRC-32, so that mutations reach the structure checks behind it.
+ * For each decode:
+ * - a failure must leave the struct empty and give a reason;
+ * - a success must describe the input exactly: header fields, valid
+ *   names, bits pointing inside the buffer in order;
+ * - each checkpoint's bits are loaded the way the filter loads them
+ *   (a bitmap of ceil(disk_size / granularity) bits, when bits_len
+ *   matches that and is at most 1 MiB): bitmap_deserialize must
+ *   accept exactly the inputs whose padding bits are zero, and
+ *   serialising back must give the same bytes and the same bit count;
+ * - the file is encoded again with bmfile_encode (bitmaps of
+ *   bits_len * 8 bits, so every decodable file can be re-encoded) and
+ *   decoded: every field must survive, and when the flags word is 0
+ *   or 1 the new file must be byte for byte the input.
+ */
+
+#include <config.h>
+
+#include <endian.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitmap.h"
+#include "bmfile.h"
+#include "crc32.h"
+#include "size.h"
+
+#define CHECK(cond)                                                     \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
+               __FILE__, __LINE__, #cond);                              \
+      abort ();                                                         \
+    }                                                                   \
+  } while (0)
+
+#define HEADER_SIZE 40          /* magic .. next seq */
+#define MAX_BITS_BYTES (1024 * 1024)
+
+static uint32_t
+rd32 (const unsigned char *p)
+{
+  uint32_t v;
+
+  memcpy (&v, p, 4);
+  return le32toh (v);
+}
+
+static uint64_t
+rd64 (const unsigned char *p)
+{
+  uint64_t v;
+
+  memcpy (&v, p, 8);
+  return le64toh (v);
+}
+
+static uint64_t
+popcount_bytes (const unsigned char *p, size_t n)
+{
+  uint64_t c = 0;
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    c += (uint64_t) __builtin_popcount (p[i]);
+  return c;
+}
+
+/* Load the bits as the filter does: a bitmap of one bit per granule
+ * of the disk described by the header.
+ */
+static void
+check_header_sized (const struct bmfile *f, const struct bmfile_checkpoint *c)
+{
+  struct bitmap bm;
+  uint64_t granules;
+  unsigned char *out;
+  bool padding_clear;
+
+  if (f->granularity == 0)
+    return;
+  granules = f->disk_size / f->granularity +
+    (f->disk_size % f->granularity != 0);
+  if (c->bits_len != granules / 8 + (granules % 8 != 0) ||
+      c->bits_len > MAX_BITS_BYTES)
+    return;
+
+  CHECK (bitmap_init (&bm, granules) == 0);
+  CHECK (bitmap_serialized_size (&bm) == c->bits_len);
+  padding_clear = granules % 8 == 0 ||
+    (c->bits[c->bits_len - 1] >> (granules % 8)) == 0;
+  if (bitmap_deserialize (&bm, c->bits, c->bits_len) == -1) {
+    CHECK (!padding_clear);
+    CHECK (bitmap_count (&bm) == 0);     /* left unchanged */
+    bitmap_free (&bm);
+    return;
+  }
+  CHECK (padding_clear);
+  CHECK (bitmap_count (&bm) == popcount_bytes (c->bits, c->bits_len));
+  if (granules > 0) {
+    uint64_t first = bitmap_next_set (&bm, 0);
+
+    CHECK (first <= granules);
+    if (first < granules)
+      CHECK ((c->bits[first / 8] >> (first % 8)) & 1);
+    CHECK (bitmap_test (&bm, granules - 1) ==
+           ((c->bits[(granules - 1) / 8] >> ((granules - 1) % 8)) & 1));
+  }
+  out = malloc (c->bits_len ? c->bits_len : 1);
+  CHECK (out != NULL);
+  bitmap_serialize (&bm, out);
+  CHECK (memcmp (out, c->bits, c->bits_len) == 0);
+  free (out);
+  bitmap_free (&bm);
+}
+
+static void
+check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
+{
+  struct bitmap *bms;
+  const struct bitmap **ptrs;
+  struct bmfile g;
+  unsigned char *enc;
+  size_t enc_len, total = 0;
+  const char *why = NULL;
+  uint32_t i;
+
+  for (i = 0; i < f->n; i++)
+    total += f->checkpoints[i].bits_len;
+  if (total > MAX_BITS_BYTES)
+    return;
+
+  bms = calloc (f->n ? f->n : 1, sizeof *bms);
+  ptrs = calloc (f->n ? f->n : 1, sizeof *ptrs);
+  CHECK (bms && ptrs);
+  for (i = 0; i < f->n; i++) {
+    const struct bmfile_checkpoint *c = &f->checkpoints[i];
+
+    CHECK (bitmap_init (&bms[i], c->bits_len * 8) == 0);
+    CHECK (bitmap_deserialize (&bms[i], c->bits, c->bits_len) == 0);
+    ptrs[i] = &bms[i];
+  }
+
+  enc = bmfile_encode (f, ptrs, &enc_len);
+  CHECK (enc != NULL);
+  if (bmfile_decode (enc, enc_len, &g, &why) == -1) {
+    fprintf (stderr, "re-encoded file does not decode: %s\n", why);
+    CHECK (!"decode (encode (x)) succeeds");
+  }
+  CHECK (g.in_use == f->in_use);
+  CHECK (g.disk_size == f->disk_size);
+  CHECK (g.granularity == f->granularity);
+  CHECK (g.next_seq == f->next_seq);
+  CHECK (g.n == f->n);
+  for (i = 0; i < f->n; i++) {
+    const struct bmfile_checkpoint *a = &f->checkpoints[i];
+    const struct bmfile_checkpoint *b = &g.checkpoints[i];
+
+    CHECK (strcmp (a->name, b->name) == 0);
+    CHECK (a->seq == b->seq);
+    CHECK (a->created == b->created);
+    CHECK (a->consistent == b->consistent);
+    CHECK (a->bits_len == b->bits_len);
+    CHECK (memcmp (a->bits, b->bits, a->bits_len) == 0);
+    CHECK (b->bits >= enc && b->bits + b->bits_len <= enc + enc_len - 4);
+  }
+
+  /* The layout has no freedom except unknown flag bits (which the
+   * decoder ignores and the encoder does not keep).
+   */
+  if (rd32 (buf + 12) <= 1) {
+    CHECK (enc_len == len);
+    CHECK (memcmp (enc, buf, len) == 0);
+  }
+  else
+    CHECK (enc_len == len && memcmp (enc, buf, 12) == 0 &&
+           memcmp (enc + 16, buf + 16, len - 20) == 0);
+
+  bmfile_free (&g);
+  free (enc);
+  for (i = 0; i < f->n; i++)
+    bitmap_free (&bms[i]);
+  free (bms);
+  free (ptrs);
+}
+
+static void
+decode_and_check (const unsigned char *buf, size_t len)
+{
+  struct bmfile f;
+  const char *why = NULL;
+  const unsigned char *next;
+  uint32_t i;
+
+  memset (&f, 0xa5, sizeof f);  /* decode must initialise everything */
+  if (bmfile_decode (buf, len, &f, &why) == -1) {
+    CHECK (why != NULL && *why != '\0');
+    CHECK (f.n == 0 && f.checkpoints == NULL);
+    bmfile_free (&f);           /* harmless on an empty struct */
+    return;
+  }
+
+  /* Header. */
+  CHECK (len >= HEADER_SIZE + 4);
+  CHECK (memcmp (buf, BMFILE_MAGIC, 8) == 0);
+  CHECK (rd32 (buf + 8) == BMFILE_VERSION);
+  CHECK (f.in_use == ((rd32 (buf + 12) & BMFILE_FLAG_IN_USE) != 0));
+  CHECK (f.disk_size == rd64 (buf + 16));
+  CHECK (f.granularity == rd32 (buf + 24));
+  CHECK (f.n == rd32 (buf + 28));
+  CHECK (f.next_seq == rd64 (buf + 32));
+  CHECK (rd32 (buf + len - 4) == fleece_crc32 (0, buf, len - 4));
+  CHECK (f.n == 0 || f.checkpoints != NULL);
+
+  /* Checkpoints: names valid, fields match the bytes, bits in order
+   * and inside the buffer, nothing left over.
+   */
+  next = buf + HEADER_SIZE;
+  for (i = 0; i < f.n; i++) {
+    const struct bmfile_checkpoint *c = &f.checkpoints[i];
+    size_t nlen = strlen (c->name);
+
+    CHECK (nlen >= 1 && nlen <= FLEECE_NAME_MAX);
+    CHECK (fleece_valid_name (c->name));
+    /* The whole name field is the name: no NUL inside it, so the
+     * decoded name is exactly the bytes of the file.
+     */
+    if (next[0] != nlen) {
+      fprintf (stderr, "checkpoint %" PRIu32 ": name field of %u bytes "
+               "decoded as \"%s\" (%zu bytes)\n", i, next[0], c->name, nlen);
+      CHECK (!"the name field holds exactly the name");
+    }
+    CHECK (memcmp (next + 1, c->name, nlen) == 0);
+    next += 1 + nlen;
+    CHECK (c->seq == rd64 (next));
+    CHECK ((uint64_t) c->created == rd64 (next + 8));
+    CHECK (next[16] == (c->consistent ? 1 : 0));
+    CHECK (c->bits_len == rd64 (next + 17));
+    next += 25;
+    CHECK (c->bits == next);
+    CHECK (c->bits_len <= (size_t) (buf + len - 4 - next));
+    next += c->bits_len;
+  }
+  CHECK (next == buf + len - 4);
+
+  for (i = 0; i < f.n; i++)
+    check_header_sized (&f, &f.checkpoints[i]);
+  check_round_trip (buf, len, &f);
+  bmfile_free (&f);
+  CHECK (f.n == 0 && f.checkpoints == NULL);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  unsigned char *copy;
+  uint32_t crc;
+
+  decode_and_check (data, size);
+
+  /* Again with a correct CRC, to get past the checksum. */
+  if (size >= 4) {
+    copy = malloc (size);
+    CHECK (copy != NULL);
+    memcpy (copy, data, size);
+    crc = htole32 (fleece_crc32 (0, copy, size - 4));
+    memcpy (copy + size - 4, &crc, 4);
+    decode_and_check (copy, size);
+    free (copy);
+  }
+  return 0;
+}

@@ -1,0 +1,140 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * Writes the seed corpus of fuzz-bmfile: a few valid bitmap files made
+ * with bmfile_encode.  Not part of any build; run it only when the
+ * file format changes (see README.md, "Seeds"):
+ *
+ *   make -C fuzz regen-bmfile-seeds
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitmap.h"
+#include "bmfile.h"
+
+static void
+die (const char *what)
+{
+  perror (what);
+  exit (EXIT_FAILURE);
+}
+
+static void
+write_seed (const char *dir, const char *name, const struct bmfile *f,
+            const struct bitmap *const *bms)
+{
+  char path[4096];
+  unsigned char *buf;
+  size_t len;
+  FILE *fp;
+
+  buf = bmfile_encode (f, bms, &len);
+  if (buf == NULL)
+    die ("bmfile_encode");
+  snprintf (path, sizeof path, "%s/%s", dir, name);
+  fp = fopen (path, "wb");
+  if (fp == NULL || fwrite (buf, 1, len, fp) != len || fclose (fp) != 0)
+    die (path);
+  printf ("%s: %zu bytes\n", path, len);
+  free (buf);
+}
+
+/* One bit per granule of the disk. */
+static void
+make_bitmap (struct bitmap *bm, uint64_t disk_size, uint32_t granularity)
+{
+  uint64_t granules = (disk_size + granularity - 1) / granularity;
+
+  if (bitmap_init (bm, granules) == -1)
+    die ("bitmap_init");
+}
+
+int
+main (int argc, char *argv[])
+{
+  struct bmfile_checkpoint c[3];
+  const struct bitmap *ptrs[3];
+  struct bitmap bms[3];
+  struct bmfile f;
+  const char *dir;
+  int i;
+
+  if (argc != 2) {
+    fprintf (stderr, "usage: %s DIRECTORY\n", argv[0]);
+    exit (EXIT_FAILURE);
+  }
+  dir = argv[1];
+  memset (c, 0, sizeof c);
+  for (i = 0; i < 3; i++)
+    ptrs[i] = &bms[i];
+
+  /* No checkpoints: the file written when tracking is empty. */
+  f = (struct bmfile) {
+    .in_use = false, .disk_size = 64 << 20, .granularity = 65536,
+    .next_seq = 1, .n = 0, .checkpoints = c,
+  };
+  write_seed (dir, "empty", &f, ptrs);
+
+  /* One checkpoint, 1 MiB at 64K: 16 granules, 2 bytes of bits. */
+  f = (struct bmfile) {
+    .in_use = true, .disk_size = 1 << 20, .granularity = 65536,
+    .next_seq = 2, .n = 1, .checkpoints = c,
+  };
+  strcpy (c[0].name, "daily-1");
+  c[0].seq = 1;
+  c[0].created = 1767225600;    /* 2026-01-01T00:00:00Z */
+  c[0].consistent = true;
+  make_bitmap (&bms[0], f.disk_size, f.granularity);
+  bitmap_set (&bms[0], 0);
+  bitmap_set_range (&bms[0], 5, 3);
+  bitmap_set (&bms[0], 15);
+  write_seed (dir, "one-checkpoint", &f, ptrs);
+  bitmap_free (&bms[0]);
+
+  /* A chain of three; a disk size that is not a multiple of the
+   * granularity (so the last byte has padding bits), one checkpoint
+   * inconsistent.
+   */
+  f = (struct bmfile) {
+    .in_use = false, .disk_size = 1000000, .granularity = 4096,
+    .next_seq = 9, .n = 3, .checkpoints = c,
+  };
+  strcpy (c[0].name, "full.2026-01-01");
+  strcpy (c[1].name, "inc_1");
+  strcpy (c[2].name, "Inc-2");
+  for (i = 0; i < 3; i++) {
+    c[i].seq = (uint64_t) (3 * i + 2);
+    c[i].created = 1767225600 + 86400 * i;
+    c[i].consistent = i != 1;
+    make_bitmap (&bms[i], f.disk_size, f.granularity);
+    bitmap_set_range (&bms[i], (uint64_t) (i * 40), 30);
+  }
+  bitmap_set (&bms[2], bms[2].nbits - 1);
+  write_seed (dir, "three-checkpoints", &f, ptrs);
+  for (i = 0; i < 3; i++)
+    bitmap_free (&bms[i]);
+
+  /* Edge values: an empty disk (no bits), the longest name, the
+   * largest numbers.
+   */
+  f = (struct bmfile) {
+    .in_use = true, .disk_size = 0, .granularity = 65536,
+    .next_seq = UINT64_MAX, .n = 1, .checkpoints = c,
+  };
+  memset (c[0].name, 'x', FLEECE_NAME_MAX);
+  c[0].name[FLEECE_NAME_MAX] = '\0';
+  c[0].seq = UINT64_MAX - 1;
+  c[0].created = INT64_MAX;
+  c[0].consistent = false;
+  make_bitmap (&bms[0], 0, 65536);
+  write_seed (dir, "edge-values", &f, ptrs);
+  bitmap_free (&bms[0]);
+
+  return EXIT_SUCCESS;
+}
