@@ -115,6 +115,8 @@ done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "check-fuzz: FAILED: ${failed[*]}"
+  echo "check-fuzz: $(( $# - ${#failed[@]} )) passed, ${#failed[@]} failed"
   exit 1
 fi
 echo "check-fuzz: all $# target(s) passed"
+echo "check-fuzz: $# passed, 0 failed"
