@@ -19,24 +19,7 @@ packages=(
   qemu-utils qemu-system-common fio socat jq valgrind clang libclang-rt-14-dev git
 )
 
-install_packages ()
-{
-  local missing=() p
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
-      missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "check.sh: installing ${missing[*]}"
-  local sudo=
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-}
-
-if [ "${FLEECE_NO_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
-  install_packages
-fi
+./tools/install-packages.sh check.sh "${packages[@]}"
 
 # Debian's python3 owns the libnbd bindings that nbdsh needs.
 export PATH="/usr/bin:$PATH"

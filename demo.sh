@@ -48,24 +48,7 @@ packages=(
   socat jq qemu-utils
 )
 
-install_packages ()
-{
-  local missing=() p
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
-      missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "demo.sh: installing ${missing[*]}"
-  local sudo=
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-}
-
-if [ "${FLEECE_NO_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
-  install_packages
-fi
+./tools/install-packages.sh demo.sh "${packages[@]}"
 
 # Debian's python3 owns the libnbd bindings.
 export PATH="/usr/bin:$PATH"

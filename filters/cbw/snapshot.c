@@ -62,6 +62,7 @@
 #include "backend.h"
 #include "bitmap.h"
 #include "errors.h"
+#include "gate.h"
 #include "cbw.h"
 #include "json.h"
 #include "rangelock.h"
@@ -104,13 +105,7 @@ static uint64_t last_id;        /* control thread only */
 void
 snapshot_init (void)
 {
-  pthread_rwlockattr_t attr;
-
-  pthread_rwlockattr_init (&attr);
-  pthread_rwlockattr_setkind_np (&attr,
-                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init (&gate, &attr);
-  pthread_rwlockattr_destroy (&attr);
+  fleece_gate_init (&gate);
   rangelock_init (&ranges);
 }
 

@@ -42,6 +42,7 @@
 
 #include "bitmap.h"
 #include "errors.h"
+#include "gate.h"
 #include "checkpoints.h"
 #include "dirty-bitmap.h"
 #include "json.h"
@@ -58,13 +59,7 @@ static pthread_rwlock_t gate;
 void
 ckpt_init (void)
 {
-  pthread_rwlockattr_t attr;
-
-  pthread_rwlockattr_init (&attr);
-  pthread_rwlockattr_setkind_np (&attr,
-                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init (&gate, &attr);
-  pthread_rwlockattr_destroy (&attr);
+  fleece_gate_init (&gate);
 }
 
 static void
