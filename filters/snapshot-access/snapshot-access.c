@@ -312,11 +312,25 @@ sa_can_cache (nbdkit_next *next, void *handle)
   return SNAP (handle) ? NBDKIT_CACHE_NONE : next->can_cache (next);
 }
 
+/* What nbdinfo --list shows for the snapshot export. */
+static const char *
+describe_snapshot (const struct fleece_snapshot_info *info)
+{
+  char when[FLEECE_TIME_BUF];
+
+  fleece_format_time (info->started, when);
+  return nbdkit_printf_intern ("point-in-time snapshot %" PRIu64 " of the "
+                               "disk, taken %s%s%s%s%s", info->id, when,
+                               info->checkpoint[0] ? "; started checkpoint " : "",
+                               info->checkpoint,
+                               info->since[0] ? "; preserves changes since "
+                               : "", info->since);
+}
+
 static const char *
 sa_export_description (nbdkit_next *next, void *handle)
 {
   struct handle *h = handle;
-  char when[FLEECE_TIME_BUF];
   struct fleece_snapshot_info info;
 
   if (!SNAP (h))
@@ -324,9 +338,7 @@ sa_export_description (nbdkit_next *next, void *handle)
   cbw->snapshot_info (&info);
   if (info.id != h->id)
     return "snapshot (ended)";
-  fleece_format_time (info.started, when);
-  return nbdkit_printf_intern ("point-in-time snapshot %" PRIu64
-                               " of the disk, taken %s", h->id, when);
+  return describe_snapshot (&info);
 }
 
 /* The run of units starting at u that are all changed or all
@@ -551,10 +563,7 @@ sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
     return 0;
   fleece_format_time (info.started, when);
   if (nbdkit_add_export (exports, sa_config.export_name,
-                         nbdkit_printf_intern ("point-in-time snapshot %"
-                                               PRIu64 " of the disk, "
-                                               "taken %s",
-                                               info.id, when)) == -1)
+                         describe_snapshot (&info)) == -1)
     return -1;
   return list_deltas (exports, &info, when);
 }
