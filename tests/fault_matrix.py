@@ -39,7 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleece_lib import (MiB, Ctl, Model, check, close, connect, fail,
                         file_sha, log, pattern, read_all, read_log,
-                        run_main, sha)
+                        run_main, sha, timed_pwrite)
 import nbd
 
 FAULTS = ["target-write-eio", "target-read-eio", "target-enospc",
@@ -87,18 +87,6 @@ WRITES = [(3 * MiB, C, 20), (4 * MiB - 1000, 2000, 21)]   # under the fault
 
 def clusters(off, n):
     return set(range(off // C, (off + n - 1) // C + 1))
-
-
-def timed_pwrite(h, data, off, limit):
-    """pwrite that fails the test if it takes more than limit s."""
-    c = h.aio_pwrite(data, off)
-    t0 = time.time()
-    while not h.aio_command_completed(c):   # raises if the write failed
-        left = limit - (time.time() - t0)
-        if left <= 0:
-            fail("a guest write at %d+%d did not complete within %.1f s"
-                 % (off, len(data), limit))
-        h.poll(max(1, int(left * 1000)))
 
 
 def kill_target():

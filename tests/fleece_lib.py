@@ -127,6 +127,18 @@ def expect_error(fn, what, errnos=None):
     fail("%s: succeeded, expected an error" % what)
 
 
+def timed_pwrite(h, data, off, limit):
+    """pwrite that fails the test if it takes more than limit s."""
+    c = h.aio_pwrite(data, off)
+    t0 = time.time()
+    while not h.aio_command_completed(c):   # raises if the write failed
+        left = limit - (time.time() - t0)
+        if left <= 0:
+            fail("a guest write at %d+%d did not complete within %.1f s"
+                 % (off, len(data), limit))
+        h.poll(max(1, int(left * 1000)))
+
+
 class Model:
     """A byte-exact model of what the live disk must hold."""
 

@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleece_lib import (MiB, Ctl, Model, check, close, connect, expect_error,
                         expect_same, fail, log, pattern, read_all, read_log,
-                        run_main, try_connect)
+                        run_main, timed_pwrite, try_connect)
 import nbd
 
 p = argparse.ArgumentParser()
@@ -46,18 +46,6 @@ args = p.parse_args()
 SIZE = 64 * MiB
 C = 64 * 1024                   # the default cluster size
 GUEST_WRITE = args.policy == "break-guest-write"
-
-
-def timed_pwrite(h, data, off, limit):
-    """pwrite that gives up (test failure) after limit seconds."""
-    c = h.aio_pwrite(data, off)
-    t0 = time.time()
-    while not h.aio_command_completed(c):   # raises if the write failed
-        left = limit - (time.time() - t0)
-        if left <= 0:
-            fail("a guest write at %d+%d did not complete within %.1f s"
-                 % (off, len(data), limit))
-        h.poll(max(1, int(left * 1000)))
 
 
 def target_pid():
