@@ -41,7 +41,8 @@
 #              stack's live export, the untouched snapshot (every
 #              cluster still read from the live disk) of ours and QSD's
 #   snapread-copied  nbdcopy of the snapshot right after firsttouch,
-#              when every cluster has been copied to the target
+#              when every cluster has been copied to the target (after
+#              sync, so the writeback of the copies does not compete)
 #
 # The disk is a sparse raw file pre-filled with data once (nbdkit's
 # pattern plugin), so copies read real data; writes keep it allocated.
@@ -324,6 +325,7 @@ run_snap ()
   fresh_snapshot
   fio_run firsttouch snap "$(live_uri snap)" "${ft_args[@]}"
   check_copied firsttouch $nclusters
+  sync                          # read without the copy pass's writeback
   copy_run snapread-copied snap "$(snap_uri)"
   fresh_snapshot
   copy_run read snap "$(snap_uri)"
@@ -351,6 +353,7 @@ run_qsd ()
   start_qsd
   fio_run firsttouch qsd "$(live_uri qsd)" "${ft_args[@]}"
   check_qsd_copied firsttouch
+  sync
   copy_run snapread-copied qsd "$(snap_uri)"
   stop_server || die "server failed"
   start_qsd
