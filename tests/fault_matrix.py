@@ -39,7 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleece_lib import (MiB, Ctl, Model, check, close, connect, fail,
                         file_sha, log, pattern, read_all, read_log,
-                        run_main, sha, timed_pwrite)
+                        run_main, sha, timed_pwrite, kill_server)
 import nbd
 
 FAULTS = ["target-write-eio", "target-read-eio", "target-enospc",
@@ -90,21 +90,7 @@ def clusters(off, n):
 
 
 def kill_target():
-    with open(args.target_pid_file) as f:
-        pid = int(f.read())
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().split(")")[-1].split()[0] in ("Z", "X"):
-                    break
-        except OSError:
-            break
-        time.sleep(0.05)
-    else:
-        fail("target nbdkit %d did not die" % pid)
-    # So that the shell's clean-up never signals a reused pid.
-    os.unlink(args.target_pid_file)
+    kill_server(args.target_pid_file)
 
 
 def guest_writes(h, model):

@@ -8,7 +8,9 @@
 
 import hashlib
 import json
+import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -137,6 +139,25 @@ def timed_pwrite(h, data, off, limit):
             fail("a guest write at %d+%d did not complete within %.1f s"
                  % (off, len(data), limit))
         h.poll(max(1, int(left * 1000)))
+
+
+def kill_server(pid_file):
+    """SIGKILL the nbdkit whose pid is in pid_file, wait until it is
+    dead, and remove pid_file so that no clean-up signals a reused pid."""
+    with open(pid_file) as f:
+        pid = int(f.read())
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split(")")[-1].split()[0] in ("Z", "X"):
+                    break
+        except OSError:
+            break
+        time.sleep(0.05)
+    else:
+        fail("target nbdkit %d did not die" % pid)
+    os.unlink(pid_file)
 
 
 class Model:

@@ -28,7 +28,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleece_lib import (MiB, Ctl, Model, check, close, connect, expect_error,
                         expect_same, fail, log, pattern, read_all, read_log,
-                        run_main, timed_pwrite, try_connect)
+                        run_main, timed_pwrite, try_connect,
+                        kill_server)
 import nbd
 
 p = argparse.ArgumentParser()
@@ -106,20 +107,7 @@ def run():
         else:
             fail("target nbdkit %d did not stop" % pid)
     elif args.case == "kill":
-        pid = target_pid()
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(100):
-            try:
-                with open("/proc/%d/stat" % pid) as f:
-                    if f.read().split(")")[-1].split()[0] in ("Z", "X"):
-                        break
-            except OSError:
-                break
-            time.sleep(0.05)
-        else:
-            fail("target nbdkit %d did not die" % pid)
-        # So that the test's clean-up does not signal a reused pid.
-        os.unlink(args.target_pid_file)
+        kill_server(args.target_pid_file)
 
     errnos = {"eio": ["EIO"], "enospc": ["ENOSPC"]}.get(args.case)
     # A whole data cluster, then a write over a cluster boundary.
