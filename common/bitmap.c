@@ -97,6 +97,40 @@ bitmap_init (struct bitmap *bm, uint64_t nbits)
   return 0;
 }
 
+int
+bitmap_resize (struct bitmap *bm, uint64_t nbits)
+{
+  uint64_t old = nwords_for (bm->nbits), nwords = nwords_for (nbits);
+  uint64_t *w;
+
+  if (nbits == 0) {
+    bitmap_free (bm);
+    return 0;
+  }
+  if (nwords > SIZE_MAX / sizeof (uint64_t)) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (nbits < bm->nbits) {
+    /* Keep the rule that bits past nbits are 0. */
+    bm->nbits = nbits;
+    if (nbits % 64)
+      bm->words[nwords - 1] &= (UINT64_C (1) << (nbits % 64)) - 1;
+  }
+  if (nwords != old) {
+    w = realloc (bm->words, (size_t) nwords * sizeof (uint64_t));
+    if (w == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    if (nwords > old)
+      memset (w + old, 0, (size_t) (nwords - old) * sizeof (uint64_t));
+    bm->words = w;
+  }
+  bm->nbits = nbits;
+  return 0;
+}
+
 void
 bitmap_free (struct bitmap *bm)
 {

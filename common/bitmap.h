@@ -29,6 +29,10 @@ struct bitmap {
  */
 extern int bitmap_init (struct bitmap *bm, uint64_t nbits);
 extern void bitmap_free (struct bitmap *bm);
+/* Grow (new bits clear) or shrink to nbits.  0, or -1 with errno (the
+ * bitmap is then unchanged).
+ */
+extern int bitmap_resize (struct bitmap *bm, uint64_t nbits);
 
 /* Make dst an independent copy of src (dst must not be initialised). */
 extern int bitmap_copy (struct bitmap *dst, const struct bitmap *src);

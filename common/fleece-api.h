@@ -81,21 +81,13 @@ struct fleece_filter_api {
 
 struct fleece_snapshot_info {
   uint64_t id;                  /* 0: no snapshot */
-  /* Checkpoints with a sequence number >= this one began at or after
-   * the snapshot point; changes "since" an older checkpoint up to the
-   * snapshot point are those of checkpoints with a smaller number.
-   */
-  uint64_t checkpoint_limit;
-  /* Begun with since=: the sequence number of that checkpoint (delta
-   * views of older checkpoints cannot be served), else 0.
-   */
-  uint64_t since_seq;
   uint64_t size;                /* disk size at the snapshot point */
   int64_t started;              /* time (), UTC */
-  uint32_t cluster_size;
   char checkpoint[FLEECE_NAME_BUF]; /* begun with checkpoint=, or "" */
   char since[FLEECE_NAME_BUF];      /* begun with since=, or "" */
 };
+
+struct bitmap;
 
 struct fleece_cbw_api {
   struct fleece_filter_api base;
@@ -117,46 +109,68 @@ struct fleece_cbw_api {
    */
   int (*snapshot_release) (uint64_t id, uint32_t count, uint64_t offset,
                            int *err);
+  /* The delta view of snapshot id since checkpoint name, as it was at
+   * the snapshot point whatever happened to the checkpoints since: set
+   * in out (already sized) every unit of unit bytes that changed.
+   * Returns 0, or -1 with *errmsg saying why it cannot be served.
+   */
+  int (*snapshot_changed_since) (uint64_t id, const char *name,
+                                 uint32_t unit, struct bitmap *out,
+                                 char **errmsg);
+  /* Checkpoints whose delta view snapshot id can serve, oldest first:
+   * a NULL-terminated malloc'd array of malloc'd strings, or NULL.
+   */
+  char **(*snapshot_delta_names) (uint64_t id);
 };
 
 /* What the dirty-bitmap filter offers the others.  Exported as
  * fleece_dirty_bitmap_v1, a struct fleece_db_api; use
- * fleece_dirty_bitmap () to get it.  Checkpoints carry sequence
- * numbers that grow with the time they were created.
+ * fleece_dirty_bitmap () to get it.
  */
-struct bitmap;
+struct fleece_frozen;           /* changes up to a snapshot point */
+
+enum fleece_hold {
+  FLEECE_HOLD_SINCE,            /* an active snapshot begun with since= */
+  FLEECE_HOLD_VIEW,             /* an open connection to a delta view */
+};
 
 struct fleece_db_api {
   struct fleece_filter_api base;
 
-  /* Sequence number the next checkpoint will get. */
-  uint64_t (*next_seq) (void);
+  /* The checkpoints as they are now, fixed for a snapshot taken now:
+   * cbw calls this with its gate held for writing, so no write is in
+   * flight and nothing is marked while it copies.  With since (may be
+   * NULL), since must exist and be consistent, and only changes since
+   * it are kept.  NULL with *errmsg on failure.
+   */
+  struct fleece_frozen *(*freeze) (const char *since, char **errmsg);
+  void (*frozen_free) (struct fleece_frozen *f);
+
+  /* The one rule for delta views: may changes since name be served
+   * from f, and which.  Sets in out (already sized, units of unit
+   * bytes) every unit that overlaps a granule changed between
+   * checkpoint name and f's point.  Returns 0, or -1 with *errmsg
+   * (unknown, began later, not preserved with since=, inconsistent).
+   */
+  int (*changed_since) (const struct fleece_frozen *f, const char *name,
+                        uint32_t unit, struct bitmap *out, char **errmsg);
+  /* Names changed_since would serve from f, oldest first, as
+   * snapshot_delta_names.
+   */
+  char **(*names) (const struct fleece_frozen *f);
 
   /* Start checkpoint name now.  cbw calls this with its gate held for
-   * writing, so no write is in flight and the new checkpoint starts
-   * exactly at the snapshot point.  Returns 0, or -1 with *errmsg.
+   * writing, so the new checkpoint starts exactly at the snapshot
+   * point.  Returns 0, or -1 with *errmsg.
    */
   int (*begin_checkpoint) (const char *name, char **errmsg);
 
-  /* Look up name: its sequence number, and whether it may be trusted
-   * (consistent).  Returns 0, or -1 with *errmsg if it does not exist.
+  /* Hold checkpoint name so that checkpoint-delete refuses it until
+   * the matching unhold.  Returns a token for unhold, 0 if there is no
+   * such checkpoint (then there is nothing to release).
    */
-  int (*lookup) (const char *name, uint64_t *seq, bool *consistent,
-                 char **errmsg);
-
-  /* Set, in out (nbits units of unit bytes, already allocated), every
-   * unit that overlaps a granule written since checkpoint name, taking
-   * only checkpoints with seq < limit into account.  Returns 0, or -1
-   * with *errmsg if name is unknown or inconsistent.
-   */
-  int (*changed_since) (const char *name, uint64_t limit, uint32_t unit,
-                        struct bitmap *out, char **errmsg);
-
-  /* Names of the consistent checkpoints with seq < limit, oldest
-   * first, for list_exports: a NULL-terminated malloc'd array of
-   * malloc'd strings, or NULL on allocation failure.
-   */
-  char **(*names) (uint64_t limit);
+  uint64_t (*hold) (const char *name, enum fleece_hold why);
+  void (*unhold) (uint64_t token, enum fleece_hold why);
 
   uint32_t (*granularity) (void);
 };

@@ -20,6 +20,7 @@
 #include "ctl-owner.h"
 #include "params.h"
 #include "size.h"
+#include "stack-rules.h"
 
 int
 fleece_config_cluster (const char *key, const char *value, uint32_t *out)
@@ -169,6 +170,8 @@ fleece_config_complete_common (enum fleece_filter_id self,
                   fleece_filter_name (self));
     return -1;
   }
+  if (fleece_check_stack () == -1)
+    return -1;
 
   for (id = 0; id < FLEECE_NR_FILTERS; id++) {
     const struct fleece_filter_api *other = fleece_find (id);

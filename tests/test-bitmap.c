@@ -417,6 +417,32 @@ rng (void)
   return rng_state;
 }
 
+/* Growing keeps the bits and adds clear ones; shrinking drops the
+ * tail and keeps "bits past nbits are 0", so growing again shows none
+ * of the old bits.
+ */
+static void
+test_resize (void)
+{
+  struct bitmap bm;
+
+  CHECK (bitmap_init (&bm, 70) == 0);
+  bitmap_set_range (&bm, 60, 10);
+  CHECK (bitmap_resize (&bm, 200) == 0);
+  CHECK (bm.nbits == 200);
+  CHECK (bitmap_count (&bm) == 10);
+  CHECK (bitmap_next_set (&bm, 70) == 200);
+  bitmap_set (&bm, 199);
+  CHECK (bitmap_resize (&bm, 65) == 0);
+  CHECK (bitmap_count (&bm) == 5);
+  CHECK (bitmap_resize (&bm, 130) == 0);
+  CHECK (bitmap_count (&bm) == 5);
+  CHECK (!bitmap_test (&bm, 65) && !bitmap_test (&bm, 129));
+  CHECK (bitmap_resize (&bm, 0) == 0);
+  CHECK (bm.nbits == 0 && bm.words == NULL);
+  bitmap_free (&bm);
+}
+
 static void
 test_random (void)
 {
@@ -603,6 +629,7 @@ main (void)
   test_count_any ();
   test_merge_copy ();
   test_serialize ();
+  test_resize ();
   test_random ();
   test_atomic_threads ();
   UNIT_EXIT ();

@@ -84,20 +84,20 @@ stop_nbdkit "$sock"
 # A regular file at the control path is refused and left alone.
 echo precious > "$tmpdir/file"
 expect_refused "control=$tmpdir/file: .*exists and is not a socket" \
-  --filter="$CBW" memory 1M control="$tmpdir/file"
+  --filter="$SA" --filter="$CBW" memory 1M control="$tmpdir/file"
 [ "$(cat "$tmpdir/file")" = precious ] || fail "control= replaced a file"
 
 # A stale socket (nobody listening) is replaced.
 python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$ctl"
 [ -S "$ctl" ] || fail "could not make a stale socket"
 sock2=$tmpdir/nbd2.sock
-start_nbdkit "$sock2" --filter="$CBW" memory 1M control="$ctl"
-ctl "$ctl" status | jq -e '.ok == true and .checkpoints == [] and .filters == ["cbw"]' \
+start_nbdkit "$sock2" --filter="$SA" --filter="$CBW" memory 1M control="$ctl"
+ctl "$ctl" status | jq -e '.ok == true and .checkpoints == [] and .filters == ["snapshot-access","cbw"]' \
   >/dev/null || fail "status after replacing a stale socket"
 
 # A live control socket is never taken over by a second server.
 expect_refused "control=$ctl: .*in use" \
-  --filter="$CBW" memory 1M control="$ctl"
+  --filter="$SA" --filter="$CBW" memory 1M control="$ctl"
 ctl "$ctl" status | jq -e '.ok == true' >/dev/null ||
   fail "first server lost its control socket"
 

@@ -12,33 +12,33 @@ all=(--filter="$SA" --filter="$CBW" --filter="$DB")
 
 # cbw
 expect_refused 'cbw-cluster-size=3K: must be a power of two' \
-  --filter="$CBW" memory 1M cbw-cluster-size=3K
+  --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=3K
 expect_refused 'cbw-cluster-size=2K: must be a power of two from 4K to 16M' \
-  --filter="$CBW" memory 1M cbw-cluster-size=2K
+  --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=2K
 expect_refused 'cbw-cluster-size=32M: must be a power of two from 4K to 16M' \
-  --filter="$CBW" memory 1M cbw-cluster-size=32M
+  --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=32M
 expect_refused 'cbw-cluster-size=lots: expected a number' \
-  --filter="$CBW" memory 1M cbw-cluster-size=lots
+  --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=lots
 expect_refused 'cbw-cluster-size: given twice' \
-  --filter="$CBW" memory 1M cbw-cluster-size=64K cbw-cluster-size=64K
+  --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=64K cbw-cluster-size=64K
 expect_refused 'cbw-on-error=ignore: expected break-guest-write or break-snapshot' \
-  --filter="$CBW" memory 1M cbw-on-error=ignore
+  --filter="$SA" --filter="$CBW" memory 1M cbw-on-error=ignore
 expect_refused 'cbw-timeout=-1: expected a number' \
-  --filter="$CBW" memory 1M cbw-timeout=-1
+  --filter="$SA" --filter="$CBW" memory 1M cbw-timeout=-1
 expect_refused 'cbw-timeout=1s: expected a plain decimal number' \
-  --filter="$CBW" memory 1M cbw-timeout=1s
+  --filter="$SA" --filter="$CBW" memory 1M cbw-timeout=1s
 expect_refused 'cbw-timeout=86401: number is too large' \
-  --filter="$CBW" memory 1M cbw-timeout=86401
+  --filter="$SA" --filter="$CBW" memory 1M cbw-timeout=86401
 expect_refused "cbw-target=$tmpdir/no/such/dir/fleece: directory $tmpdir/no/such/dir" \
-  --filter="$CBW" memory 1M cbw-target="$tmpdir/no/such/dir/fleece"
+  --filter="$SA" --filter="$CBW" memory 1M cbw-target="$tmpdir/no/such/dir/fleece"
 expect_refused "cbw-target=$tmpdir: not a regular file or block device" \
-  --filter="$CBW" memory 1M cbw-target="$tmpdir"
+  --filter="$SA" --filter="$CBW" memory 1M cbw-target="$tmpdir"
 expect_refused 'cbw-target=http://example.invalid/x: unsupported URI scheme' \
-  --filter="$CBW" memory 1M cbw-target=http://example.invalid/x
+  --filter="$SA" --filter="$CBW" memory 1M cbw-target=http://example.invalid/x
 expect_refused 'cbw-target: given twice' \
-  --filter="$CBW" memory 1M cbw-target="$tmpdir/a" cbw-target="$tmpdir/b"
+  --filter="$SA" --filter="$CBW" memory 1M cbw-target="$tmpdir/a" cbw-target="$tmpdir/b"
 expect_refused 'cbw-colour: unknown cbw parameter' \
-  --filter="$CBW" memory 1M cbw-colour=blue
+  --filter="$SA" --filter="$CBW" memory 1M cbw-colour=blue
 
 # snapshot-access
 expect_refused 'snapshot-export: the name is empty' \
@@ -64,29 +64,29 @@ expect_refused 'bitmap-colour: unknown dirty-bitmap parameter' \
 
 # control
 expect_refused 'control: given twice' \
-  --filter="$CBW" memory 1M control="$tmpdir/c1" control="$tmpdir/c2"
+  --filter="$SA" --filter="$CBW" memory 1M control="$tmpdir/c1" control="$tmpdir/c2"
 expect_refused "control=$tmpdir/none/ctl: directory $tmpdir/none" \
-  --filter="$CBW" memory 1M control="$tmpdir/none/ctl"
+  --filter="$SA" --filter="$CBW" memory 1M control="$tmpdir/none/ctl"
 
 # A parameter whose filter is missing from the stack.
 expect_refused 'bitmap-file: this parameter belongs to the dirty-bitmap filter, which is not in the stack; add --filter=dirty-bitmap' \
-  --filter="$CBW" memory 1M bitmap-file="$tmpdir/bm"
+  --filter="$SA" --filter="$CBW" memory 1M bitmap-file="$tmpdir/bm"
 expect_refused 'cbw-cluster-size: this parameter belongs to the cbw filter' \
   --filter="$DB" memory 1M cbw-cluster-size=64K
 expect_refused 'snapshot-export: this parameter belongs to the snapshot-access filter' \
   --filter="$CBW" memory 1M snapshot-export=snap
 
 # Exactly one error line for a bad value (nbdkit adds nothing else).
-nbdkit -U - --filter="$CBW" memory 1M cbw-cluster-size=3K --run true \
+nbdkit -U - --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=3K --run true \
   >"$tmpdir/one.log" 2>&1 && fail "3K accepted"
 [ "$(grep -c . "$tmpdir/one.log")" -eq 1 ] || {
   cat "$tmpdir/one.log"; fail "expected exactly one error line"; }
 
 # Good values, relative paths made absolute.
-expect_accepted --filter="$CBW" memory 1M cbw-cluster-size=4K
-expect_accepted --filter="$CBW" memory 1M cbw-cluster-size=16M \
+expect_accepted --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=4K
+expect_accepted --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=16M \
   cbw-on-error=break-snapshot cbw-timeout=30
-expect_accepted --filter="$CBW" memory 1M cbw-target=nbd+unix:///?socket=/nonexistent
+expect_accepted --filter="$SA" --filter="$CBW" memory 1M cbw-target=nbd+unix:///?socket=/nonexistent
 expect_accepted "${all[@]}" memory 1M \
   cbw-target="$tmpdir/fleece" cbw-cluster-size=1M \
   cbw-on-error=break-guest-write cbw-timeout=0 \
@@ -94,7 +94,7 @@ expect_accepted "${all[@]}" memory 1M \
   bitmap-file="$tmpdir/bitmaps" bitmap-granularity=4K \
   control="$tmpdir/ctl.sock"
 ( cd "$tmpdir" &&
-  nbdkit -U - -v --filter="$CBW" memory 1M cbw-target=rel.fleece \
+  nbdkit -U - -v --filter="$SA" --filter="$CBW" memory 1M cbw-target=rel.fleece \
     --run true ) >"$tmpdir/rel.log" 2>&1 || { cat "$tmpdir/rel.log"; fail "relative target"; }
 grep -q "target: file $tmpdir/rel.fleece" "$tmpdir/rel.log" ||
   { cat "$tmpdir/rel.log"; fail "relative cbw-target not made absolute"; }

@@ -12,8 +12,6 @@ order='unsupported filter order'
 
 expect_accepted --filter="$SA" --filter="$CBW" --filter="$DB" memory 1M
 expect_accepted --filter="$SA" --filter="$CBW" memory 1M
-expect_accepted --filter="$CBW" --filter="$DB" memory 1M
-expect_accepted --filter="$CBW" memory 1M
 expect_accepted --filter="$DB" memory 1M
 # Other nbdkit filters may sit around and between ours.
 expect_accepted --filter=nofilter --filter="$SA" --filter="$CBW" \
@@ -31,6 +29,11 @@ expect_refused 'snapshot-access filter needs the cbw filter below it' \
   --filter="$SA" memory 1M
 expect_refused 'snapshot-access filter needs the cbw filter below it' \
   --filter="$SA" --filter="$DB" memory 1M
+# cbw alone would serve the snapshot names as the live disk.
+expect_refused 'cbw filter needs the snapshot-access filter above it' \
+  --filter="$CBW" memory 1M
+expect_refused 'cbw filter needs the snapshot-access filter above it' \
+  --filter="$CBW" --filter="$DB" memory 1M
 expect_refused 'given more than once' \
   --filter="$CBW" --filter="$CBW" memory 1M
 

@@ -15,6 +15,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "backend.h"
 #include "cbw.h"
 #include "errors.h"
 #include "ctl-owner.h"
@@ -31,8 +32,6 @@ NBDKIT_DLL_PUBLIC int cbw_debug_copy = 0;
 /* Start-up state, written by nbdkit's single-threaded start-up. */
 static unsigned load_count;
 static bool config_started;
-/* The layer below us, for contexts of our own (after_fork on). */
-static nbdkit_backend *below;
 
 static void
 cbw_load (void)
@@ -89,8 +88,27 @@ cbw_get_ready (int thread_model)
 static int
 cbw_after_fork (nbdkit_backend *backend)
 {
-  below = backend;
+  /* The size before any client connects; from then on every
+   * connection's handshake updates it (cbw_get_size).
+   */
+  int64_t size = fleece_disk_size (backend);
+
+  if (size == -1) {
+    nbdkit_error ("cbw: cannot find the size of the disk");
+    return -1;
+  }
+  snapshot_saw_size (size);
   return fleece_control_after_fork ();
+}
+
+static int64_t
+cbw_get_size (nbdkit_next *next, void *handle)
+{
+  int64_t size = next->get_size (next);
+
+  if (size >= 0)
+    snapshot_saw_size (size);
+  return size;
 }
 
 static void
@@ -176,7 +194,7 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
         name_arg (req, "checkpoint", &checkpoint, errmsg) == -1 ||
         name_arg (req, "since", &since, errmsg) == -1)
       return -1;
-    return snapshot_begin (below, checkpoint, since, reply, errmsg);
+    return snapshot_begin (checkpoint, since, reply, errmsg);
   }
   if (strcmp (req->command, "snapshot-end") == 0) {
     if (ctl_request_check (req, no_keys, 0, errmsg) == -1)
@@ -199,6 +217,8 @@ NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
   .snapshot_pread = snapshot_pread,
   .snapshot_extents = snapshot_extents,
   .snapshot_release = snapshot_release,
+  .snapshot_changed_since = snapshot_changed_since,
+  .snapshot_delta_names = snapshot_delta_names,
 };
 
 static struct nbdkit_filter filter = {
@@ -212,6 +232,7 @@ static struct nbdkit_filter filter = {
   .get_ready         = cbw_get_ready,
   .after_fork        = cbw_after_fork,
   .cleanup           = cbw_cleanup,
+  .get_size          = cbw_get_size,
   .pwrite            = cbw_pwrite,
   .zero              = cbw_zero,
   .trim              = cbw_trim,

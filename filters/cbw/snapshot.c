@@ -80,10 +80,13 @@ struct snapshot {
   uint64_t size;                /* disk size at the snapshot point */
   uint64_t nclusters;
   int64_t started;
-  uint64_t checkpoint_limit;    /* see fleece_snapshot_info */
-  uint64_t since_seq;
   char checkpoint[FLEECE_NAME_BUF];
   char since[FLEECE_NAME_BUF];
+  /* The checkpoints at the snapshot point (dirty-bitmap's frozen view,
+   * NULL without dirty-bitmap): never changes, freed with *s.
+   */
+  struct fleece_frozen *frozen;
+  uint64_t since_hold;          /* dirty-bitmap's hold on since= */
 
   /* Protected by state_lock. */
   struct bitmap need;
@@ -102,6 +105,16 @@ static struct rangelock ranges;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t last_id;        /* control thread only */
 
+/* The disk's size as the latest context opened on it saw it: cbw's
+ * .get_size runs in every context's handshake, before that context
+ * can write.  snapshot_begin takes its size from here, so the control
+ * thread never opens a backend connection of its own (a plugin that
+ * serves one connection at a time would block it for ever).
+ * Protected by size_lock.
+ */
+static pthread_mutex_t size_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t seen_size = -1;
+
 void
 snapshot_init (void)
 {
@@ -112,7 +125,11 @@ snapshot_init (void)
 static void
 snapshot_free (struct snapshot *s)
 {
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
+
   if (s) {
+    if (db && s->frozen)
+      db->frozen_free (s->frozen);
     bitmap_free (&s->need);
     bitmap_free (&s->copied);
     free (s->broken);
@@ -180,6 +197,21 @@ guest_errno (int err)
   }
 }
 
+/* Mark s broken with the reason why (malloc'd, taken; NULL: out of
+ * memory).  Caller holds state_lock.
+ */
+static void
+break_locked (struct snapshot *s, char *why)
+{
+  if (s->broken == NULL) {
+    s->broken = why ? why : strdup ("the snapshot broke");
+    why = NULL;
+    nbdkit_error ("cbw: snapshot %" PRIu64 " is broken: %s",
+                  s->id, s->broken);
+  }
+  free (why);
+}
+
 static void
 mark_broken (struct snapshot *s, uint64_t offset, int err)
 {
@@ -190,14 +222,39 @@ mark_broken (struct snapshot *s, uint64_t offset, int err)
     why = NULL;
   pthread_mutex_lock (&state_lock);
   s->copy_errors++;
-  if (s->broken == NULL) {
-    s->broken = why ? why : strdup ("copy-before-write failed");
-    why = NULL;
-    nbdkit_error ("cbw: snapshot %" PRIu64 " is broken: %s",
-                  s->id, s->broken);
-  }
+  break_locked (s, why);
   pthread_mutex_unlock (&state_lock);
-  free (why);
+}
+
+/* The disk is smaller than s: the snapshot's data past the new end is
+ * gone from the disk (unless copied), so s can no longer be exact.
+ * This is no guest write's fault, so it breaks s whatever cbw-on-error
+ * says.
+ */
+static void
+break_shrunk (struct snapshot *s, int64_t size)
+{
+  char *why;
+
+  if (asprintf (&why, "the disk shrank from %" PRIu64 " to %" PRIi64
+                " bytes while the snapshot was active", s->size,
+                size) == -1)
+    why = NULL;
+  pthread_mutex_lock (&state_lock);
+  break_locked (s, why);
+  pthread_mutex_unlock (&state_lock);
+}
+
+void
+snapshot_saw_size (int64_t size)
+{
+  pthread_mutex_lock (&size_lock);
+  seen_size = size;
+  pthread_mutex_unlock (&size_lock);
+  pthread_rwlock_rdlock (&gate);
+  if (cur && (uint64_t) size < cur->size)
+    break_shrunk (cur, size);
+  pthread_rwlock_unlock (&gate);
 }
 
 static void
@@ -218,12 +275,19 @@ copy_clusters (nbdkit_next *next, struct snapshot *s, uint64_t c,
   const struct timespec *dl = NULL;
   uint64_t offset = c * cs ();
   uint32_t len = cluster_bytes (s, c, n);
+  int64_t size;
   void *buf;
   int r = -1;
 
   if (cbw_config.timeout) {
     deadline_from_now (&deadline);
     dl = &deadline;
+  }
+  size = next->get_size (next);
+  if (size >= 0 && offset + len > (uint64_t) size) {
+    /* Never read past the end this context knows (nbdkit would abort). */
+    break_shrunk (s, size);
+    return 0;
   }
   buf = malloc (len);
   if (buf == NULL) {
@@ -434,6 +498,7 @@ read_locked (struct snapshot *s, nbdkit_next *next, char *buf,
   const uint64_t end = offset + count;
   const uint64_t c1 = (end - 1) / cs () + 1;
   uint64_t c = offset / cs (), run_end, from, to;
+  int64_t disk_size;
   enum where w;
   int r;
 
@@ -446,6 +511,11 @@ read_locked (struct snapshot *s, nbdkit_next *next, char *buf,
 
     switch (w) {
     case FROM_DISK:
+      disk_size = next->get_size (next);
+      if (disk_size >= 0 && to > (uint64_t) disk_size) {
+        break_shrunk (s, disk_size);
+        return refuse (s, "read", from, err);
+      }
       r = next->pread (next, buf + (from - offset), to - from, from, 0, err);
       break;
     case FROM_TARGET:
@@ -502,36 +572,55 @@ snapshot_pread (uint64_t id, nbdkit_next *next, void *buf, uint32_t count,
   return r;
 }
 
-/* Add the disk's extents of [from, to) to extents. */
+/* Add the disk's extents of [from, to) to extents.  The layer below
+ * may describe less than it was asked for (NBD allows a short reply,
+ * and nbdkit's blocksize filter gives one), so ask again from where it
+ * stopped until the range is covered; with REQ_ONE one answer does.
+ */
 static int
 disk_extents (nbdkit_next *next, uint64_t from, uint64_t to, uint32_t flags,
               struct nbdkit_extents *extents, int *err)
 {
-  struct nbdkit_extents *mine = nbdkit_extents_new (from, to);
-  size_t i;
-  int r = 0;
+  while (from < to) {
+    struct nbdkit_extents *mine = nbdkit_extents_new (from, to);
+    uint64_t reached = from;
+    size_t i;
+    int r = 0;
 
-  if (mine == NULL) {
-    *err = errno;
-    return -1;
-  }
-  if (next->extents (next, to - from, from, flags, mine, err) == -1) {
+    if (mine == NULL) {
+      *err = errno;
+      return -1;
+    }
+    if (next->extents (next, to - from, from, flags, mine, err) == -1) {
+      nbdkit_extents_free (mine);
+      return -1;
+    }
+    for (i = 0; r == 0 && i < nbdkit_extents_count (mine); i++) {
+      struct nbdkit_extent ex = nbdkit_get_extent (mine, i);
+
+      if (ex.offset >= to)
+        break;
+      if (ex.offset + ex.length > to)
+        ex.length = to - ex.offset;
+      r = nbdkit_add_extent (extents, ex.offset, ex.length, ex.type);
+      reached = ex.offset + ex.length;
+    }
     nbdkit_extents_free (mine);
-    return -1;
-  }
-  for (i = 0; r == 0 && i < nbdkit_extents_count (mine); i++) {
-    struct nbdkit_extent ex = nbdkit_get_extent (mine, i);
-
-    if (ex.offset >= to)
+    if (r == -1) {
+      *err = errno;
+      return -1;
+    }
+    if (reached <= from) {
+      nbdkit_error ("snapshot: the disk returned no block status at "
+                    "offset %" PRIu64, from);
+      *err = EIO;
+      return -1;
+    }
+    if (flags & NBDKIT_FLAG_REQ_ONE)
       break;
-    if (ex.offset + ex.length > to)
-      ex.length = to - ex.offset;
-    r = nbdkit_add_extent (extents, ex.offset, ex.length, ex.type);
+    from = reached;
   }
-  nbdkit_extents_free (mine);
-  if (r == -1)
-    *err = errno;
-  return r;
+  return 0;
 }
 
 int
@@ -567,8 +656,16 @@ snapshot_extents (uint64_t id, nbdkit_next *next, uint32_t count,
      * too, so that a reader asks for them and gets a loud EACCES
      * rather than silently copying zeroes.
      */
-    if (w == FROM_DISK)
-      r = disk_extents (next, from, to, flags, extents, err);
+    if (w == FROM_DISK) {
+      int64_t disk_size = next->get_size (next);
+
+      if (disk_size >= 0 && to > (uint64_t) disk_size) {
+        break_shrunk (s, disk_size);
+        r = refuse (s, "block status", from, err);
+      }
+      else
+        r = disk_extents (next, from, to, flags, extents, err);
+    }
     else if (nbdkit_add_extent (extents, from, to - from, 0) == -1) {
       *err = errno;
       r = -1;
@@ -635,65 +732,34 @@ snapshot_release (uint64_t id, uint32_t count, uint64_t offset, int *err)
  * Begin, end, status.
  */
 
-/* Checks of checkpoint= and since= that need no lock.  Sets
- * *since_seq to since's sequence number.
- */
-static int
-check_checkpoint_args (const struct fleece_db_api *db, const char *checkpoint,
-                       const char *since, uint64_t *since_seq,
-                       char **errmsg)
-{
-  uint64_t seq;
-  bool consistent;
-  char *ignore = NULL;
-
-  if ((checkpoint || since) && db == NULL)
-    return fleece_errorf (errmsg, "%s= needs the dirty-bitmap filter below cbw "
-                          "(--filter=dirty-bitmap)",
-                          checkpoint ? "checkpoint" : "since");
-  if (since) {
-    if (db->lookup (since, since_seq, &consistent, errmsg) == -1)
-      return -1;
-    if (!consistent)
-      return fleece_errorf (errmsg, "since=%s: the checkpoint is not consistent "
-                            "(it may have missed writes); take a full snapshot",
-                            since);
-  }
-  if (checkpoint) {
-    if (db->lookup (checkpoint, &seq, &consistent, &ignore) == 0)
-      return fleece_errorf (errmsg, "checkpoint=%s: a checkpoint with this name "
-                            "already exists", checkpoint);
-    free (ignore);
-  }
-  return 0;
-}
-
 int
-snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
-                const char *since, struct jbuf *reply, char **errmsg)
+snapshot_begin (const char *checkpoint, const char *since,
+                struct jbuf *reply, char **errmsg)
 {
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
   struct snapshot *s;
   int64_t size;
-  uint64_t needed, since_seq = 0;
+  uint64_t needed;
 
   if (cur)
     return fleece_errorf (errmsg, "a snapshot is already active (id %" PRIu64
                           "); end it with snapshot-end first", cur->id);
-  if (check_checkpoint_args (db, checkpoint, since, &since_seq,
-                             errmsg) == -1)
-    return -1;
+  if ((checkpoint || since) && db == NULL)
+    return fleece_errorf (errmsg, "%s= needs the dirty-bitmap filter below "
+                          "cbw (--filter=dirty-bitmap)",
+                          checkpoint ? "checkpoint" : "since");
 
-  size = fleece_disk_size (backend);
+  pthread_mutex_lock (&size_lock);
+  size = seen_size;
+  pthread_mutex_unlock (&size_lock);
   if (size == -1)
-    return fleece_errorf (errmsg, "cannot find the size of the disk");
+    return fleece_errorf (errmsg, "the size of the disk is not known yet");
 
   s = calloc (1, sizeof *s);
   if (s == NULL)
     return fleece_errorf (errmsg, "out of memory");
   s->size = size;
   s->nclusters = (size + cs () - 1) / cs ();
-  s->since_seq = since_seq;
   snprintf (s->checkpoint, sizeof s->checkpoint, "%s",
             checkpoint ? checkpoint : "");
   snprintf (s->since, sizeof s->since, "%s", since ? since : "");
@@ -712,17 +778,30 @@ snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
 
   /* The snapshot point: no guest write is in flight while we hold the
    * gate, and every later one sees cur.  The dirty-bitmap filter sits
-   * below us, so its checkpoints change at exactly this point too.
+   * directly below us (stack-rules.c), so its checkpoints are frozen
+   * and change at exactly this point too.
    */
-  pthread_rwlock_wrlock (&gate);
-  s->checkpoint_limit = db ? db->next_seq () : UINT64_MAX;
-  if ((since &&
-       db->changed_since (since, UINT64_MAX, cs (), &s->need, errmsg) == -1) ||
-      (checkpoint && db->begin_checkpoint (checkpoint, errmsg) == -1)) {
-    pthread_rwlock_unlock (&gate);
+  if (fleece_gate_wrlock (&gate, FLEECE_GATE_WAIT_SECONDS) != 0) {
     snapshot_free (s);
     target_end ();
-    return -1;
+    return fleece_errorf (errmsg, "guest writes in flight did not finish "
+                          "within %d s (is the disk or the target hung?); "
+                          "no snapshot was taken", FLEECE_GATE_WAIT_SECONDS);
+  }
+  if (db) {
+    s->frozen = db->freeze (since, errmsg);
+    if (s->frozen == NULL ||
+        (since &&
+         db->changed_since (s->frozen, since, cs (), &s->need,
+                            errmsg) == -1) ||
+        (checkpoint && db->begin_checkpoint (checkpoint, errmsg) == -1)) {
+      pthread_rwlock_unlock (&gate);
+      snapshot_free (s);
+      target_end ();
+      return -1;
+    }
+    if (since)
+      s->since_hold = db->hold (since, FLEECE_HOLD_SINCE);
   }
   s->id = ++last_id;
   s->started = time (NULL);
@@ -748,13 +827,20 @@ snapshot_end (struct jbuf *reply, char **errmsg)
 {
   struct snapshot *s;
 
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
+
   if (cur == NULL)
     return fleece_errorf (errmsg, "no snapshot is active");
 
-  pthread_rwlock_wrlock (&gate);
+  if (fleece_gate_wrlock (&gate, FLEECE_GATE_WAIT_SECONDS) != 0)
+    return fleece_errorf (errmsg, "requests in flight did not finish within "
+                          "%d s (is the disk or the target hung?); the "
+                          "snapshot is still active", FLEECE_GATE_WAIT_SECONDS);
   s = cur;
   cur = NULL;
   pthread_rwlock_unlock (&gate);
+  if (db)
+    db->unhold (s->since_hold, FLEECE_HOLD_SINCE);
 
   nbdkit_debug ("cbw: snapshot %" PRIu64 " ended after copying %" PRIu64
                 " clusters", s->id, s->clusters_copied);
@@ -823,11 +909,42 @@ snapshot_info (struct fleece_snapshot_info *info)
     info->id = cur->id;
     info->size = cur->size;
     info->started = cur->started;
-    info->checkpoint_limit = cur->checkpoint_limit;
-    info->since_seq = cur->since_seq;
-    info->cluster_size = cbw_config.cluster_size;
     memcpy (info->checkpoint, cur->checkpoint, sizeof info->checkpoint);
     memcpy (info->since, cur->since, sizeof info->since);
   }
   pthread_rwlock_unlock (&gate);
+}
+
+int
+snapshot_changed_since (uint64_t id, const char *name, uint32_t unit,
+                        struct bitmap *out, char **errmsg)
+{
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
+  struct snapshot *s;
+  int err, r;
+
+  if (db == NULL)
+    return fleece_errorf (errmsg, "delta views need the dirty-bitmap filter "
+                          "(--filter=dirty-bitmap below cbw)");
+  s = reader_enter (id, &err);
+  if (s == NULL)
+    return fleece_errorf (errmsg, "snapshot %" PRIu64 " has ended", id);
+  r = db->changed_since (s->frozen, name, unit, out, errmsg);
+  reader_leave ();
+  return r;
+}
+
+char **
+snapshot_delta_names (uint64_t id)
+{
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
+  char **names = NULL;
+
+  if (db == NULL)
+    return calloc (1, sizeof *names);
+  pthread_rwlock_rdlock (&gate);
+  if (cur && cur->id == id && cur->frozen)
+    names = db->names (cur->frozen);
+  pthread_rwlock_unlock (&gate);
+  return names;
 }

@@ -34,9 +34,8 @@ extern int snapshot_before_write (nbdkit_next *next, uint32_t count,
 extern void snapshot_after_write (void);
 
 /* Control commands (called from the control thread, serialised). */
-extern int snapshot_begin (nbdkit_backend *backend, const char *checkpoint,
-                           const char *since, struct jbuf *reply,
-                           char **errmsg);
+extern int snapshot_begin (const char *checkpoint, const char *since,
+                           struct jbuf *reply, char **errmsg);
 extern int snapshot_end (struct jbuf *reply, char **errmsg);
 extern void snapshot_status (struct jbuf *reply);
 
@@ -50,5 +49,15 @@ extern int snapshot_extents (uint64_t id, nbdkit_next *next,
                              struct nbdkit_extents *extents, int *err);
 extern int snapshot_release (uint64_t id, uint32_t count, uint64_t offset,
                              int *err);
+extern int snapshot_changed_since (uint64_t id, const char *name,
+                                   uint32_t unit, struct bitmap *out,
+                                   char **errmsg);
+extern char **snapshot_delta_names (uint64_t id);
+
+/* Every context's handshake reports the disk's size here (cbw's
+ * .get_size): the size the next snapshot takes, and a shrink below an
+ * active snapshot's size breaks it.
+ */
+extern void snapshot_saw_size (int64_t size);
 
 #endif /* FLEECE_CBW_SNAPSHOT_H */

@@ -184,12 +184,24 @@ create_locked (const char *name, char **errmsg)
   return 0;
 }
 
+/* Take the gate for a control command, never waiting for ever. */
+static int
+gate_for_command (char **errmsg)
+{
+  if (fleece_gate_wrlock (&gate, FLEECE_GATE_WAIT_SECONDS) != 0)
+    return fleece_errorf (errmsg, "writes in flight did not finish within "
+                          "%d s (is the disk hung?); nothing was changed",
+                          FLEECE_GATE_WAIT_SECONDS);
+  return 0;
+}
+
 int
 ckpt_create (const char *name, char **errmsg)
 {
   int r;
 
-  pthread_rwlock_wrlock (&gate);
+  if (gate_for_command (errmsg) == -1)
+    return -1;
   r = create_locked (name, errmsg);
   pthread_rwlock_unlock (&gate);
   return r;
@@ -201,10 +213,24 @@ ckpt_delete (const char *name, char **errmsg)
   struct checkpoint *c;
   int r = 0;
 
-  pthread_rwlock_wrlock (&gate);
+  if (gate_for_command (errmsg) == -1)
+    return -1;
   c = find (name);
   if (c == NULL) {
     r = fleece_errorf (errmsg, "no checkpoint named %s", name);
+    goto out;
+  }
+  if (c->holds[FLEECE_HOLD_SINCE]) {
+    r = fleece_errorf (errmsg, "checkpoint %s is in use: the active snapshot "
+                       "was begun with since=%s and serves changes since "
+                       "it; delete it after snapshot-end", name, name);
+    goto out;
+  }
+  if (c->holds[FLEECE_HOLD_VIEW]) {
+    r = fleece_errorf (errmsg, "checkpoint %s is in use: %u open "
+                       "connection(s) read the delta view since it; "
+                       "delete it after they close", name,
+                       c->holds[FLEECE_HOLD_VIEW]);
     goto out;
   }
   /* Merge into the older neighbour, so "since" any older checkpoint
@@ -274,114 +300,92 @@ ckpt_status (struct jbuf *reply)
  * Interface for the other filters.
  */
 
-uint64_t
-ckpt_api_next_seq (void)
+void
+ckpt_lock (void)
 {
-  uint64_t seq;
-
-  pthread_rwlock_rdlock (&gate);
-  seq = ckpt_next_seq;
-  pthread_rwlock_unlock (&gate);
-  return seq;
+  pthread_rwlock_wrlock (&gate);
 }
 
-int
-ckpt_api_lookup (const char *name, uint64_t *seq, bool *consistent,
-                 char **errmsg)
+void
+ckpt_unlock (void)
+{
+  pthread_rwlock_unlock (&gate);
+}
+
+/* The token is the checkpoint's sequence number, which no other
+ * checkpoint ever has, so a release never lands on a later checkpoint
+ * of the same name.
+ */
+uint64_t
+ckpt_hold (const char *name, enum fleece_hold why)
 {
   struct checkpoint *c;
-  int r = 0;
-
-  pthread_rwlock_rdlock (&gate);
-  c = find (name);
-  if (c == NULL)
-    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
-  else {
-    *seq = c->seq;
-    *consistent = c->consistent;
-  }
-  pthread_rwlock_unlock (&gate);
-  return r;
-}
-
-int
-ckpt_api_changed_since (const char *name, uint64_t limit, uint32_t unit,
-                        struct bitmap *out, char **errmsg)
-{
-  const uint64_t g = db_config.granularity;
-  struct checkpoint *c, *first;
-  struct bitmap u;
-  uint64_t i, end;
-  int r = 0;
+  uint64_t token = 0;
 
   pthread_rwlock_wrlock (&gate);
-  first = find (name);
-  if (first == NULL) {
-    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
-    goto out;
+  c = find (name);
+  if (c) {
+    c->holds[why]++;
+    token = c->seq;
   }
-  if (first->seq >= limit) {
-    r = fleece_errorf (errmsg, "checkpoint %s began after the snapshot", name);
-    goto out;
-  }
-  for (c = first; c && c->seq < limit; c = c->newer) {
-    if (!c->consistent) {
-      r = fleece_errorf (errmsg, "checkpoint %s is not consistent (nbdkit "
-                         "stopped uncleanly or its bitmap file was damaged), so "
-                         "changes since %s are not known; take a full backup",
-                         c->name, name);
-      goto out;
-    }
-  }
-  /* The union, then every unit a run of dirty granules overlaps. */
-  if (bitmap_copy (&u, &first->bits) == -1) {
-    r = fleece_errorf (errmsg, "out of memory");
-    goto out;
-  }
-  for (c = first->newer; c && c->seq < limit; c = c->newer)
-    bitmap_merge (&u, &c->bits);
-  for (i = bitmap_next_set (&u, 0); i < u.nbits;
-       i = bitmap_next_set (&u, end)) {
-    uint64_t u0 = i * g / unit;
-
-    end = bitmap_next_clear (&u, i);
-    bitmap_set_range (out, u0, (end * g + unit - 1) / unit - u0);
-  }
-  bitmap_free (&u);
- out:
   pthread_rwlock_unlock (&gate);
-  return r;
+  return token;
 }
 
-char **
-ckpt_api_names (uint64_t limit)
+void
+ckpt_unhold (uint64_t token, enum fleece_hold why)
 {
   struct checkpoint *c;
-  char **names;
-  size_t n = 0;
 
-  pthread_rwlock_rdlock (&gate);
+  if (token == 0)
+    return;
+  pthread_rwlock_wrlock (&gate);
   for (c = ckpt_oldest; c; c = c->newer)
-    n++;
-  names = calloc (n + 1, sizeof *names);
-  n = 0;
-  for (c = ckpt_oldest; names && c; c = c->newer) {
-    if (c->seq >= limit || !c->consistent)
-      continue;
-    names[n] = strdup (c->name);
-    if (names[n] == NULL)
-      break;
-    n++;
-  }
+    if (c->seq == token && c->holds[why] > 0)
+      c->holds[why]--;
   pthread_rwlock_unlock (&gate);
-  return names;
 }
 
-/* Begin a checkpoint at a snapshot point: cbw holds its gate for
- * writing, so no write is in flight through the stack.
+/*----------------------------------------------------------------------
+ * The disk's size changed (a connection saw a new size).  Growing: the
+ * new space, and the granule the old end cut short, count as changed
+ * since every checkpoint, so they are set in the recording one (every
+ * "since" union includes it).  Shrinking: the bitmaps lose their tail
+ * and the granule the new end cuts short is set too.  Either way the
+ * next backup reads exactly the space whose contents it cannot know.
  */
-int
-ckpt_api_begin (const char *name, char **errmsg)
+void
+ckpt_saw_size (uint64_t size)
 {
-  return ckpt_create (name, errmsg);
+  const uint64_t g = db_config.granularity;
+  uint64_t n = (size + g - 1) / g, old, first;
+  struct checkpoint *c;
+
+  pthread_rwlock_rdlock (&gate);
+  old = db_disk_size;
+  pthread_rwlock_unlock (&gate);
+  if (size == old)
+    return;
+
+  pthread_rwlock_wrlock (&gate);
+  old = db_disk_size;
+  if (size != old) {
+    for (c = ckpt_oldest; c; c = c->newer) {
+      if (bitmap_resize (&c->bits, n) == -1) {
+        c->consistent = false;
+        nbdkit_error ("dirty-bitmap: out of memory for the bitmap of "
+                      "checkpoint %s after the disk grew; it is marked "
+                      "inconsistent", c->name);
+      }
+    }
+    first = (size < old ? size : old) / g;
+    if (ckpt_newest && first < n)
+      bitmap_set_range (&ckpt_newest->bits, first, n - first);
+    nbdkit_debug ("dirty-bitmap: the disk changed size from %" PRIu64
+                  " to %" PRIu64 " bytes; granules from %" PRIu64
+                  " on count as changed", old, size, first);
+    db_disk_size = size;
+    db_ngranules = n;
+  }
+  pthread_rwlock_unlock (&gate);
 }

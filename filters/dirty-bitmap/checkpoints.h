@@ -21,6 +21,7 @@ struct checkpoint {
   int64_t created;              /* time () */
   bool consistent;              /* false: may have missed writes */
   struct bitmap bits;           /* one bit per granule */
+  unsigned holds[2];            /* enum fleece_hold: who needs it kept */
   struct checkpoint *older, *newer;
 };
 
@@ -46,14 +47,19 @@ extern int ckpt_delete (const char *name, char **errmsg);
 extern void ckpt_status (struct jbuf *reply);
 
 /* Interface for cbw and snapshot-access (see fleece-api.h). */
-extern uint64_t ckpt_api_next_seq (void);
-extern int ckpt_api_lookup (const char *name, uint64_t *seq,
-                            bool *consistent, char **errmsg);
-extern int ckpt_api_changed_since (const char *name, uint64_t limit,
-                                   uint32_t unit, struct bitmap *out,
-                                   char **errmsg);
-extern char **ckpt_api_names (uint64_t limit);
-extern int ckpt_api_begin (const char *name, char **errmsg);
+extern void ckpt_lock (void);   /* the gate's write side */
+extern void ckpt_unlock (void);
+extern uint64_t ckpt_hold (const char *name, enum fleece_hold why);
+extern void ckpt_unhold (uint64_t token, enum fleece_hold why);
+extern void ckpt_saw_size (uint64_t size);
+
+/* frozen.c */
+extern struct fleece_frozen *ckpt_freeze (const char *since, char **errmsg);
+extern void ckpt_frozen_free (struct fleece_frozen *f);
+extern int ckpt_frozen_changed_since (const struct fleece_frozen *f,
+                                      const char *name, uint32_t unit,
+                                      struct bitmap *out, char **errmsg);
+extern char **ckpt_frozen_names (const struct fleece_frozen *f);
 
 /* For persist.c: append a checkpoint read from the file (start-up). */
 extern struct checkpoint *ckpt_append (const char *name, uint64_t seq,

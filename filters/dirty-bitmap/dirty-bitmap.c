@@ -7,6 +7,7 @@
 
 #include <config.h>
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include "params.h"
 #include "persist.h"
 #include "size.h"
+#include "stack-rules.h"
 
 /* -D dirty-bitmap.verbose=1: log checkpoint changes and marking. */
 int db_debug_verbose = 0;
@@ -110,6 +112,40 @@ db_cleanup (nbdkit_backend *backend)
     free (errmsg);
   }
   tracking_ready = false;
+}
+
+/* Without snapshot-access above, nothing serves the snapshot names:
+ * refuse them rather than hand the live disk to a client that asked
+ * for a snapshot.
+ */
+static void *
+db_open (nbdkit_next_open *next, nbdkit_context *nxdata,
+         int readonly, const char *exportname, int is_tls)
+{
+  if (fleece_find (FLEECE_SNAPSHOT_ACCESS) == NULL &&
+      fleece_reserved_export (exportname, NULL)) {
+    nbdkit_error ("export %s: this stack serves no snapshots (it has no "
+                  "snapshot-access filter); names beginning with "
+                  "\"snapshot\" are reserved for snapshots", exportname);
+    errno = ENOENT;
+    return NULL;
+  }
+  if (next (nxdata, readonly, exportname) == -1)
+    return NULL;
+  return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+/* Every connection's handshake asks the size: a change is seen before
+ * any write can reach the new space.
+ */
+static int64_t
+db_get_size (nbdkit_next *next, void *handle)
+{
+  int64_t size = next->get_size (next);
+
+  if (size >= 0 && tracking_ready)
+    ckpt_saw_size (size);
+  return size;
 }
 
 /* Guest I/O: mark, then pass down. */
@@ -204,11 +240,13 @@ NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
     .status = ckpt_status,
     .command = api_command,
   },
-  .next_seq = ckpt_api_next_seq,
-  .begin_checkpoint = ckpt_api_begin,
-  .lookup = ckpt_api_lookup,
-  .changed_since = ckpt_api_changed_since,
-  .names = ckpt_api_names,
+  .freeze = ckpt_freeze,
+  .frozen_free = ckpt_frozen_free,
+  .changed_since = ckpt_frozen_changed_since,
+  .names = ckpt_frozen_names,
+  .begin_checkpoint = ckpt_create,
+  .hold = ckpt_hold,
+  .unhold = ckpt_unhold,
   .granularity = api_granularity,
 };
 
@@ -223,6 +261,8 @@ static struct nbdkit_filter filter = {
   .get_ready         = db_get_ready,
   .after_fork        = db_after_fork,
   .cleanup           = db_cleanup,
+  .open              = db_open,
+  .get_size          = db_get_size,
   .pwrite            = db_pwrite,
   .zero              = db_zero,
   .trim              = db_trim,

@@ -13,6 +13,8 @@
 #include <nbdkit-filter.h>
 
 #include "params.h"
+#include "size.h"
+#include "stack-rules.h"
 #include "snapshot-access.h"
 
 struct sa_config sa_config = {
@@ -111,18 +113,24 @@ sa_config_free (void)
   sa_config.export_name = NULL;
 }
 
+/* Names reserved for snapshots (stack-rules.c) never reach the
+ * plugin: the ones this filter does not serve are refused.
+ */
 enum sa_view
 sa_classify (const char *name, const char **checkpoint)
 {
   size_t len = strlen (sa_config.export_name);
 
-  if (strncmp (name, sa_config.export_name, len) != 0)
-    return SA_VIEW_LIVE;
-  if (name[len] == '\0')
-    return SA_VIEW_SNAPSHOT;
-  if (strncmp (name + len, SA_SINCE, strlen (SA_SINCE)) == 0) {
-    *checkpoint = name + len + strlen (SA_SINCE);
-    return SA_VIEW_DELTA;
+  if (strncmp (name, sa_config.export_name, len) == 0) {
+    if (name[len] == '\0')
+      return SA_VIEW_SNAPSHOT;
+    if (strncmp (name + len, SA_SINCE, strlen (SA_SINCE)) == 0 &&
+        fleece_valid_name (name + len + strlen (SA_SINCE))) {
+      *checkpoint = name + len + strlen (SA_SINCE);
+      return SA_VIEW_DELTA;
+    }
   }
+  if (fleece_reserved_export (name, sa_config.export_name))
+    return SA_VIEW_REFUSED;
   return SA_VIEW_LIVE;
 }

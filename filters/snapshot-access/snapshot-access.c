@@ -104,20 +104,20 @@ struct handle {
    */
   struct bitmap changed;
   uint32_t unit;
+  uint64_t hold;                /* dirty-bitmap's hold on the checkpoint */
 };
 
 /* Fill the changed-block map of a delta view: the clusters written
- * between checkpoint name and the snapshot point.
+ * between checkpoint name and the snapshot point, as they were at that
+ * point (cbw and dirty-bitmap keep that fixed), and hold the
+ * checkpoint while the connection is open.
  */
 static int
 open_delta (struct handle *h, const struct fleece_snapshot_info *info,
             const char *name)
 {
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
-  uint64_t seq;
-  bool consistent;
   char *msg = NULL;
-  int r = -1;
 
   if (db == NULL) {
     nbdkit_error ("export %s%s%s: delta views need the dirty-bitmap filter "
@@ -125,49 +125,24 @@ open_delta (struct handle *h, const struct fleece_snapshot_info *info,
                   sa_config.export_name, SA_SINCE, name);
     return -1;
   }
-  if (db->lookup (name, &seq, &consistent, &msg) == -1)
-    goto out;
-  if (!consistent) {
-    nbdkit_error ("checkpoint %s is not consistent (it may have missed "
-                  "writes), so it cannot serve a delta view; take a full "
-                  "backup from the %s export", name, sa_config.export_name);
-    return -1;
-  }
-  if (seq >= info->checkpoint_limit) {
-    nbdkit_error ("checkpoint %s began after snapshot %" PRIu64
-                  ", so there is no delta view for it", name, info->id);
-    return -1;
-  }
-  if (info->since[0]) {
-    if (seq < info->since_seq) {
-      nbdkit_error ("snapshot %" PRIu64 " was begun with since=%s, so the "
-                    "changes since the older checkpoint %s were not "
-                    "preserved; ask for %s%s%s or newer",
-                    info->id, info->since, name, sa_config.export_name,
-                    SA_SINCE, info->since);
-      return -1;
-    }
-  }
   h->unit = db->granularity ();
   if (bitmap_init (&h->changed, (info->size + h->unit - 1) / h->unit) == -1) {
     nbdkit_error ("out of memory for the changed-block map");
     return -1;
   }
-  if (db->changed_since (name, info->checkpoint_limit, h->unit,
-                         &h->changed, &msg) == -1)
-    goto out;
-  r = 0;
+  if (cbw->snapshot_changed_since (info->id, name, h->unit, &h->changed,
+                                   &msg) == -1) {
+    nbdkit_error ("export %s%s%s: %s", sa_config.export_name, SA_SINCE,
+                  name, msg ? msg : "cannot be served");
+    free (msg);
+    return -1;
+  }
+  h->hold = db->hold (name, FLEECE_HOLD_VIEW);
   if (sa_debug_verbose)
     nbdkit_debug ("snapshot-access: delta since %s: %" PRIu64 " of %"
                   PRIu64 " granules changed", name,
                   bitmap_count (&h->changed), h->changed.nbits);
- out:
-  if (msg) {
-    nbdkit_error ("export %s%s%s: %s", sa_config.export_name, SA_SINCE,
-                  name, msg);
-    free (msg);
-  }
-  return r;
+  return 0;
 }
 
 static void *
@@ -192,6 +167,14 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
   case SA_VIEW_DELTA:
   case SA_VIEW_SNAPSHOT:
     break;
+  case SA_VIEW_REFUSED:
+    nbdkit_error ("export %s: no such snapshot view; the names %s, %s%sNAME "
+                  "and those beginning with snapshot/ or snapshot@ are "
+                  "reserved for snapshots and never reach the disk",
+                  exportname, sa_config.export_name, sa_config.export_name,
+                  SA_SINCE);
+    errno = ENOENT;
+    goto err;
   }
 
   cbw->snapshot_info (&info);
@@ -227,7 +210,10 @@ static void
 sa_close (void *handle)
 {
   struct handle *h = handle;
+  const struct fleece_db_api *db = fleece_dirty_bitmap ();
 
+  if (db)
+    db->unhold (h->hold, FLEECE_HOLD_VIEW);
   bitmap_free (&h->changed);
   free (h);
 }
@@ -341,6 +327,24 @@ sa_export_description (nbdkit_next *next, void *handle)
   return describe_snapshot (&info);
 }
 
+/* Every request on a snapshot or delta connection fails once its
+ * snapshot has ended, even one that would touch no data (a delta
+ * view's unchanged ranges read as zeroes without asking cbw).
+ */
+static int
+check_alive (const struct handle *h, int *err)
+{
+  struct fleece_snapshot_info info;
+
+  cbw->snapshot_info (&info);
+  if (info.id == h->id)
+    return 0;
+  nbdkit_error ("snapshot %" PRIu64 " has ended; open the export again "
+                "after the next snapshot-begin", h->id);
+  *err = EIO;
+  return -1;
+}
+
 /* The run of units starting at u that are all changed or all
  * unchanged, ending no later than limit.
  */
@@ -365,6 +369,8 @@ delta_pread (struct handle *h, nbdkit_next *next, char *buf, uint32_t count,
   uint64_t u = offset / h->unit, run_end, from, to;
   bool changed;
 
+  if (check_alive (h, err) == -1)
+    return -1;
   while (u < u1) {
     run_end = delta_run (h, u, u1, &changed);
     from = u * h->unit > offset ? u * h->unit : offset;
@@ -376,7 +382,8 @@ delta_pread (struct handle *h, nbdkit_next *next, char *buf, uint32_t count,
       return -1;
     u = run_end;
   }
-  return 0;
+  /* The zeroes are only true while the snapshot lives. */
+  return check_alive (h, err);
 }
 
 /* Changed units are data (never zero, even if their contents are), the
@@ -461,6 +468,8 @@ sa_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
     return next->trim (next, count, offset, flags, err);
   if (!sa_config.discard)
     return refuse_write (err);
+  if (h->view == SA_VIEW_DELTA && check_alive (h, err) == -1)
+    return -1;
   if (sa_debug_verbose)
     nbdkit_debug ("snapshot-access: release %" PRIu32 " at %" PRIu64,
                   count, offset);
@@ -471,7 +480,7 @@ static int
 sa_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 {
   if (SNAP (handle))
-    return 0;
+    return check_alive (handle, err);
   return next->flush (next, flags, err);
 }
 
@@ -485,15 +494,9 @@ sa_extents (nbdkit_next *next, void *handle, uint32_t count,
   if (!SNAP (h))
     return next->extents (next, count, offset, flags, extents, err);
   if (h->view == SA_VIEW_DELTA) {
-    struct fleece_snapshot_info info;
-
     /* The map is fixed at open; the snapshot must still be there. */
-    cbw->snapshot_info (&info);
-    if (info.id != h->id) {
-      nbdkit_error ("snapshot %" PRIu64 " has ended", h->id);
-      *err = EIO;
+    if (check_alive (h, err) == -1)
       return -1;
-    }
     return delta_extents (h, count, offset, flags, extents, err);
   }
   return cbw->snapshot_extents (h->id, next, count, offset, flags,
@@ -505,33 +508,23 @@ sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
           uint32_t flags, int *err)
 {
   if (SNAP (handle))
-    return 0;
+    return check_alive (handle, err);
   return next->cache (next, count, offset, flags, err);
 }
 
-/* The delta views that can be opened now: consistent checkpoints
- * that began before the snapshot (and not before its since=).
- */
+/* The delta views that can be opened now. */
 static int
 list_deltas (struct nbdkit_exports *exports,
              const struct fleece_snapshot_info *info, const char *when)
 {
-  const struct fleece_db_api *db = fleece_dirty_bitmap ();
-  uint64_t seq;
-  bool consistent;
-  char **names, *msg = NULL;
+  char **names = cbw->snapshot_delta_names (info->id);
   size_t i;
   int r = 0;
 
-  if (db == NULL)
-    return 0;
-  names = db->names (info->checkpoint_limit);
   if (names == NULL)
     return 0;
   for (i = 0; names[i]; i++) {
-    if (r == 0 &&
-        db->lookup (names[i], &seq, &consistent, &msg) == 0 &&
-        seq >= info->since_seq)
+    if (r == 0)
       r = nbdkit_add_export (exports,
                              nbdkit_printf_intern ("%s%s%s",
                                                    sa_config.export_name,
@@ -540,8 +533,6 @@ list_deltas (struct nbdkit_exports *exports,
                                                    "%s, up to snapshot %"
                                                    PRIu64 " taken %s",
                                                    names[i], info->id, when));
-    free (msg);
-    msg = NULL;
     free (names[i]);
   }
   free (names);

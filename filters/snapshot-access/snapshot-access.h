@@ -33,6 +33,7 @@ enum sa_view {
   SA_VIEW_LIVE,                 /* anything else: passed down */
   SA_VIEW_SNAPSHOT,             /* the point-in-time view */
   SA_VIEW_DELTA,                /* EXPORT/since/NAME */
+  SA_VIEW_REFUSED,              /* reserved for snapshots, served by none */
 };
 /* Classify name; for SA_VIEW_DELTA *checkpoint points into name. */
 extern enum sa_view sa_classify (const char *name, const char **checkpoint);

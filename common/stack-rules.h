@@ -1,0 +1,36 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * Which stacks of filters are supported (docs/supported-stacks.md
+ * gives the reasons).  See stack-rules.c.
+ */
+
+#ifndef FLEECE_STACK_RULES_H
+#define FLEECE_STACK_RULES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "fleece-api.h"
+
+/* Decide whether the filters (short names, top first, as nbdkit
+ * stacks them) form a supported stack.  present[id] says which of the
+ * project's filters nbdkit loaded.  Returns NULL if the stack is
+ * supported, else a malloc'd one-line reason.  Pure: unit-tested.
+ */
+extern char *fleece_stack_verdict (char *const *filters, size_t n,
+                                   const bool present[FLEECE_NR_FILTERS]);
+
+/* The verdict for this nbdkit process; -1 after nbdkit_error. */
+extern int fleece_check_stack (void);
+
+/* Export names reserved for snapshots and their delta views: the
+ * default name "snapshot" and the configured one (snapshot_export, may
+ * be NULL), alone or followed by "/" or "@".  Such a name must never
+ * reach the plugin as the live disk.
+ */
+extern bool fleece_reserved_export (const char *name,
+                                    const char *snapshot_export);
+
+#endif /* FLEECE_STACK_RULES_H */
