@@ -399,19 +399,24 @@ locate (const struct snapshot *s, uint64_t c, uint64_t limit,
   return w;
 }
 
+/* A read the snapshot cannot serve fails with EPERM: nbdkit sends it
+ * as NBD_EPERM ("Operation not permitted" in the client), whereas
+ * EACCES would reach the client as EINVAL, a bad request.  The log
+ * says why.
+ */
 static int
 refuse (const struct snapshot *s, const char *what, uint64_t offset,
         int *err)
 {
   if (s->broken)
     nbdkit_error ("snapshot %" PRIu64 " is broken (%s): %s: %s",
-                  s->id, s->broken, what, strerror (EACCES));
+                  s->id, s->broken, what, strerror (EPERM));
   else
     nbdkit_error ("snapshot %" PRIu64 ": %s at offset %" PRIu64 ": the "
                   "snapshot does not hold this cluster (released, or not "
                   "preserved with since=): %s",
-                  s->id, what, offset, strerror (EACCES));
-  *err = EACCES;
+                  s->id, what, offset, strerror (EPERM));
+  *err = EPERM;
   return -1;
 }
 
