@@ -75,7 +75,8 @@ struct fleece_filter_api {
  * process).  Calls with an id that is no longer the active snapshot
  * fail with EIO and a message saying the snapshot ended.  Reads of
  * clusters the snapshot does not hold (released, or outside the
- * since= map) and every read of a broken snapshot fail with EACCES.
+ * since= map) and every read of a broken snapshot fail with EPERM
+ * (NBD_EPERM on the wire; nbdkit would send EACCES as EINVAL).
  */
 #define FLEECE_NAME_BUF 65      /* FLEECE_NAME_MAX + 1 */
 
@@ -105,7 +106,7 @@ struct fleece_cbw_api {
                            struct nbdkit_extents *extents, int *err);
   /* Release whole clusters inside [offset, offset+count): their target
    * space is freed, they are never copied again and reading them
-   * fails with EACCES.
+   * fails with EPERM.
    */
   int (*snapshot_release) (uint64_t id, uint32_t count, uint64_t offset,
                            int *err);

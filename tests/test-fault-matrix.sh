@@ -4,14 +4,16 @@
 #
 # The fault matrix: every fault x every cbw-on-error policy, recording
 # what the guest write returns, what snapshot reads return,
-# status .snapshot.broken and whether the live disk is intact (sha256
-# of the whole disk against a model).  Faults on the fleecing target
-# (an NBD server behind nbdkit's error or delay filter, or killed):
-# EIO on write, EIO on read, ENOSPC on write, slow (cbw-timeout=1),
-# killed; and on the source: nbdkit's error filter BELOW cbw fails the
-# copy's read of the old data.  fault_matrix.py runs one cell and
-# asserts it against the contract; this script prints the matrix as a
-# markdown table and compares it with the table in docs/fault-matrix.md.
+# status .snapshot.broken, what happens once the fault goes away and
+# whether the live disk is intact (sha256 of the whole disk against a
+# model).  Faults on the fleecing target (an NBD server behind nbdkit's
+# error or delay filter, stopped, killed, or too small): EIO on write,
+# EIO on read, ENOSPC on write, slow (cbw-timeout=1), hung (SIGSTOP,
+# cbw-timeout=1), killed, smaller than the disk; and on the source:
+# nbdkit's error filter BELOW cbw fails the copy's read of the old
+# data.  fault_matrix.py runs one cell and asserts it against the
+# contract; this script prints the matrix as a markdown table and
+# compares it with the table in docs/fault-matrix.md.
 #
 # FLEECE_FAULT_ONLY=FAULT runs the cells of one fault only (no
 # comparison with the documented table).
@@ -24,9 +26,9 @@ requires /usr/bin/python3
 py=$abs_top_srcdir/tests/fault_matrix.py
 doc=$abs_top_srcdir/docs/fault-matrix.md
 faults="target-write-eio target-read-eio target-enospc target-slow
-        target-killed source-read-eio"
+        target-hung target-killed source-read-eio target-too-small"
 [ -z "${FLEECE_FAULT_ONLY:-}" ] || faults=$FLEECE_FAULT_ONLY
-header='| fault | cbw-on-error | guest write | snapshot read | status.broken | live intact |'
+header='| fault | cbw-on-error | guest write | snapshot read | status.broken | fault cleared | live intact |'
 rows=$tmpdir/rows
 : >"$rows"
 n=0
@@ -55,8 +57,14 @@ cell ()
     target-slow)
       start_nbdkit "$tsock" --filter=delay memory 64M wdelay=3
       extra=(cbw-timeout=1) ;;
+    target-hung)
+      # Stopped with SIGSTOP by fault_matrix.py: it never answers.
+      start_nbdkit "$tsock" memory 64M
+      extra=(cbw-timeout=1) ;;
     target-killed)
       start_nbdkit "$tsock" memory 64M ;;
+    target-too-small)
+      start_nbdkit "$tsock" memory 1M ;;
     source-read-eio)
       start_nbdkit "$tsock" memory 64M
       # Below cbw: the copy's read of the old data fails (and, while
@@ -80,9 +88,10 @@ cell ()
     if grep -q '^ROW ' "$d/out"; then
       grep '^ROW ' "$d/out" | sed 's/^ROW //' >>"$rows"
     else
-      echo "| $fault | $policy | (no result) | | | |" >>"$rows"
+      echo "| $fault | $policy | (no result) | | | | |" >>"$rows"
     fi
     failed+=("$fault / $policy: $(grep '^FAIL' "$d/out" | head -n1)")
+    [ "$fault" != target-hung ] || kill -CONT "$(cat "$tsock.pid")" || true
     stop_nbdkit "$sock" || true
     [ "$fault" = target-killed ] || stop_nbdkit "$tsock" || true
     return 0
@@ -103,7 +112,7 @@ done
 
 echo
 echo "$header"
-echo '|---|---|---|---|---|---|'
+echo '|---|---|---|---|---|---|---|'
 cat "$rows"
 echo
 

@@ -9,7 +9,7 @@
  *    1    0     the snapshot's data is still only on the disk
  *    0    1     the snapshot's data is in the target
  *    0    0     the snapshot does not hold it (released, or outside the
- *               since= map): reads fail with EACCES
+ *               since= map): reads fail with EPERM
  *
  * Locks, in the order they are taken:
  *
@@ -463,19 +463,24 @@ locate (const struct snapshot *s, uint64_t c, uint64_t limit,
   return w;
 }
 
+/* A read the snapshot cannot serve fails with EPERM: nbdkit sends it
+ * as NBD_EPERM ("Operation not permitted" in the client), whereas
+ * EACCES would reach the client as EINVAL, a bad request.  The log
+ * says why.
+ */
 static int
 refuse (const struct snapshot *s, const char *what, uint64_t offset,
         int *err)
 {
   if (s->broken)
     nbdkit_error ("snapshot %" PRIu64 " is broken (%s): %s: %s",
-                  s->id, s->broken, what, strerror (EACCES));
+                  s->id, s->broken, what, strerror (EPERM));
   else
     nbdkit_error ("snapshot %" PRIu64 ": %s at offset %" PRIu64 ": the "
                   "snapshot does not hold this cluster (released, or not "
                   "preserved with since=): %s",
-                  s->id, what, offset, strerror (EACCES));
-  *err = EACCES;
+                  s->id, what, offset, strerror (EPERM));
+  *err = EPERM;
   return -1;
 }
 
@@ -653,7 +658,7 @@ snapshot_extents (uint64_t id, nbdkit_next *next, uint32_t count,
     to = run_end * cs () < end ? run_end * cs () : end;
     /* Clusters on the disk are described by the disk.  Copied ones
      * are data.  Ones the snapshot does not hold are reported as data
-     * too, so that a reader asks for them and gets a loud EACCES
+     * too, so that a reader asks for them and gets a loud EPERM
      * rather than silently copying zeroes.
      */
     if (w == FROM_DISK) {

@@ -105,6 +105,7 @@ struct handle {
   struct bitmap changed;
   uint32_t unit;
   uint64_t hold;                /* dirty-bitmap's hold on the checkpoint */
+  const char *checkpoint;       /* SA_VIEW_DELTA: its name (interned) */
 };
 
 /* Fill the changed-block map of a delta view: the clusters written
@@ -186,7 +187,9 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
   }
   h->id = info.id;
   h->size = info.size;
-  if (h->view == SA_VIEW_DELTA && open_delta (h, &info, checkpoint) == -1) {
+  if (h->view == SA_VIEW_DELTA &&
+      ((h->checkpoint = nbdkit_strdup_intern (checkpoint)) == NULL ||
+       open_delta (h, &info, checkpoint) == -1)) {
     errno = ENOENT;
     goto err;
   }
@@ -201,6 +204,12 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
   return h;
 
  err:
+  if (h->hold) {
+    const struct fleece_db_api *db = fleece_dirty_bitmap ();
+
+    if (db)
+      db->unhold (h->hold, FLEECE_HOLD_VIEW);
+  }
   bitmap_free (&h->changed);
   free (h);
   return NULL;
@@ -313,6 +322,20 @@ describe_snapshot (const struct fleece_snapshot_info *info)
                                : "", info->since);
 }
 
+/* What nbdinfo --list and nbdinfo on the export show for the delta
+ * view of checkpoint name.
+ */
+static const char *
+describe_delta (const struct fleece_snapshot_info *info, const char *name)
+{
+  char when[FLEECE_TIME_BUF];
+
+  fleece_format_time (info->started, when);
+  return nbdkit_printf_intern ("changes since checkpoint %s, up to "
+                               "snapshot %" PRIu64 " taken %s",
+                               name, info->id, when);
+}
+
 static const char *
 sa_export_description (nbdkit_next *next, void *handle)
 {
@@ -324,6 +347,8 @@ sa_export_description (nbdkit_next *next, void *handle)
   cbw->snapshot_info (&info);
   if (info.id != h->id)
     return "snapshot (ended)";
+  if (h->view == SA_VIEW_DELTA)
+    return describe_delta (&info, h->checkpoint);
   return describe_snapshot (&info);
 }
 
@@ -515,7 +540,7 @@ sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 /* The delta views that can be opened now. */
 static int
 list_deltas (struct nbdkit_exports *exports,
-             const struct fleece_snapshot_info *info, const char *when)
+             const struct fleece_snapshot_info *info)
 {
   char **names = cbw->snapshot_delta_names (info->id);
   size_t i;
@@ -529,10 +554,7 @@ list_deltas (struct nbdkit_exports *exports,
                              nbdkit_printf_intern ("%s%s%s",
                                                    sa_config.export_name,
                                                    SA_SINCE, names[i]),
-                             nbdkit_printf_intern ("changes since checkpoint "
-                                                   "%s, up to snapshot %"
-                                                   PRIu64 " taken %s",
-                                                   names[i], info->id, when));
+                             describe_delta (info, names[i]));
     free (names[i]);
   }
   free (names);
@@ -545,18 +567,16 @@ sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
                  int readonly, int is_tls, struct nbdkit_exports *exports)
 {
   struct fleece_snapshot_info info;
-  char when[FLEECE_TIME_BUF];
 
   if (next (nxdata, readonly, exports) == -1)
     return -1;
   cbw->snapshot_info (&info);
   if (info.id == 0)
     return 0;
-  fleece_format_time (info.started, when);
   if (nbdkit_add_export (exports, sa_config.export_name,
                          describe_snapshot (&info)) == -1)
     return -1;
-  return list_deltas (exports, &info, when);
+  return list_deltas (exports, &info);
 }
 
 /* Interface for the other project filters. */
