@@ -17,6 +17,7 @@ packages=(
   build-essential autoconf automake libtool pkg-config perl
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd
   qemu-utils qemu-system-common fio socat jq valgrind clang libclang-rt-14-dev git
+  systemd
 )
 
 ./tools/install-packages.sh check.sh "${packages[@]}"

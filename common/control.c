@@ -585,6 +585,41 @@ client_lines (struct ctl_client *c, struct linebuf *lb)
   return 0;
 }
 
+/* Has the peer closed its end entirely (not just shut down its
+ * sending side)?  Linux reports POLLHUP on a Unix stream socket only
+ * once both directions are shut, i.e. the peer closed the socket or
+ * exited; after shutdown(SHUT_WR) it reports POLLRDHUP alone.
+ */
+static bool
+peer_gone (int fd)
+{
+  struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+  return poll (&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+}
+
+/* The client sent EOF.  An unfinished line in lb (one without its
+ * newline, as in `printf status | socat - UNIX-CONNECT:...`) is a
+ * request like any other if the client is still there to read the
+ * reply: it only half-closed, which ends its last line.  If the
+ * client closed the socket entirely (or died) mid-line, the fragment
+ * may be a torn command ("checkpoint-delete c1" of "... c12"), and
+ * nobody would see the reply: it is dropped and nothing runs.  The
+ * rest of an over-long line was already answered.
+ */
+static void
+client_eof (struct ctl_client *c, struct linebuf *lb)
+{
+  if (lb->used == 0 || lb->discarding)
+    return;
+  if (peer_gone (c->fd)) {
+    nbdkit_debug ("control: client closed mid-line; "
+                  "%zu unfinished byte(s) dropped", lb->used);
+    return;
+  }
+  (void) client_line (c, lb->buf, lb->used);
+}
+
 static void
 client_serve (struct ctl_client *c)
 {
@@ -595,8 +630,10 @@ client_serve (struct ctl_client *c)
     if (wait_fd (c->srv, c->fd, POLLIN) == -1)
       return;
     n = recv (c->fd, lb.buf + lb.used, sizeof lb.buf - lb.used, 0);
-    if (n == 0)
-      return;                   /* EOF: a partial line is dropped */
+    if (n == 0) {
+      client_eof (c, &lb);
+      return;
+    }
     if (n == -1) {
       if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
         continue;

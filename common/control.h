@@ -6,6 +6,14 @@
  * each arg is "key=value" or a bare word; the reply is one line of
  * JSON, {"ok":true,...} or {"ok":false,"error":"..."}.
  *
+ * Framing: a line ends at a newline.  The last line may also end at
+ * the client's EOF when the client only shut down its sending side
+ * (shutdown(SHUT_WR), as `printf status | socat - UNIX-CONNECT:...`
+ * does): it is answered at once, then the server closes.  A client
+ * that closes the socket entirely (or dies) mid-line has its unfinished
+ * line dropped unrun, as nobody is left to read a reply and the line
+ * may be a torn command.
+ *
  * Threads: ctl_server_start starts one accept thread; each client gets
  * its own thread (up to CTL_MAX_CLIENTS; more are told so and closed).
  * Handler calls are serialised by ctl_server.dispatch_lock, so a

@@ -20,8 +20,9 @@
  * - a longer line gets one reply (the parser's "line too long" for
  *   its first 4096 bytes) and the rest of it up to the newline is
  *   skipped;
- * - at EOF an unfinished line is dropped (unless it is already over
- *   the limit, which was answered as above).
+ * - at EOF (the harness half-closes: shutdown(SHUT_WR), then reads) an
+ *   unfinished line is answered like a complete one, unless it is
+ *   already over the limit, which was answered as above.
  * A server that stops answering for 10 s is a failure (no hang).
  */
 
@@ -251,7 +252,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
     if (len >= CTL_MAX_LINE)
       expect_reply (line, CTL_MAX_LINE, &pos, end);
-    else if (nl)
+    else if (nl || len > 0)     /* EOF ends an unfinished line */
       expect_reply (line, len, &pos, end);
     if (nl == NULL)
       break;

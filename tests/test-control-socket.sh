@@ -3,8 +3,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
 # The control socket: created 0600, answers status, bad lines get an
-# error and change nothing, several lines in one write, a client that
-# leaves mid-line, removed at exit, never replaces a file.
+# error and change nothing, several lines in one write, a last line
+# ended by EOF instead of a newline is answered at once, a client that
+# leaves mid-line runs nothing, removed at exit, never replaces a file.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires socat jq
@@ -53,9 +54,35 @@ r=$(printf 'status\nbogus\nstatus\n' | socat -t 5 - "UNIX-CONNECT:$ctl")
 [ "$(echo "$r" | jq -c .ok | tr '\n' ' ')" = "true false true " ] ||
   fail "replies to three lines: $r"
 
-# A client that disconnects mid-line gets nothing and breaks nothing.
-r=$(printf 'stat' | socat -t 1 - "UNIX-CONNECT:$ctl" || true)
-[ -z "$r" ] || fail "partial line got a reply: $r"
+# A last line without its newline, ended by the client's EOF (socat
+# half-closes at the end of its input), is answered at once.  socat
+# would wait 5 s for a reply that never comes; timeout kills it at 2 s.
+t0=$(date +%s%N)
+r=$(printf status | timeout 2 socat -t 5 - "UNIX-CONNECT:$ctl" || true)
+t1=$(date +%s%N)
+echo "status without a newline: $r ($(( (t1 - t0) / 1000000 )) ms)"
+[ "$r" = "$status0" ] || fail "status without a newline: reply '$r'"
+[ $(( (t1 - t0) / 1000000 )) -lt 1500 ] ||
+  fail "status without a newline: the reply took $(( (t1 - t0) / 1000000 )) ms"
+# The same for a bad line, and for a good line after a complete one.
+r=$(printf 'stat' | timeout 2 socat -t 5 - "UNIX-CONNECT:$ctl" || true)
+echo "$r" | jq -e '.ok == false and (.error | test("unknown command .stat."))' \
+  >/dev/null || fail "partial bad line: reply '$r'"
+r=$(printf 'bogus\nstatus' | timeout 2 socat -t 5 - "UNIX-CONNECT:$ctl" || true)
+[ "$(echo "$r" | jq -c .ok | tr '\n' ' ')" = "false true " ] ||
+  fail "a line, then one ended by EOF: $r"
+
+# A client that closes the socket mid-line (no half-close: it is gone)
+# gets nothing and breaks nothing: a torn command never runs.
+python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"checkpoint-create torn")
+s.close()' "$ctl"
+sleep 0.2
+ctl "$ctl" status | jq -e '.checkpoints == []' >/dev/null ||
+  fail "a line torn by a closing client was run"
 # A line too long for the server: one error, then the next line works.
 r=$( { head -c 5000 /dev/zero | tr '\0' a; printf '\nstatus\n'; } |
      socat -t 5 - "UNIX-CONNECT:$ctl")

@@ -4,7 +4,8 @@
  * Unit test for common/control.c: the request line parser and its
  * helpers, then a real control server in a temporary directory,
  * driven by plain socket clients: reply format, bad lines, pipelined
- * and split lines, over-long lines, disconnects mid-line, the client
+ * and split lines, over-long lines, disconnects mid-line, a last line
+ * ended by the client's EOF (half-close), the client
  * limit, serialised dispatch, stale/foreign/live files at the socket
  * path, and prompt shutdown with clients still connected.
  */
@@ -574,6 +575,53 @@ test_disconnect_midline (void)
   close (fd2);
 }
 
+/* EOF ends the last line when the client only half-closes
+ * (`printf status | socat - UNIX-CONNECT:...`): it is answered at
+ * once, like a line with its newline, and then the server hangs up.
+ */
+static void
+test_eof_ends_line (void)
+{
+  int fd = connect_served (sock_path);
+  unsigned before;
+  double t;
+
+  CHECK (fd >= 0);
+  before = atomic_load (&handled);
+  CHECK (send_str (fd, "echo a\necho b c"));
+  CHECK (expect_reply (fd, "{\"ok\":true,\"n\":1}"));
+  CHECK (!readable (fd, 20));   /* no newline yet: still waiting */
+  t = now_s ();
+  CHECK (shutdown (fd, SHUT_WR) == 0);
+  CHECK (expect_reply (fd, "{\"ok\":true,\"n\":2}"));
+  t = now_s () - t;
+  CHECK (t < 1.0);
+  if (t >= 1.0)
+    fprintf (stderr, "  the reply to a line ended by EOF took %.3f s\n", t);
+  CHECK (expect_eof (fd));
+  CHECK (atomic_load (&handled) == before + 2);
+  close (fd);
+
+  /* A bad unfinished line gets its error the same way. */
+  fd = connect_served (sock_path);
+  CHECK (fd >= 0);
+  CHECK (send_str (fd, "stat"));
+  CHECK (shutdown (fd, SHUT_WR) == 0);
+  CHECK (expect_reply (fd, "{\"ok\":false,\"error\":\"unknown command "
+                       "'stat'\"}"));
+  CHECK (expect_eof (fd));
+  close (fd);
+
+  /* Nothing unfinished (the line had its newline): no extra reply. */
+  fd = connect_served (sock_path);
+  CHECK (fd >= 0);
+  CHECK (send_str (fd, "echo\n"));
+  CHECK (shutdown (fd, SHUT_WR) == 0);
+  CHECK (expect_reply (fd, "{\"ok\":true,\"n\":0}"));
+  CHECK (expect_eof (fd));
+  close (fd);
+}
+
 /* An over-long line gets exactly one error; the next line works. */
 static void
 test_long_line (void)
@@ -754,6 +802,7 @@ test_running_server (void)
   test_pipelined ();
   test_split ();
   test_disconnect_midline ();
+  test_eof_ends_line ();
   test_long_line ();
   test_serialised ();
   test_live_socket ();
