@@ -9,6 +9,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,11 +84,14 @@ filelock_holder (const char *path)
 /* The refusal, one line. */
 static int
 in_use (const char *what, const char *path, const char *thing,
-        char **errmsg)
+        bool own_file, char **errmsg)
 {
   long pid = filelock_holder (path);
 
-  if (pid > 0)
+  /* For the file's own lock (own_file), our pid in PATH.lock means we
+   * hold PATH.lock and something else holds the file: who is unknown.
+   */
+  if (pid > 0 && !(own_file && pid == (long) getpid ()))
     return fleece_errorf (errmsg, "%s=%s: in use by another nbdkit (pid %ld); "
                           "two servers must never share a %s",
                           what, path, pid, thing);
@@ -139,7 +143,7 @@ filelock_side (const char *what, const char *path, const char *thing,
   }
   if (lock_whole (fd) == -1) {
     if (errno == EAGAIN)
-      in_use (what, path, thing, errmsg);
+      in_use (what, path, thing, false, errmsg);
     else
       fleece_errorf (errmsg, "%s=%s: cannot lock %s: %s", what, path, lp,
                      strerror (errno));
@@ -166,7 +170,7 @@ filelock_fd (const char *what, const char *path, int fd, const char *thing,
   if (lock_whole (fd) == 0)
     return 0;
   if (errno == EAGAIN)
-    return in_use (what, path, thing, errmsg);
+    return in_use (what, path, thing, true, errmsg);
   return fleece_errorf (errmsg, "%s=%s: cannot lock it: %s", what, path,
                         strerror (errno));
 }

@@ -164,12 +164,41 @@ main (void)
          strstr (errmsg, "fleecing target") != NULL);
   free (errmsg);
   errmsg = NULL;
+  /* Another process holding PATH.lock is named by its pid. */
+  {
+    int go[2], done[2];
+    char c = 0;
+
+    CHECK (pipe (go) == 0 && pipe (done) == 0);
+    child = fork ();
+    if (child == 0) {
+      char *e = NULL;
+      int l = filelock_side ("cbw-target", target, "fleecing target", &e);
+
+      if (write (go[1], l >= 0 ? "y" : "n", 1) != 1 ||
+          read (done[0], &c, 1) != 1)
+        _exit (1);
+      _exit (0);
+    }
+    CHECK (read (go[0], &c, 1) == 1 && c == 'y');
+    CHECK (filelock_fd ("cbw-target", target, t2, "fleecing target",
+                        &errmsg) == -1);
+    snprintf (want, sizeof want, "(pid %ld)", (long) child);
+    CHECK (errmsg && strstr (errmsg, want) != NULL);
+    if (errmsg)
+      fprintf (stderr, "refused as expected: %s\n", errmsg);
+    free (errmsg);
+    errmsg = NULL;
+    CHECK (write (done[1], "x", 1) == 1);
+    CHECK (waitpid (child, &status, 0) == child);
+    CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  }
+  /* Our own pid in PATH.lock does not make us the file's holder. */
   a = filelock_side ("cbw-target", target, "fleecing target", &errmsg);
   CHECK (a >= 0);
   CHECK (filelock_fd ("cbw-target", target, t2, "fleecing target",
                       &errmsg) == -1);
-  snprintf (want, sizeof want, "(pid %ld)", (long) getpid ());
-  CHECK (errmsg && strstr (errmsg, want) != NULL);
+  CHECK (errmsg && strstr (errmsg, "pid is not recorded") != NULL);
   free (errmsg);
   errmsg = NULL;
   close (t1);

@@ -90,6 +90,7 @@ static int
 cbw_after_fork (nbdkit_backend *backend)
 {
   below = backend;
+  target_after_fork ();
   return fleece_control_after_fork ();
 }
 
