@@ -256,6 +256,9 @@ load_chain (const struct bmfile *f, const char **why)
 /* Every checkpoint is inconsistent from now on; one that already was
  * keeps its first reason.
  */
+static void mark_all_inconsistent (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
 static void
 mark_all_inconsistent (const char *fmt, ...)
 {
