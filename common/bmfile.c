@@ -69,6 +69,7 @@ bmfile_encode (const struct bmfile *f, const struct bitmap *const *bitmaps,
                size_t *len)
 {
   struct out o = { NULL, 0, 0, false };
+  size_t nlen;
   uint32_t i;
 
   put (&o, BMFILE_MAGIC, 8);
@@ -78,17 +79,23 @@ bmfile_encode (const struct bmfile *f, const struct bitmap *const *bitmaps,
   put32 (&o, f->granularity);
   put32 (&o, f->n);
   put64 (&o, f->next_seq);
+  nlen = strnlen (f->disk_id, BMFILE_DISK_ID_MAX);
+  put8 (&o, nlen);
+  put (&o, f->disk_id, nlen);
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
-    size_t nlen = strlen (c->name);
+    size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
     size_t blen = bitmap_serialized_size (bitmaps[i]);
     unsigned char *bits;
 
+    nlen = strlen (c->name);
     put8 (&o, nlen);
     put (&o, c->name, nlen);
     put64 (&o, c->seq);
     put64 (&o, c->created);
     put8 (&o, c->consistent);
+    put8 (&o, rlen);
+    put (&o, c->reason, rlen);
     put64 (&o, blen);
     bits = reserve (&o, blen);
     if (bits)
@@ -142,10 +149,25 @@ get64 (struct in *in, uint64_t *v)
   return true;
 }
 
+/* n bytes of printable ASCII (from lo to 0x7e) into s, NUL-terminated. */
 static bool
-get_checkpoint (struct in *in, struct bmfile_checkpoint *c)
+get_text (struct in *in, char *s, size_t n, unsigned char lo)
 {
-  uint8_t nlen, consistent;
+  size_t i;
+
+  if (!get (in, s, n))
+    return false;
+  s[n] = '\0';
+  for (i = 0; i < n; i++)
+    if ((unsigned char) s[i] < lo || (unsigned char) s[i] > 0x7e)
+      return false;
+  return true;
+}
+
+static bool
+get_checkpoint (struct in *in, uint32_t version, struct bmfile_checkpoint *c)
+{
+  uint8_t nlen, consistent, rlen = 0;
   uint64_t seq, created;
 
   if (!get8 (in, &nlen) || nlen == 0 || nlen > FLEECE_NAME_MAX ||
@@ -154,8 +176,13 @@ get_checkpoint (struct in *in, struct bmfile_checkpoint *c)
   c->name[nlen] = '\0';
   if (strlen (c->name) != nlen || !fleece_valid_name (c->name) ||
       !get64 (in, &seq) || !get64 (in, &created) ||
-      !get8 (in, &consistent) || consistent > 1 ||
-      !get64 (in, &c->bits_len) || c->bits_len > in->left)
+      !get8 (in, &consistent) || consistent > 1)
+    return false;
+  if (version >= 2 &&
+      (!get8 (in, &rlen) || (consistent && rlen > 0) ||
+       !get_text (in, c->reason, rlen, 0x20)))
+    return false;
+  if (!get64 (in, &c->bits_len) || c->bits_len > in->left)
     return false;
   c->seq = seq;
   c->created = (int64_t) created;
@@ -191,16 +218,27 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
     return -1;
   }
   get32 (&in, &version);
-  if (version != BMFILE_VERSION) {
+  if (version != 1 && version != 2) {
     *why = "unknown format version";
     return -1;
   }
+  f->version = version;
   get32 (&in, &flags);
   get64 (&in, &f->disk_size);
   get32 (&in, &f->granularity);
   get32 (&in, &f->n);
   get64 (&in, &f->next_seq);
   f->in_use = flags & BMFILE_FLAG_IN_USE;
+  if (version >= 2) {
+    uint8_t idlen;
+
+    if (!get8 (&in, &idlen) || idlen > BMFILE_DISK_ID_MAX ||
+        !get_text (&in, f->disk_id, idlen, 0x21)) {
+      *why = "its structure is invalid";
+      memset (f, 0, sizeof *f);
+      return -1;
+    }
+  }
 
   /* Each checkpoint takes at least 27 bytes: a bound before calloc. */
   if (f->n > in.left / 27) {
@@ -217,7 +255,7 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
   for (i = 0; i < f->n; i++) {
     uint32_t j;
 
-    if (!get_checkpoint (&in, &f->checkpoints[i]))
+    if (!get_checkpoint (&in, version, &f->checkpoints[i]))
       goto bad;
     /* A chain in time: sequence numbers grow, names are unique. */
     if (i > 0 && f->checkpoints[i].seq <= f->checkpoints[i - 1].seq)
@@ -236,6 +274,19 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
   *why = "its structure is invalid";
   bmfile_free (f);
   return -1;
+}
+
+bool
+bmfile_valid_disk_id (const char *id)
+{
+  size_t i, n = strlen (id);
+
+  if (n < 1 || n > BMFILE_DISK_ID_MAX)
+    return false;
+  for (i = 0; i < n; i++)
+    if ((unsigned char) id[i] < 0x21 || (unsigned char) id[i] > 0x7e)
+      return false;
+  return true;
 }
 
 void

@@ -17,14 +17,21 @@
 #include "size.h"
 
 #define BMFILE_MAGIC "FLEECEBM"
-#define BMFILE_VERSION 1
+#define BMFILE_VERSION 2          /* written; 1 and 2 are read */
 #define BMFILE_FLAG_IN_USE 1
+#define BMFILE_DISK_ID_MAX 64     /* bitmap-disk-id= */
+#define BMFILE_REASON_MAX 255     /* why a checkpoint is inconsistent */
 
 struct bmfile_checkpoint {
   char name[FLEECE_NAME_MAX + 1];
   uint64_t seq;
   int64_t created;
   bool consistent;
+  /* Why it is inconsistent (printable ASCII), or "" (consistent, or
+   * not recorded: version 1).  Encoding truncates it to
+   * BMFILE_REASON_MAX bytes.
+   */
+  char reason[BMFILE_REASON_MAX + 1];
   /* Decoding: the serialised bitmap, pointing into the decoded buffer.
    * Encoding: ignored (the bitmaps are passed separately).
    */
@@ -33,7 +40,12 @@ struct bmfile_checkpoint {
 };
 
 struct bmfile {
+  uint32_t version;             /* decoded: 1 or 2; encoding ignores it */
   bool in_use;
+  /* The disk the file belongs to (bitmap-disk-id=), or "": none
+   * recorded (always so in version 1).
+   */
+  char disk_id[BMFILE_DISK_ID_MAX + 1];
   uint64_t disk_size;
   uint32_t granularity;
   uint64_t next_seq;
@@ -52,10 +64,17 @@ extern unsigned char *bmfile_encode (const struct bmfile *f,
  * into buf), or -1 with *why saying what is wrong (f left empty).
  * Every field is checked: checksum, magic, version, names (valid,
  * without NUL bytes, unique), sequence numbers (growing, below
- * next_seq), lengths, and no bytes may be left over.
+ * next_seq), disk id (valid, see bmfile_valid_disk_id), reasons
+ * (printable ASCII, only on inconsistent checkpoints), lengths, and no
+ * bytes may be left over.
  */
 extern int bmfile_decode (const unsigned char *buf, size_t len,
                           struct bmfile *f, const char **why);
 extern void bmfile_free (struct bmfile *f);
+
+/* A disk id: 1 to BMFILE_DISK_ID_MAX printable ASCII characters
+ * without spaces (0x21 to 0x7e).
+ */
+extern bool bmfile_valid_disk_id (const char *id);
 
 #endif /* FLEECE_BMFILE_H */

@@ -17,10 +17,15 @@
  *   matches that and is at most 1 MiB): bitmap_deserialize must
  *   accept exactly the inputs whose padding bits are zero, and
  *   serialising back must give the same bytes and the same bit count;
+ * - versions 1 and 2 decode; the disk id (version 2) and reasons
+ *   (version 2, only on inconsistent checkpoints) are exactly their
+ *   bytes, printable ASCII (the id without spaces);
  * - the file is encoded again with bmfile_encode (bitmaps of
  *   bits_len * 8 bits, so every decodable file can be re-encoded) and
  *   decoded: every field must survive, and when the flags word is 0
- *   or 1 the new file must be byte for byte the input.
+ *   or 1 the new file must be byte for byte the input (version 2; a
+ *   version 1 input comes back as version 2, one byte longer per
+ *   checkpoint and in the header).
  */
 
 #include <config.h>
@@ -161,6 +166,8 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
     fprintf (stderr, "re-encoded file does not decode: %s\n", why);
     CHECK (!"decode (encode (x)) succeeds");
   }
+  CHECK (g.version == BMFILE_VERSION);
+  CHECK (strcmp (g.disk_id, f->disk_id) == 0);
   CHECK (g.in_use == f->in_use);
   CHECK (g.disk_size == f->disk_size);
   CHECK (g.granularity == f->granularity);
@@ -174,6 +181,7 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
     CHECK (a->seq == b->seq);
     CHECK (a->created == b->created);
     CHECK (a->consistent == b->consistent);
+    CHECK (strcmp (a->reason, b->reason) == 0);
     CHECK (a->bits_len == b->bits_len);
     CHECK (memcmp (a->bits, b->bits, a->bits_len) == 0);
     CHECK (b->bits >= enc && b->bits + b->bits_len <= enc + enc_len - 4);
@@ -182,7 +190,11 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
   /* The layout has no freedom except unknown flag bits (which the
    * decoder ignores and the encoder does not keep).
    */
-  if (rd32 (buf + 12) <= 1) {
+  if (f->version == 1) {
+    CHECK (enc_len == len + 1 + f->n);
+    CHECK (memcmp (enc, buf, 8) == 0 && rd32 (enc + 8) == 2);
+  }
+  else if (rd32 (buf + 12) <= 1) {
     CHECK (enc_len == len);
     CHECK (memcmp (enc, buf, len) == 0);
   }
@@ -217,7 +229,8 @@ decode_and_check (const unsigned char *buf, size_t len)
   /* Header. */
   CHECK (len >= HEADER_SIZE + 4);
   CHECK (memcmp (buf, BMFILE_MAGIC, 8) == 0);
-  CHECK (rd32 (buf + 8) == BMFILE_VERSION);
+  CHECK (rd32 (buf + 8) == f.version);
+  CHECK (f.version == 1 || f.version == 2);
   CHECK (f.in_use == ((rd32 (buf + 12) & BMFILE_FLAG_IN_USE) != 0));
   CHECK (f.disk_size == rd64 (buf + 16));
   CHECK (f.granularity == rd32 (buf + 24));
@@ -230,6 +243,16 @@ decode_and_check (const unsigned char *buf, size_t len)
    * and inside the buffer, nothing left over.
    */
   next = buf + HEADER_SIZE;
+  if (f.version >= 2) {
+    size_t idlen = strlen (f.disk_id);
+
+    CHECK (next[0] == idlen && idlen <= BMFILE_DISK_ID_MAX);
+    CHECK (memcmp (next + 1, f.disk_id, idlen) == 0);
+    CHECK (idlen == 0 || bmfile_valid_disk_id (f.disk_id));
+    next += 1 + idlen;
+  }
+  else
+    CHECK (f.disk_id[0] == '\0');
   for (i = 0; i < f.n; i++) {
     const struct bmfile_checkpoint *c = &f.checkpoints[i];
     size_t nlen = strlen (c->name);
@@ -249,8 +272,21 @@ decode_and_check (const unsigned char *buf, size_t len)
     CHECK (c->seq == rd64 (next));
     CHECK ((uint64_t) c->created == rd64 (next + 8));
     CHECK (next[16] == (c->consistent ? 1 : 0));
-    CHECK (c->bits_len == rd64 (next + 17));
-    next += 25;
+    next += 17;
+    if (f.version >= 2) {
+      size_t rlen = strlen (c->reason), j;
+
+      CHECK (next[0] == rlen && rlen <= BMFILE_REASON_MAX);
+      CHECK (!c->consistent || rlen == 0);
+      CHECK (memcmp (next + 1, c->reason, rlen) == 0);
+      for (j = 0; j < rlen; j++)
+        CHECK (c->reason[j] >= 0x20 && c->reason[j] <= 0x7e);
+      next += 1 + rlen;
+    }
+    else
+      CHECK (c->reason[0] == '\0');
+    CHECK (c->bits_len == rd64 (next));
+    next += 8;
     CHECK (c->bits == next);
     CHECK (c->bits_len <= (size_t) (buf + len - 4 - next));
     next += c->bits_len;

@@ -2,7 +2,8 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * Writes the seed corpus of fuzz-bmfile: a few valid bitmap files made
- * with bmfile_encode.  Not part of any build; run it only when the
+ * with bmfile_encode (version 2), and the same files in version 1
+ * (v1-NAME: no disk id, no reasons) for the old format's decoder.  Not part of any build; run it only when the
  * file format changes (see README.md, "Seeds"):
  *
  *   make -C fuzz regen-bmfile-seeds
@@ -10,6 +11,7 @@
 
 #include <config.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 
 #include "bitmap.h"
 #include "bmfile.h"
+#include "crc32.h"
 
 static void
 die (const char *what)
@@ -43,6 +46,62 @@ write_seed (const char *dir, const char *name, const struct bmfile *f,
     die (path);
   printf ("%s: %zu bytes\n", path, len);
   free (buf);
+}
+
+/* The same file in format version 1: drop the disk id and every
+ * checkpoint's reason (length byte and text), version 1, new CRC.
+ */
+static void
+write_v1_seed (const char *dir, const char *name, const struct bmfile *f,
+               const struct bitmap *const *bms)
+{
+  struct bmfile g = *f;
+  struct bmfile_checkpoint *c = calloc (f->n + 1, sizeof *c);
+  unsigned char *buf, *out, *p, *q;
+  char path[4096];
+  size_t len, olen;
+  uint32_t i, v1 = htole32 (1), crc;
+  uint64_t blen;
+  FILE *fp;
+
+  if (c == NULL)
+    die ("calloc");
+  memcpy (c, f->checkpoints, f->n * sizeof *c);
+  for (i = 0; i < f->n; i++)
+    c[i].reason[0] = '\0';
+  g.checkpoints = c;
+  g.disk_id[0] = '\0';
+  buf = bmfile_encode (&g, bms, &len);
+  out = malloc (len);
+  if (buf == NULL || out == NULL)
+    die ("bmfile_encode");
+  memcpy (out, buf, 40);
+  memcpy (out + 8, &v1, 4);
+  p = buf + 41;                 /* past the empty disk id */
+  q = out + 40;
+  for (i = 0; i < f->n; i++) {
+    size_t head = 1 + p[0] + 17;  /* name length, name, seq, time, flag */
+
+    memcpy (q, p, head);
+    q += head;
+    p += head + 1;              /* the empty reason */
+    memcpy (&blen, p, 8);
+    blen = le64toh (blen) + 8;
+    memcpy (q, p, blen);
+    q += blen;
+    p += blen;
+  }
+  olen = q - out + 4;
+  crc = htole32 (fleece_crc32 (0, out, olen - 4));
+  memcpy (q, &crc, 4);
+  snprintf (path, sizeof path, "%s/v1-%s", dir, name);
+  fp = fopen (path, "wb");
+  if (fp == NULL || fwrite (out, 1, olen, fp) != olen || fclose (fp) != 0)
+    die (path);
+  printf ("%s: %zu bytes\n", path, olen);
+  free (out);
+  free (buf);
+  free (c);
 }
 
 /* One bit per granule of the disk. */
@@ -80,6 +139,7 @@ main (int argc, char *argv[])
     .next_seq = 1, .n = 0, .checkpoints = c,
   };
   write_seed (dir, "empty", &f, ptrs);
+  write_v1_seed (dir, "empty", &f, ptrs);
 
   /* One checkpoint, 1 MiB at 64K: 16 granules, 2 bytes of bits. */
   f = (struct bmfile) {
@@ -95,6 +155,7 @@ main (int argc, char *argv[])
   bitmap_set_range (&bms[0], 5, 3);
   bitmap_set (&bms[0], 15);
   write_seed (dir, "one-checkpoint", &f, ptrs);
+  write_v1_seed (dir, "one-checkpoint", &f, ptrs);
   bitmap_free (&bms[0]);
 
   /* A chain of three; a disk size that is not a multiple of the
@@ -103,7 +164,7 @@ main (int argc, char *argv[])
    */
   f = (struct bmfile) {
     .in_use = false, .disk_size = 1000000, .granularity = 4096,
-    .next_seq = 9, .n = 3, .checkpoints = c,
+    .next_seq = 9, .n = 3, .checkpoints = c, .disk_id = "vm1/disk-0",
   };
   strcpy (c[0].name, "full.2026-01-01");
   strcpy (c[1].name, "inc_1");
@@ -112,11 +173,15 @@ main (int argc, char *argv[])
     c[i].seq = (uint64_t) (3 * i + 2);
     c[i].created = 1767225600 + 86400 * i;
     c[i].consistent = i != 1;
+    if (i == 1)
+      strcpy (c[i].reason, "server did not stop cleanly (file last "
+              "written 2026-01-02T00:00:00Z)");
     make_bitmap (&bms[i], f.disk_size, f.granularity);
     bitmap_set_range (&bms[i], (uint64_t) (i * 40), 30);
   }
   bitmap_set (&bms[2], bms[2].nbits - 1);
   write_seed (dir, "three-checkpoints", &f, ptrs);
+  write_v1_seed (dir, "three-checkpoints", &f, ptrs);
   for (i = 0; i < 3; i++)
     bitmap_free (&bms[i]);
 
@@ -132,8 +197,13 @@ main (int argc, char *argv[])
   c[0].seq = UINT64_MAX - 1;
   c[0].created = INT64_MAX;
   c[0].consistent = false;
+  memset (c[0].reason, '~', BMFILE_REASON_MAX);
+  c[0].reason[BMFILE_REASON_MAX] = '\0';
+  memset (f.disk_id, '!', BMFILE_DISK_ID_MAX);
+  f.disk_id[BMFILE_DISK_ID_MAX] = '\0';
   make_bitmap (&bms[0], 0, 65536);
   write_seed (dir, "edge-values", &f, ptrs);
+  write_v1_seed (dir, "edge-values", &f, ptrs);
   bitmap_free (&bms[0]);
 
   return EXIT_SUCCESS;

@@ -396,16 +396,23 @@ def parse_bitmap_file(path):
     check(b[:8] == b"FLEECEBM", "%s: magic is %r" % (path, b[:8]))
     version, flags, size, gran, n, next_seq = \
         struct.unpack_from("<IIQIIQ", b, 8)
-    check(version == 1, "%s: version %d" % (path, version))
+    check(version == 2, "%s: version %d" % (path, version))
     p = 40
+    ln = b[p]
+    disk_id = b[p + 1:p + 1 + ln].decode()
+    p += 1 + ln
     cps = []
     for _ in range(n):
         ln = b[p]
         p += 1
         name = b[p:p + ln].decode()
         p += ln
-        seq, created, consistent, blen = struct.unpack_from("<QqBQ", b, p)
-        p += 25
+        seq, created, consistent, rlen = struct.unpack_from("<QqBB", b, p)
+        p += 18
+        reason = b[p:p + rlen].decode()
+        p += rlen
+        blen, = struct.unpack_from("<Q", b, p)
+        p += 8
         bits = b[p:p + blen]
         check(len(bits) == blen, "%s: bitmap of %s is cut short"
               % (path, name))
@@ -417,9 +424,11 @@ def parse_bitmap_file(path):
                     if v & (1 << bit):
                         gs.add(byte_i * 8 + bit)
         cps.append({"name": name, "seq": seq, "created": created,
-                    "consistent": consistent, "granules": gs,
+                    "consistent": consistent, "reason": reason,
+                    "granules": gs,
                     "bitmap_len": blen})
     check(p == len(b) - 4, "%s: %d bytes of trailing garbage before the CRC"
           % (path, len(b) - 4 - p))
     return {"in_use": bool(flags & 1), "flags": flags, "size": size,
+            "disk_id": disk_id,
             "granularity": gran, "next_seq": next_seq, "checkpoints": cps}

@@ -11,7 +11,10 @@
 #   write N SEED           N seeded writes/zeroes on the live export; their
 #                          granules go to the recording checkpoint
 #   status                 status must list the chain: names, recording,
-#                          consistent, persistent true, dirty_bytes
+#                          consistent, persistent true, dirty_bytes; a
+#                          "reason" on exactly the inconsistent ones
+#   reason NAME REGEX      status gives checkpoint NAME a reason matching
+#                          REGEX (the bitmap file records the same)
 #   delta NAME NEW         snapshot-begin checkpoint=NEW; the map of
 #                          snapshot/since/NAME is exactly the granules
 #                          written since NAME (across restarts), its data
@@ -20,7 +23,8 @@
 #                          snapshot), snapshot-begin since=NAME fails
 #   file [--in-use 0|1]    the bitmap file parses per the documented format
 #                          (magic, version, CRC-32), its header and its
-#                          checkpoints match the chain
+#                          checkpoints match the chain, every inconsistent
+#                          one with a reason
 #   untrusted              after a damaged file: no checkpoint is trusted
 #                          (none listed, or all inconsistent); the chain
 #                          becomes what status lists, all untrusted
@@ -35,6 +39,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import zlib
@@ -116,6 +121,12 @@ def cmd_status(s):
         check(c["consistent"] is m["consistent"],
               "%s: consistent %s, expected %s" % (what, c["consistent"],
                                                   m["consistent"]))
+        if c["consistent"]:
+            check("reason" not in c, "%s: a reason (%r) on a consistent "
+                  "checkpoint" % (what, c.get("reason")))
+        else:
+            check(isinstance(c.get("reason"), str) and c["reason"] != "",
+                  "%s: inconsistent without a reason: %s" % (what, c))
         check(c["recording"] is (c["name"] == want[-1]),
               "%s: recording %s" % (what, c["recording"]))
         if m["consistent"]:
@@ -124,8 +135,25 @@ def cmd_status(s):
                   % (what, c["dirty_bytes"], len(m["granules"]),
                      len(m["granules"]) * G))
     log("  status OK: %s" % ", ".join(
-        "%s(%s)" % (c["name"], "ok" if c["consistent"] else "inconsistent")
+        "%s(%s)" % (c["name"], "ok" if c["consistent"] else
+                    "inconsistent: %s" % c["reason"])
         for c in cps))
+
+
+def cmd_reason(s, name, regex):
+    cps = {c["name"]: c for c in Ctl(args.ctl).ok("status")["checkpoints"]}
+    check(name in cps, "status does not list %s" % name)
+    got = cps[name].get("reason")
+    check(cps[name]["consistent"] is False and got is not None and
+          re.fullmatch(regex, got) is not None,
+          "checkpoint %s: reason %r, expected one matching /%s/"
+          % (name, got, regex))
+    in_file = {c["name"]: c for c in
+               parse_bitmap_file(args.bitmap_file)["checkpoints"]}
+    check(name in in_file and in_file[name]["reason"] == got,
+          "checkpoint %s: the bitmap file records reason %r, status says %r"
+          % (name, in_file.get(name, {}).get("reason"), got))
+    log("  %s: %s" % (name, got))
 
 
 def cmd_delta(s, name, new):
@@ -184,6 +212,9 @@ def cmd_file(s):
         check(c["consistent"] == (1 if m["consistent"] else 0),
               "%s: checkpoint %s consistent byte %d, expected %s"
               % (p, c["name"], c["consistent"], m["consistent"]))
+        check((c["reason"] == "") == bool(m["consistent"]),
+              "%s: checkpoint %s (consistent %s) has reason %r"
+              % (p, c["name"], m["consistent"], c["reason"]))
         if m["consistent"]:
             check(c["bitmap_len"] == nbytes, "%s: bitmap of %s is %d bytes, "
                   "expected %d" % (p, c["name"], c["bitmap_len"], nbytes))
@@ -252,6 +283,8 @@ def main():
         cmd_status(s)
     elif cmd == "delta":
         cmd_delta(s, *r)
+    elif cmd == "reason":
+        cmd_reason(s, *r)
     elif cmd == "refused":
         cmd_refused(s, *r)
     elif cmd == "file":

@@ -9,10 +9,13 @@
 # refuses to open and snapshot-begin since= fails; a damaged file
 # (flipped byte, truncated, random bytes, text, bad magic or bad
 # structure with a good CRC) is logged as not trusted, moved aside to
-# PATH.damaged and no checkpoint is trusted; a changed disk size or
-# granularity keeps the checkpoints but inconsistent.  After each of
-# these, new checkpoints work and a further clean restart leaves a valid
-# file.  See incr_persist.py.
+# PATH.damaged and no checkpoint is trusted; a second damaged file goes
+# to PATH.damaged.1, keeping the first; a changed disk size or
+# granularity keeps the checkpoints but inconsistent.  Status (and the
+# file) give each inconsistent checkpoint its reason: unclean stop with
+# the file's last write time, size change, granularity change; it
+# survives clean restarts.  After each of these, new checkpoints work
+# and a further clean restart leaves a valid file.  See incr_persist.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires nbdinfo /usr/bin/python3
@@ -99,6 +102,9 @@ rm -f "$sock" "$sock.pid"
 p file --in-use 1
 start
 p inconsistent
+unclean='server did not stop cleanly \(file last written 20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\)'
+for c in a b c; do p reason $c "$unclean"; done
+log_has 'bitmap-file' 'did not stop cleanly'
 p refused a
 p refused b
 p refused c
@@ -110,6 +116,7 @@ stop_nbdkit "$sock"
 p file --in-use 0
 start
 p status
+for c in a b c; do p reason $c "$unclean"; done
 p refused c
 p delta d e
 
@@ -147,6 +154,7 @@ start
 log_has 'bitmap-file' '67108864|83886080|64 ?Mi?B?|80 ?Mi?B?'
 [ ! -e "$bm.damaged" ] || fail "size change: the file was treated as damaged"
 p inconsistent
+p reason mbadstruct 'disk size changed from 67108864 to 83886080 bytes'
 p refused mbadstruct
 p file --in-use 1
 p create s1
@@ -165,6 +173,8 @@ gran=131072
 log_has 'bitmap-file' 'granularity'
 [ ! -e "$bm.damaged" ] || fail "granularity change: the file was treated as damaged"
 p inconsistent
+p reason s2 'granularity changed from 65536 to 131072 bytes'
+p reason mbadstruct 'disk size changed from 67108864 to 83886080 bytes'
 p refused s2
 p create g1
 p write 20 31
@@ -175,5 +185,32 @@ p status
 p delta g1 g2
 stop_nbdkit "$sock"
 p file --in-use 0
+
+echo "=== two damaged files: both kept"
+rm -f "$bm".damaged*
+p damage flip
+cp "$bm.expected-damaged" "$tmpdir/first-damaged"
+start bitmap-granularity=128K
+log_has 'bitmap-file' "moved aside to $bm.damaged,"
+p untrusted
+p create k1
+stop_nbdkit "$sock"
+p damage text
+start bitmap-granularity=128K
+log_has 'bitmap-file' "moved aside to $bm.damaged.1,"
+cmp -s "$bm.damaged" "$tmpdir/first-damaged" ||
+  fail "the second damaged file replaced the first $bm.damaged"
+cmp -s "$bm.damaged.1" "$bm.expected-damaged" ||
+  fail "$bm.damaged.1 is not the second damaged file"
+p untrusted
+p create k2
+p write 20 40
+stop_nbdkit "$sock"
+start bitmap-granularity=128K
+p status
+p delta k2 k3
+stop_nbdkit "$sock"
+p file --in-use 0
+rm -f "$bm".damaged*
 
 echo "OK"

@@ -1,8 +1,9 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * Unit tests for common/bmfile.c: a round trip, and every kind of
- * damage is refused.
+ * Unit tests for common/bmfile.c: a round trip (version 2, with a disk
+ * id and a reason), a version 1 file still decodes (no id, no
+ * reasons), and every kind of damage is refused.
  */
 
 #include <config.h>
@@ -46,10 +47,10 @@ main (void)
   struct bmfile_checkpoint cps[2] = {
     { .name = "c1", .seq = 1, .created = 1795186800, .consistent = true },
     { .name = "backup-2.x", .seq = 7, .created = 1795190400,
-      .consistent = false },
+      .consistent = false, .reason = "server did not stop cleanly" },
   };
   struct bmfile f = {
-    .in_use = true, .disk_size = 1000 * 65536 + 17, .granularity = 65536,
+    .disk_id = "vm1-disk0", .in_use = true, .disk_size = 1000 * 65536 + 17, .granularity = 65536,
     .next_seq = 8, .n = 2, .checkpoints = cps,
   };
   const struct bitmap *bms[2] = { &a, &b };
@@ -57,6 +58,8 @@ main (void)
   unsigned char *buf, *copy;
   const char *why;
   size_t len, i;
+  /* Version 2: the header, then the disk id's length and the id. */
+  const size_t H = 40 + 1 + 9;
 
   CHECK (bitmap_init (&a, 1001) == 0);
   CHECK (bitmap_init (&b, 1001) == 0);
@@ -68,12 +71,16 @@ main (void)
   buf = bmfile_encode (&f, bms, &len);
   CHECK (buf != NULL);
   CHECK (memcmp (buf, "FLEECEBM", 8) == 0);
-  CHECK (len == 40 + (1 + 2 + 25 + 126) + (1 + 10 + 25 + 126) + 4);
+  CHECK (len == H + (1 + 2 + 26 + 126) + (1 + 10 + 26 + 27 + 126) + 4);
 
   /* Round trip. */
   CHECK (bmfile_decode (buf, len, &g, &why) == 0);
   CHECK (g.in_use && g.disk_size == f.disk_size && g.granularity == 65536);
   CHECK (g.next_seq == 8 && g.n == 2);
+  CHECK (g.version == 2 && strcmp (g.disk_id, "vm1-disk0") == 0);
+  CHECK (g.checkpoints[0].reason[0] == '\0');
+  CHECK (strcmp (g.checkpoints[1].reason,
+                 "server did not stop cleanly") == 0);
   CHECK (strcmp (g.checkpoints[0].name, "c1") == 0);
   CHECK (strcmp (g.checkpoints[1].name, "backup-2.x") == 0);
   CHECK (g.checkpoints[0].seq == 1 && g.checkpoints[1].seq == 7);
@@ -91,7 +98,7 @@ main (void)
   /* No checkpoints at all is fine. */
   f.n = 0;
   copy = bmfile_encode (&f, bms, &i);
-  CHECK (copy != NULL && i == 44);
+  CHECK (copy != NULL && i == H + 4);
   CHECK (bmfile_decode (copy, i, &g, &why) == 0 && g.n == 0);
   bmfile_free (&g);
   free (copy);
@@ -112,7 +119,7 @@ main (void)
   reseal (copy, len);
   refused (copy, len, "magic");
   memcpy (copy, buf, len);               /* unknown version */
-  copy[8] = 2;
+  copy[8] = 3;
   reseal (copy, len);
   refused (copy, len, "version");
   memcpy (copy, buf, len);               /* too many checkpoints */
@@ -124,25 +131,47 @@ main (void)
   reseal (copy, len);
   refused (copy, len, "huge count");
   memcpy (copy, buf, len);               /* name that is a path */
-  copy[41] = '/';
+  copy[H + 1] = '/';
   reseal (copy, len);
   refused (copy, len, "name");
   memcpy (copy, buf, len);               /* zero-length name */
-  copy[40] = 0;
+  copy[H] = 0;
   reseal (copy, len);
   refused (copy, len, "empty name");
   memcpy (copy, buf, len);               /* consistent byte not 0/1 */
-  copy[40 + 1 + 2 + 16] = 2;
+  copy[H + 1 + 2 + 16] = 2;
   reseal (copy, len);
   refused (copy, len, "consistent");
   memcpy (copy, buf, len);               /* bitmap longer than the file */
-  copy[40 + 1 + 2 + 17 + 7] = 0x10;
+  copy[H + 1 + 2 + 18 + 7] = 0x10;
   reseal (copy, len);
   refused (copy, len, "bitmap length");
   memcpy (copy, buf, len);               /* NUL inside a name */
-  copy[42] = '\0';
+  copy[H + 2] = '\0';
   reseal (copy, len);
   refused (copy, len, "NUL in name");
+  memcpy (copy, buf, len);               /* a space in the disk id */
+  copy[44] = ' ';
+  reseal (copy, len);
+  refused (copy, len, "space in disk id");
+  memcpy (copy, buf, len);               /* disk id longer than 64 */
+  copy[40] = 65;
+  reseal (copy, len);
+  refused (copy, len, "disk id length");
+  {
+    /* The second checkpoint: its consistent byte, then its reason. */
+    size_t c2 = H + 155, cb = c2 + 1 + 10 + 16;
+
+    CHECK (copy[cb] == 0 && copy[cb + 1] == 27);
+    memcpy (copy, buf, len);             /* a reason on a consistent one */
+    copy[cb] = 1;
+    reseal (copy, len);
+    refused (copy, len, "reason on a consistent checkpoint");
+    memcpy (copy, buf, len);             /* a control byte in a reason */
+    copy[cb + 5] = '\n';
+    reseal (copy, len);
+    refused (copy, len, "newline in reason");
+  }
   memcpy (copy, buf, len);               /* next_seq not above the last */
   copy[32] = 7;
   reseal (copy, len);
@@ -169,6 +198,48 @@ main (void)
     refused (e, elen, "sequence numbers not growing");
     free (e);
   }
+  {
+    /* Version 1 (no disk id, no reasons) still decodes. */
+    unsigned char v1[40 + 1 + 3 + 25 + 1 + 4];
+    uint32_t u32;
+    uint64_t u64;
+    unsigned char *p = v1;
+
+    memcpy (p, "FLEECEBM", 8); p += 8;
+    u32 = htole32 (1); memcpy (p, &u32, 4); p += 4;           /* version */
+    u32 = htole32 (0); memcpy (p, &u32, 4); p += 4;           /* flags */
+    u64 = htole64 (5 * 65536); memcpy (p, &u64, 8); p += 8;  /* size */
+    u32 = htole32 (65536); memcpy (p, &u32, 4); p += 4;
+    u32 = htole32 (1); memcpy (p, &u32, 4); p += 4;           /* n */
+    u64 = htole64 (4); memcpy (p, &u64, 8); p += 8;          /* next */
+    *p++ = 3; memcpy (p, "old", 3); p += 3;
+    u64 = htole64 (3); memcpy (p, &u64, 8); p += 8;          /* seq */
+    u64 = htole64 (1795186800); memcpy (p, &u64, 8); p += 8;
+    *p++ = 0;                                                /* inconsistent */
+    u64 = htole64 (1); memcpy (p, &u64, 8); p += 8;          /* bits */
+    *p++ = 0x05;
+    CHECK ((size_t) (p - v1) + 4 == sizeof v1);
+    reseal (v1, sizeof v1);
+    CHECK (bmfile_decode (v1, sizeof v1, &g, &why) == 0);
+    CHECK (g.version == 1 && g.disk_id[0] == '\0' && g.n == 1);
+    CHECK (strcmp (g.checkpoints[0].name, "old") == 0 &&
+           g.checkpoints[0].seq == 3 && !g.checkpoints[0].consistent &&
+           g.checkpoints[0].reason[0] == '\0' &&
+           g.checkpoints[0].bits_len == 1 && g.checkpoints[0].bits[0] == 5);
+    bmfile_free (&g);
+  }
+  /* Disk ids. */
+  CHECK (bmfile_valid_disk_id ("vm1-disk0"));
+  CHECK (bmfile_valid_disk_id ("a"));
+  CHECK (bmfile_valid_disk_id ("!~"));
+  CHECK (!bmfile_valid_disk_id (""));
+  CHECK (!bmfile_valid_disk_id ("a b"));
+  CHECK (!bmfile_valid_disk_id ("tab\there"));
+  CHECK (!bmfile_valid_disk_id ("\xc3\xa9"));
+  CHECK (bmfile_valid_disk_id ("0123456789012345678901234567890123456789"
+                               "012345678901234567890123"));
+  CHECK (!bmfile_valid_disk_id ("0123456789012345678901234567890123456789"
+                                "0123456789012345678901234"));
   {
     unsigned char *longer = malloc (len + 1);   /* trailing garbage */
 

@@ -162,8 +162,12 @@ check "copies happened into the file target (clusters_copied=$(echo "$r" | jq .s
   test "$(echo "$r" | jq .snapshot.clusters_copied)" = "${#offsets[@]}"
 check "cbw-target is still 0600 after copies" test "$(stat -c %a "$tgt1")" = 600
 check "bitmap file is still 0600 after a checkpoint save" test "$(stat -c %a "$bm1")" = 600
-check "bitmap file's directory holds only the bitmap file" \
-  test "$(ls -A "$d1/bm")" = disk.bitmaps
+check "bitmap file's directory holds only the bitmap file and its lock file" \
+  test "$(ls -A "$d1/bm" | tr '\n' ' ')" = "disk.bitmaps disk.bitmaps.lock "
+check "the bitmap file's lock file is 0600 (got $(stat -c %a "$bm1.lock" 2>&1))" \
+  test "$(stat -c %a "$bm1.lock")" = 600
+check "the target's lock file is 0600 (got $(stat -c %a "$tgt1.lock" 2>&1))" \
+  test "$(stat -c %a "$tgt1.lock")" = 600
 check "nothing was created in TMPDIR with a file target" test -z "$(ls -A "$d1/tmp")"
 
 # Server 2: the default (temporary) target and no bitmap-file.
@@ -348,8 +352,8 @@ for c in "$ctl1" "$ctl2"; do
   done
 done
 
-check "the bitmap file's directory still holds only the bitmap file" \
-  test "$(ls -A "$d1/bm")" = disk.bitmaps
+check "the bitmap file's directory still holds only the bitmap file and its lock file" \
+  test "$(ls -A "$d1/bm" | tr '\n' ' ')" = "disk.bitmaps disk.bitmaps.lock "
 tree_after=$(tree "$tmpdir")
 new=$(comm -13 <(echo "$tree_before") <(echo "$tree_after"))
 check "no file appeared anywhere in the test directory${new:+: $new}" test -z "$new"

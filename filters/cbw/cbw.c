@@ -98,6 +98,7 @@ cbw_after_fork (nbdkit_backend *backend)
     return -1;
   }
   snapshot_saw_size (size);
+  target_after_fork ();
   return fleece_control_after_fork ();
 }
 

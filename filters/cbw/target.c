@@ -24,6 +24,7 @@
 
 #include "cbw.h"
 #include "errors.h"
+#include "filelock.h"
 #include "target.h"
 
 /* File targets.  fd is set at start-up and never changes, and
@@ -31,6 +32,10 @@
  */
 static int fd = -1;
 static bool is_blockdev;
+/* A regular-file target's PATH.lock (see filelock.h), held open for
+ * the life of the process; -1 otherwise.  Set at start-up only.
+ */
+static int lock_fd = -1;
 
 /* NBD targets: a small pool of handles so copies run in parallel.
  * pool_lock protects the slots' busy flags; a busy slot's handle
@@ -78,6 +83,7 @@ static int
 open_file (void)
 {
   struct stat st;
+  char *errmsg = NULL;
 
   fd = open (cbw_config.target, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd == -1) {
@@ -89,7 +95,39 @@ open_file (void)
     return -1;
   }
   is_blockdev = S_ISBLK (st.st_mode);
+
+  /* One server per target, for the life of the process: PATH.lock
+   * records who holds a regular file (the kernel does not say), and
+   * the target itself is locked too (also for block devices).
+   */
+  if (!is_blockdev) {
+    lock_fd = filelock_side ("cbw-target", cbw_config.target,
+                             "fleecing target", &errmsg);
+    if (lock_fd == -1)
+      goto refused;
+  }
+  if (filelock_fd ("cbw-target", cbw_config.target, fd, "fleecing target",
+                   &errmsg) == -1)
+    goto refused;
   return 0;
+
+ refused:
+  nbdkit_error ("%s", errmsg ? errmsg : "cbw-target: cannot lock it");
+  free (errmsg);
+  close (fd);
+  fd = -1;
+  return -1;
+}
+
+void
+target_after_fork (void)
+{
+  /* nbdkit may have forked into the background: record the pid of the
+   * process that serves.
+   */
+  if (lock_fd >= 0 && filelock_write_pid (lock_fd) == -1)
+    nbdkit_debug ("cbw-target=%s: cannot write the pid into its lock "
+                  "file: %m", cbw_config.target);
 }
 
 int
@@ -131,6 +169,9 @@ target_close (void)
   if (fd >= 0)
     close (fd);
   fd = -1;
+  if (lock_fd >= 0)
+    close (lock_fd);
+  lock_fd = -1;
   pool_close_all ();
 }
 

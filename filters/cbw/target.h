@@ -22,6 +22,10 @@
  * connect only at target_begin, so a target server may start later.
  */
 extern int target_open (void);
+/* In the process that serves (after nbdkit's fork): record its pid in
+ * the lock file of a file target.
+ */
+extern void target_after_fork (void);
 extern void target_close (void);
 
 /* A snapshot of a disk of size bytes begins: the target must be

@@ -239,8 +239,13 @@ ckpt_delete (const char *name, char **errmsg)
    */
   if (c->older) {
     bitmap_merge (&c->older->bits, &c->bits);
-    if (!c->consistent)
+    if (!c->consistent && c->older->consistent) {
       c->older->consistent = false;
+      if (snprintf (c->older->reason, sizeof c->older->reason,
+                    "merged with inconsistent checkpoint %s (%s)",
+                    c->name, c->reason) < 0)
+        c->older->reason[0] = '\0';
+    }
     c->older->newer = c->newer;
   }
   else
@@ -288,6 +293,10 @@ ckpt_status (struct jbuf *reply)
     jbuf_bool (reply, db_config.bitmap_file != NULL);
     jbuf_key (reply, "consistent");
     jbuf_bool (reply, c->consistent);
+    if (!c->consistent) {
+      jbuf_key (reply, "reason");
+      jbuf_string (reply, c->reason[0] ? c->reason : "not recorded");
+    }
     jbuf_raw (reply, "}");
   }
   jbuf_raw (reply, "]");

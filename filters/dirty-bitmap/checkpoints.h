@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "bitmap.h"
+#include "bmfile.h"
 #include "fleece-api.h"
 #include "json.h"
 
@@ -20,6 +21,11 @@ struct checkpoint {
   uint64_t seq;                 /* grows with creation time */
   int64_t created;              /* time () */
   bool consistent;              /* false: may have missed writes */
+  /* Why it is not consistent (for status and the bitmap file), set
+   * together with consistent = false and kept from then on: the first
+   * cause wins.  "" while consistent.
+   */
+  char reason[BMFILE_REASON_MAX + 1];
   struct bitmap bits;           /* one bit per granule */
   unsigned holds[2];            /* enum fleece_hold: who needs it kept */
   struct checkpoint *older, *newer;

@@ -1,8 +1,8 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * The dirty-bitmap filter's parameters: bitmap-file and
- * bitmap-granularity.
+ * The dirty-bitmap filter's parameters: bitmap-file,
+ * bitmap-granularity and bitmap-disk-id.
  */
 
 #include <config.h>
@@ -14,11 +14,13 @@
 
 #include <nbdkit-filter.h>
 
+#include "bmfile.h"
 #include "dirty-bitmap.h"
 #include "params.h"
 
 struct db_config db_config = {
   .bitmap_file = NULL,
+  .disk_id = NULL,
   .granularity = 65536,
 };
 
@@ -39,9 +41,28 @@ db_config_key (const char *key, const char *value)
     return fleece_config_cluster (key, value, &db_config.granularity) == -1
       ? -1 : 1;
   }
+  if (strcmp (key, "bitmap-disk-id") == 0) {
+    if (db_config.disk_id) {
+      nbdkit_error ("%s: given twice; give it once", key);
+      return -1;
+    }
+    if (!bmfile_valid_disk_id (value)) {
+      nbdkit_error ("%s=%s: a disk id is 1 to %d printable ASCII "
+                    "characters without spaces, e.g. vm1-disk0", key, value,
+                    BMFILE_DISK_ID_MAX);
+      return -1;
+    }
+    db_config.disk_id = strdup (value);
+    if (db_config.disk_id == NULL) {
+      nbdkit_error ("%s: strdup: %m", key);
+      return -1;
+    }
+    return 1;
+  }
   if (strncmp (key, "bitmap-", 7) == 0) {
     nbdkit_error ("%s: unknown dirty-bitmap parameter; the dirty-bitmap "
-                  "filter takes bitmap-file and bitmap-granularity", key);
+                  "filter takes bitmap-file, bitmap-granularity and "
+                  "bitmap-disk-id", key);
     return -1;
   }
   return 0;
@@ -52,8 +73,15 @@ db_config_check (void)
 {
   struct stat st;
 
-  if (db_config.bitmap_file == NULL)
+  if (db_config.bitmap_file == NULL) {
+    if (db_config.disk_id) {
+      nbdkit_error ("bitmap-disk-id=%s: names the disk a bitmap file "
+                    "belongs to, so it needs bitmap-file=PATH too",
+                    db_config.disk_id);
+      return -1;
+    }
     return 0;
+  }
   if (stat (db_config.bitmap_file, &st) == 0 && !S_ISREG (st.st_mode)) {
     nbdkit_error ("bitmap-file=%s: exists and is not a regular file",
                   db_config.bitmap_file);
@@ -67,4 +95,6 @@ db_config_free (void)
 {
   free (db_config.bitmap_file);
   db_config.bitmap_file = NULL;
+  free (db_config.disk_id);
+  db_config.disk_id = NULL;
 }

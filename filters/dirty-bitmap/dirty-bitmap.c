@@ -81,6 +81,8 @@ db_config_complete (nbdkit_next_config_complete *next,
 static int
 db_get_ready (int thread_model)
 {
+  if (persist_get_ready () == -1)
+    return -1;
   return fleece_control_get_ready ();
 }
 

@@ -14,6 +14,7 @@
  */
 struct db_config {
   char *bitmap_file;            /* absolute path, or NULL: memory only */
+  char *disk_id;                /* bitmap-disk-id=, valid, or NULL */
   uint32_t granularity;
 };
 
@@ -27,6 +28,7 @@ extern void db_config_free (void);
   "bitmap-file=PATH           Where checkpoints persist (default:\n"    \
   "                           memory only).\n"                          \
   "bitmap-granularity=SIZE    Tracking granularity (default 64K).\n"    \
+  "bitmap-disk-id=STRING      Which disk the bitmap file belongs to.\n" \
   "control=SOCKET             Control socket for the whole stack."
 
 #endif /* FLEECE_DIRTY_BITMAP_H */

@@ -6,10 +6,21 @@
  * nbdkit-dirty-bitmap-filter(1).
  *
  * Trust: a file whose CRC, structure or magic is wrong is damaged; it
- * is renamed to PATH.damaged and tracking starts afresh.  A file that
- * is sound but was left IN_USE (unclean stop), or was made for a disk
- * of another size or another granularity, keeps its checkpoints marked
- * inconsistent: they are listed but refuse to serve delta views.
+ * is renamed to PATH.damaged (PATH.damaged.1, ... if that exists: an
+ * earlier damaged file is never replaced) and tracking starts afresh.
+ * A file that is sound but was left IN_USE (unclean stop), or was made
+ * for a disk of another size or another granularity, keeps its
+ * checkpoints marked inconsistent, each with the reason: they are
+ * listed but refuse to serve delta views.  A file that names another
+ * disk (bitmap-disk-id=) is refused and left untouched.
+ *
+ * One server per file: PATH.lock is locked (common/filelock.c) at
+ * get_ready, before the file is read, and stays locked until the
+ * process exits.
+ *
+ * State: lock_fd and the pending_* fields below are written only
+ * during nbdkit's single-threaded start-up (get_ready, after_fork), so
+ * they need no lock.
  */
 
 #include <config.h>
@@ -25,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nbdkit-filter.h>
@@ -33,9 +45,20 @@
 #include "checkpoints.h"
 #include "bmfile.h"
 #include "errors.h"
+#include "filelock.h"
 #include "dirty-bitmap.h"
 #include "persist.h"
 #include "size.h"
+
+/* PATH.lock, held open for the life of the process, or -1. */
+static int lock_fd = -1;
+
+/* The file as read at get_ready, for after_fork: pending_buf is NULL
+ * if it did not exist.  pending_mtime: when it was last written.
+ */
+static unsigned char *pending_buf;
+static size_t pending_len;
+static time_t pending_mtime;
 
 /*----------------------------------------------------------------------
  * Writing.
@@ -124,6 +147,8 @@ persist_save (bool in_use, char **errmsg)
 
   if (db_config.bitmap_file == NULL)
     return 0;
+  if (db_config.disk_id)
+    snprintf (f.disk_id, sizeof f.disk_id, "%s", db_config.disk_id);
   for (c = ckpt_oldest; c; c = c->newer)
     f.n++;
   f.checkpoints = calloc (f.n + 1, sizeof *f.checkpoints);
@@ -136,6 +161,8 @@ persist_save (bool in_use, char **errmsg)
     f.checkpoints[i].seq = c->seq;
     f.checkpoints[i].created = c->created;
     f.checkpoints[i].consistent = c->consistent;
+    snprintf (f.checkpoints[i].reason, sizeof f.checkpoints[i].reason,
+              "%s", c->reason);
     bitmaps[i] = &c->bits;
   }
   buf = bmfile_encode (&f, bitmaps, &len);
@@ -155,7 +182,8 @@ persist_save (bool in_use, char **errmsg)
  */
 
 static int
-read_file (const char *path, unsigned char **buf, size_t *len)
+read_file (const char *path, unsigned char **buf, size_t *len,
+           time_t *mtime)
 {
   struct stat st;
   int fd = open (path, O_RDONLY | O_CLOEXEC);
@@ -168,6 +196,7 @@ read_file (const char *path, unsigned char **buf, size_t *len)
     errno = EFBIG;
     return -1;
   }
+  *mtime = st.st_mtime;
   *buf = malloc (st.st_size ? st.st_size : 1);
   if (*buf == NULL) {
     close (fd);
@@ -204,6 +233,11 @@ load_chain (const struct bmfile *f, const char **why)
       *why = "out of memory";
       goto bad;
     }
+    if (!fc->consistent)
+      snprintf (c->reason, sizeof c->reason, "%s",
+                fc->reason[0] ? fc->reason :
+                "marked inconsistent by an earlier version of the filter, "
+                "which did not record why");
     if (use_bits &&
         bitmap_deserialize (&c->bits, fc->bits, fc->bits_len) == -1) {
       *why = "a bitmap does not match the disk size in its header";
@@ -219,41 +253,163 @@ load_chain (const struct bmfile *f, const char **why)
   return -1;
 }
 
+/* Every checkpoint is inconsistent from now on; one that already was
+ * keeps its first reason.
+ */
+static void mark_all_inconsistent (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
 static void
-mark_all_inconsistent (void)
+mark_all_inconsistent (const char *fmt, ...)
 {
   struct checkpoint *c;
+  char reason[BMFILE_REASON_MAX + 1];
+  va_list args;
 
-  for (c = ckpt_oldest; c; c = c->newer)
+  va_start (args, fmt);
+  vsnprintf (reason, sizeof reason, fmt, args);
+  va_end (args);
+  for (c = ckpt_oldest; c; c = c->newer) {
+    if (c->consistent)
+      snprintf (c->reason, sizeof c->reason, "%s", reason);
     c->consistent = false;
+  }
+}
+
+/* Move a damaged file aside to PATH.damaged, or PATH.damaged.N for
+ * the first N free: never over an existing file, so every damaged
+ * file is kept.  Returns the new name (malloc'd) or NULL (errno).
+ */
+static char *
+move_aside (const char *path)
+{
+  unsigned n;
+
+  for (n = 0; n < 1000; n++) {
+    char *aside;
+    int r;
+
+    if ((n == 0 ? asprintf (&aside, "%s.damaged", path)
+         : asprintf (&aside, "%s.damaged.%u", path, n)) == -1)
+      return NULL;
+    r = renameat2 (AT_FDCWD, path, AT_FDCWD, aside, RENAME_NOREPLACE);
+    if (r == -1 && (errno == EINVAL || errno == ENOSYS)) {
+      /* The file system cannot rename without replacing: a hard link
+       * fails the same way if aside exists.
+       */
+      r = link (path, aside);
+      if (r == 0 && unlink (path) == -1) {
+        int e = errno;
+
+        unlink (aside);
+        free (aside);
+        errno = e;
+        return NULL;
+      }
+    }
+    if (r == 0)
+      return aside;
+    free (aside);
+    if (errno != EEXIST)
+      return NULL;
+  }
+  errno = EEXIST;
+  return NULL;
+}
+
+/* The file's disk id against bitmap-disk-id=: 0 if it may be used,
+ * -1 (reported) if it belongs to another disk.
+ */
+static int
+check_disk_id (const char *path, const struct bmfile *f)
+{
+  const char *mine = db_config.disk_id;
+
+  if (f->disk_id[0] == '\0') {
+    if (mine)
+      nbdkit_error ("bitmap-file=%s: records no disk id; it now belongs to "
+                    "disk '%s' (bitmap-disk-id=), recorded at the next "
+                    "save", path, mine);
+    return 0;
+  }
+  if (mine && strcmp (mine, f->disk_id) == 0)
+    return 0;
+  if (mine)
+    nbdkit_error ("bitmap-file=%s belongs to disk '%s', this server is disk "
+                  "'%s' (bitmap-disk-id=): refusing to start; the file is "
+                  "left as it is, give this disk its own bitmap-file",
+                  path, f->disk_id, mine);
+  else
+    nbdkit_error ("bitmap-file=%s belongs to disk '%s', this server has no "
+                  "bitmap-disk-id=: refusing to start; the file is left as "
+                  "it is, give bitmap-disk-id=%s if it is that disk or "
+                  "another bitmap-file", path, f->disk_id, f->disk_id);
+  return -1;
+}
+
+int
+persist_get_ready (void)
+{
+  const char *path = db_config.bitmap_file;
+  char *errmsg = NULL;
+  struct bmfile f;
+  const char *why;
+  int r = 0;
+
+  if (path == NULL)
+    return 0;
+  lock_fd = filelock_side ("bitmap-file", path, "bitmap file", &errmsg);
+  if (lock_fd == -1) {
+    nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot lock it");
+    free (errmsg);
+    return -1;
+  }
+  if (read_file (path, &pending_buf, &pending_len, &pending_mtime) == -1) {
+    pending_buf = NULL;
+    if (errno != ENOENT) {
+      nbdkit_error ("bitmap-file=%s: cannot read it: %m", path);
+      return -1;
+    }
+    return 0;
+  }
+  /* A damaged file is dealt with at after_fork; a sound one must be
+   * this disk's before anything else happens.
+   */
+  if (bmfile_decode (pending_buf, pending_len, &f, &why) == 0) {
+    r = check_disk_id (path, &f);
+    bmfile_free (&f);
+  }
+  if (r == -1) {
+    free (pending_buf);
+    pending_buf = NULL;
+  }
+  return r;
 }
 
 int
 persist_load (void)
 {
   const char *path = db_config.bitmap_file;
-  unsigned char *buf = NULL;
-  size_t len = 0;
+  unsigned char *buf = pending_buf;
+  size_t len = pending_len;
   const char *why;
   struct bmfile f = { .n = 0, .checkpoints = NULL };
   char *errmsg = NULL;
 
   if (path == NULL)
     return 0;
-  if (read_file (path, &buf, &len) == -1) {
-    if (errno != ENOENT) {
-      nbdkit_error ("bitmap-file=%s: cannot read it: %m", path);
-      return -1;
-    }
+  pending_buf = NULL;
+  /* nbdkit may have forked into the background since get_ready. */
+  if (filelock_write_pid (lock_fd) == -1)
+    nbdkit_debug ("bitmap-file=%s: cannot write the pid into its lock "
+                  "file: %m", path);
+  if (buf == NULL)
     nbdkit_debug ("dirty-bitmap: %s does not exist yet", path);
-  }
   else if (bmfile_decode (buf, len, &f, &why) == -1 ||
            load_chain (&f, &why) == -1) {
-    char *aside = NULL;
+    char *aside = move_aside (path);
 
-    if (asprintf (&aside, "%s.damaged", path) == -1)
-      aside = NULL;
-    if (aside && rename (path, aside) == 0)
+    if (aside)
       nbdkit_error ("bitmap-file=%s: not trusted: %s; moved aside to %s, "
                     "all checkpoints are lost and the next backup must be "
                     "a full one", path, why, aside);
@@ -265,20 +421,30 @@ persist_load (void)
     free (aside);
   }
   else if (f.in_use) {
-    mark_all_inconsistent ();
-    nbdkit_error ("bitmap-file=%s: nbdkit did not stop cleanly, so writes "
-                  "may have been missed: every checkpoint is marked "
-                  "inconsistent and the next backup must be a full one",
-                  path);
+    char when[64];
+    struct tm tm;
+
+    if (gmtime_r (&pending_mtime, &tm) == NULL ||
+        strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+      snprintf (when, sizeof when, "at an unknown time");
+    mark_all_inconsistent ("server did not stop cleanly (file last written "
+                           "%s)", when);
+    nbdkit_error ("bitmap-file=%s: nbdkit did not stop cleanly (the file "
+                  "was last written %s), so writes may have been missed: "
+                  "every checkpoint is marked inconsistent and the next "
+                  "backup must be a full one", path, when);
   }
   else if (f.disk_size != db_disk_size) {
-    mark_all_inconsistent ();
+    mark_all_inconsistent ("disk size changed from %" PRIu64 " to %" PRIu64
+                           " bytes", f.disk_size, db_disk_size);
     nbdkit_error ("bitmap-file=%s: made for a disk of %" PRIu64 " bytes, "
                   "but the disk now has %" PRIu64 ": every checkpoint is "
                   "marked inconsistent", path, f.disk_size, db_disk_size);
   }
   else if (f.granularity != db_config.granularity) {
-    mark_all_inconsistent ();
+    mark_all_inconsistent ("granularity changed from %" PRIu32 " to %"
+                           PRIu32 " bytes", f.granularity,
+                           db_config.granularity);
     nbdkit_error ("bitmap-file=%s: made with bitmap-granularity=%" PRIu32
                   ", not %" PRIu32 ": every checkpoint is marked "
                   "inconsistent", path, f.granularity, db_config.granularity);

@@ -10,7 +10,14 @@
 
 #include <stdbool.h>
 
-/* At start-up, once the disk size is known: load the file if there is
+/* At get_ready (before nbdkit forks, before any tracking): lock
+ * PATH.lock for the life of the process, read the file and refuse a
+ * file of another disk (bitmap-disk-id=).  Returns -1 (reported) if
+ * the server must not start.
+ */
+extern int persist_get_ready (void);
+
+/* At after_fork, once the disk size is known: load the file if there is
  * one (anything doubtful is reported and marks checkpoints
  * inconsistent, never trusted), then mark it in use.  Returns -1 only
  * if the file cannot be written.
