@@ -17,7 +17,7 @@ import argparse
 
 import nbd
 
-from incr_lib import (MiB, fail, check, log, pattern, connect, close,
+from incr_lib import (fail, check, log, pattern, connect, close,
                       Ctl, run_main, delta_check, read_file)
 from fleece_lib import read_all
 

@@ -16,7 +16,7 @@ import re
 
 import nbd
 
-from fleece_lib import (MiB, TestFailure, fail, check, log, pattern, connect,
+from fleece_lib import (MiB, check, log, pattern, connect,
                         close, expect_same, Ctl, run_main)
 
 CLUSTER = 64 * 1024
