@@ -12,7 +12,7 @@
 # (offset) are accepted; with offset below, a full backup is exact.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires socat jq nbdcopy nbdsh cmp
+requires socat jq nbdcopy nbdsh nbdinfo cmp
 
 filterdir=$(nbdkit --dump-config | sed -n 's/^filterdir=//p')
 [ -d "$filterdir" ] || fail "nbdkit --dump-config names no filterdir"
