@@ -180,12 +180,16 @@ class Model:
 
 
 class Ctl:
-    def __init__(self, path):
+    """The control socket.  timeout: seconds a reply may take before
+    the test fails (socket.timeout, an OSError)."""
+
+    def __init__(self, path, timeout=30):
         self.path = path
+        self.timeout = timeout
 
     def __call__(self, line):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(30)
+        s.settimeout(self.timeout)
         s.connect(self.path)
         s.sendall((line + "\n").encode())
         buf = b""
