@@ -78,7 +78,9 @@ find_long (const char *name, size_t len)
   return found;
 }
 
-/* "nbdkit-cow-filter.so", "/x/y/nbdkit-cow-filter.so", "cow" -> "cow". */
+/* "nbdkit-cow-filter.so", "/x/y/nbdkit-cow-filter.so", "cow" -> "cow";
+ * the same for plugins.
+ */
 char *
 fleece_filter_short_name (const char *arg)
 {
@@ -89,7 +91,8 @@ fleece_filter_short_name (const char *arg)
   len = strlen (base);
   if (len > 3 && strcmp (base + len - 3, ".so") == 0)
     len -= 3;
-  if (len > 7 && strncmp (base + len - 7, "-filter", 7) == 0)
+  if (len > 7 && (strncmp (base + len - 7, "-filter", 7) == 0 ||
+                  strncmp (base + len - 7, "-plugin", 7) == 0))
     len -= 7;
   if (len > 7 && strncmp (base, "nbdkit-", 7) == 0) {
     base += 7;
@@ -120,13 +123,33 @@ fleece_cmdline_parse (int argc, char *const *argv, struct fleece_cmdline *c)
 
   c->n = 0;
   c->filters = NULL;
+  c->plugin = NULL;
+  c->nparams = 0;
+  c->params = calloc (argc + 1, sizeof *c->params);
+  c->buf = NULL;
+  if (c->params == NULL)
+    goto nomem;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
 
-    if (strcmp (a, "--") == 0)
+    if (strcmp (a, "--") == 0) {
+      /* Everything after it is the plugin and its arguments. */
+      for (i++; i < argc; i++) {
+        if (c->plugin == NULL)
+          c->plugin = argv[i];
+        else
+          c->params[c->nparams++] = argv[i];
+      }
       break;
-    if (a[0] != '-' || a[1] == '\0')
-      continue;                 /* plugin name, key=value, "-" */
+    }
+    if (a[0] != '-' || a[1] == '\0') {
+      /* The plugin name, then its arguments. */
+      if (c->plugin == NULL)
+        c->plugin = a;
+      else
+        c->params[c->nparams++] = a;
+      continue;
+    }
     if (a[1] == '-') {
       const char *eq = strchr (a + 2, '=');
       size_t len = eq ? (size_t) (eq - (a + 2)) : strlen (a + 2);
@@ -172,8 +195,13 @@ fleece_cmdline_free (struct fleece_cmdline *c)
   for (i = 0; i < c->n; i++)
     free (c->filters[i]);
   free (c->filters);
+  free (c->params);
+  free (c->buf);
   c->filters = NULL;
-  c->n = 0;
+  c->params = NULL;
+  c->buf = NULL;
+  c->plugin = NULL;
+  c->n = c->nparams = 0;
 }
 
 int
@@ -208,6 +236,10 @@ fleece_cmdline_self (struct fleece_cmdline *c)
   for (i = 0; i < len; i += strlen (buf + i) + 1)
     argv[argc++] = buf + i;
   r = fleece_cmdline_parse (argc, argv, c);
+  if (r == 0) {
+    c->buf = buf;               /* plugin and params point into it */
+    buf = NULL;
+  }
  out:
   close (fd);
   free (argv);

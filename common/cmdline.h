@@ -13,11 +13,16 @@
 struct fleece_cmdline {
   size_t n;
   char **filters;               /* n short names, NULL-terminated */
+  const char *plugin;           /* the plugin's name or path, or NULL */
+  size_t nparams;
+  const char **params;          /* its KEY=VALUE and bare arguments */
+  char *buf;                    /* storage behind plugin and params */
 };
 
 /* Read argv as nbdkit does and collect every --filter, as its short
- * name ("cow" for --filter=/path/nbdkit-cow-filter.so).  Returns 0, or
- * -1 with errno (out of memory).
+ * name ("cow" for --filter=/path/nbdkit-cow-filter.so), the plugin
+ * and its arguments (pointing into argv).  Returns 0, or -1 with errno
+ * (out of memory).
  */
 extern int fleece_cmdline_parse (int argc, char *const *argv,
                                  struct fleece_cmdline *c);

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <nbdkit-filter.h>
 
@@ -206,6 +207,82 @@ fleece_stack_verdict (char *const *filters, size_t n,
   return NULL;
 }
 
+/* The value of key=... among the plugin's arguments, or NULL. */
+static const char *
+param (const struct fleece_cmdline *c, const char *key)
+{
+  size_t i, len = strlen (key);
+
+  for (i = 0; i < c->nparams; i++)
+    if (strncmp (c->params[i], key, len) == 0 && c->params[i][len] == '=')
+      return c->params[i] + len + 1;
+  return NULL;
+}
+
+static bool
+same_file (const char *a, const char *b)
+{
+  struct stat sa, sb;
+
+  if (a == NULL || b == NULL || stat (a, &sa) == -1 || stat (b, &sb) == -1)
+    return false;
+  if (S_ISBLK (sa.st_mode) && S_ISBLK (sb.st_mode))
+    return sa.st_rdev == sb.st_rdev;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+char *
+fleece_plugin_verdict (const struct fleece_cmdline *c)
+{
+  char *plugin;
+  const char *disk = NULL, *target, *bitmaps, *v;
+  char *why = NULL;
+
+  if (c->plugin == NULL)
+    return NULL;
+  plugin = fleece_filter_short_name (c->plugin);
+  if (plugin == NULL)
+    return NULL;
+  /* The project's filters read and track one disk, whatever export
+   * name a client asks for; a plugin that serves another disk for
+   * every name would mix them.
+   */
+  if (strcmp (plugin, "file") == 0) {
+    if (param (c, "dir"))
+      why = verdict ("the file plugin with dir= serves another disk for "
+                     "every export name, and snapshots and change tracking "
+                     "need one disk: give file=DISK");
+    disk = param (c, "file");
+    if (disk == NULL && c->nparams > 0 && strchr (c->params[0], '=') == NULL)
+      disk = c->params[0];
+  }
+  else if (strcmp (plugin, "nbd") == 0 &&
+           (v = param (c, "dynamic-export")) != NULL &&
+           (strcmp (v, "true") == 0 || strcmp (v, "1") == 0 ||
+            strcmp (v, "on") == 0 || strcmp (v, "yes") == 0))
+    why = verdict ("the nbd plugin with dynamic-export=true serves another "
+                   "disk for every export name, and snapshots and change "
+                   "tracking need one disk: leave dynamic-export out");
+  free (plugin);
+  if (why)
+    return why;
+
+  /* The fleecing target and the bitmap file are the project's own:
+   * never the disk, never each other.
+   */
+  target = param (c, "cbw-target");
+  bitmaps = param (c, "bitmap-file");
+  if (same_file (target, disk))
+    return verdict ("cbw-target=%s is the disk itself; copying old data "
+                    "there would overwrite the disk", target);
+  if (same_file (bitmaps, disk))
+    return verdict ("bitmap-file=%s is the disk itself", bitmaps);
+  if (same_file (bitmaps, target))
+    return verdict ("bitmap-file=%s and cbw-target=%s are the same file",
+                    bitmaps, target);
+  return NULL;
+}
+
 int
 fleece_check_stack (void)
 {
@@ -222,6 +299,8 @@ fleece_check_stack (void)
     return -1;
   }
   why = fleece_stack_verdict (c.filters, c.n, present);
+  if (why == NULL)
+    why = fleece_plugin_verdict (&c);
   fleece_cmdline_free (&c);
   if (why) {
     nbdkit_error ("%s", why);

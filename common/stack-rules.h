@@ -22,6 +22,13 @@
 extern char *fleece_stack_verdict (char *const *filters, size_t n,
                                    const bool present[FLEECE_NR_FILTERS]);
 
+struct fleece_cmdline;
+/* The same for the plugin and the files its arguments name: one disk
+ * for every export name; cbw-target, bitmap-file and the disk are three
+ * different files.
+ */
+extern char *fleece_plugin_verdict (const struct fleece_cmdline *c);
+
 /* The verdict for this nbdkit process; -1 after nbdkit_error. */
 extern int fleece_check_stack (void);
 

@@ -85,5 +85,23 @@ cmp -n $((1024 * 1024)) "$disk" "$tmpdir/head.img" ||
   fail "offset below the stack: a write landed outside the offset view"
 r=$(ctl "$ctl" snapshot-end)
 echo "$r" | jq -e '.ok == true' >/dev/null || fail "snapshot-end: $r"
+stop_nbdkit "$sock"
+
+# The plugin must serve one disk for every export name, and the
+# target and bitmap file are never the disk.
+mkdir "$tmpdir/images"
+expect_refused 'file plugin with dir=' \
+  --filter="$SA" --filter="$CBW" --filter="$DB" file dir="$tmpdir/images"
+expect_refused 'dynamic-export' \
+  --filter="$DB" nbd socket="$tmpdir/none.sock" dynamic-export=true
+cp "$disk" "$tmpdir/disk.copy"
+expect_refused 'cbw-target=.* is the disk itself' \
+  --filter="$SA" --filter="$CBW" file "$disk" cbw-target="$disk"
+expect_refused 'bitmap-file=.* is the disk itself' \
+  --filter="$DB" file file="$disk" bitmap-file="$disk"
+expect_refused 'are the same file' \
+  --filter="$SA" --filter="$CBW" --filter="$DB" file "$disk" \
+  bitmap-file="$tmpdir/disk.copy" cbw-target="$tmpdir/disk.copy"
+cmp "$disk" "$tmpdir/disk.copy" || fail "a refused start changed the disk or its copy"
 
 echo "OK"
