@@ -82,6 +82,7 @@ struct fleece_filter_api {
 
 struct fleece_snapshot_info {
   uint64_t id;                  /* 0: no snapshot */
+  char name[FLEECE_NAME_BUF];   /* "" for the default snapshot */
   uint64_t size;                /* disk size at the snapshot point */
   int64_t started;              /* time (), UTC */
   char checkpoint[FLEECE_NAME_BUF]; /* begun with checkpoint=, or "" */
@@ -93,8 +94,15 @@ struct bitmap;
 struct fleece_cbw_api {
   struct fleece_filter_api base;
 
-  /* The active snapshot, or info->id == 0 if there is none. */
-  void (*snapshot_info) (struct fleece_snapshot_info *info);
+  /* The active snapshot called name ("" for the default one), or
+   * info->id == 0 if there is none.
+   */
+  void (*snapshot_info) (const char *name,
+                         struct fleece_snapshot_info *info);
+  /* The names of the active snapshots ("" for the default one): a
+   * NULL-terminated malloc'd array of malloc'd strings, or NULL.
+   */
+  char **(*snapshot_names) (void);
   /* Read the snapshot.  next is a context on the cbw filter's layer
    * (the caller's next), used to read clusters not yet copied.
    */

@@ -168,16 +168,20 @@ api_config_started (void)
   return config_started;
 }
 
-/* A checkpoint name given as key=NAME, or NULL; -1 if it is bad. */
+/* A checkpoint or snapshot name given as key=NAME, or NULL; -1 if it
+ * is bad.
+ */
 static int
 name_arg (const struct ctl_request *req, const char *key, const char **out,
           char **errmsg)
 {
   *out = ctl_request_get (req, key);
   if (*out && !fleece_valid_name (*out)) {
-    return fleece_errorf (errmsg, "%s=%s: a checkpoint name is 1 to %d "
+    return fleece_errorf (errmsg, "%s=%s: a %s name is 1 to %d "
                           "characters from A-Z a-z 0-9 _ . - and does not start "
-                          "with . or -", key, *out, FLEECE_NAME_MAX);
+                          "with . or -", key, *out,
+                          strcmp (key, "name") == 0 ? "snapshot" : "checkpoint",
+                          FLEECE_NAME_MAX);
   }
   return 0;
 }
@@ -186,21 +190,25 @@ static int
 api_command (const struct ctl_request *req, struct jbuf *reply,
              char **errmsg)
 {
-  static const char *const begin_keys[] = { "checkpoint", "since", NULL };
-  static const char *const no_keys[] = { NULL };
-  const char *checkpoint, *since;
+  static const char *const begin_keys[] =
+    { "name", "checkpoint", "since", NULL };
+  static const char *const end_keys[] = { "name", NULL };
+  const char *name, *checkpoint, *since;
 
   if (strcmp (req->command, "snapshot-begin") == 0) {
     if (ctl_request_check (req, begin_keys, 0, errmsg) == -1 ||
+        name_arg (req, "name", &name, errmsg) == -1 ||
         name_arg (req, "checkpoint", &checkpoint, errmsg) == -1 ||
         name_arg (req, "since", &since, errmsg) == -1)
       return -1;
-    return snapshot_begin (checkpoint, since, reply, errmsg);
+    return snapshot_begin (name ? name : "", checkpoint, since, reply,
+                           errmsg);
   }
   if (strcmp (req->command, "snapshot-end") == 0) {
-    if (ctl_request_check (req, no_keys, 0, errmsg) == -1)
+    if (ctl_request_check (req, end_keys, 0, errmsg) == -1 ||
+        name_arg (req, "name", &name, errmsg) == -1)
       return -1;
-    return snapshot_end (reply, errmsg);
+    return snapshot_end (name ? name : "", reply, errmsg);
   }
   return fleece_errorf (errmsg, "cbw: unknown command '%s'", req->command);
 }
@@ -215,6 +223,7 @@ NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
     .command = api_command,
   },
   .snapshot_info = snapshot_info,
+  .snapshot_names = snapshot_names,
   .snapshot_pread = snapshot_pread,
   .snapshot_extents = snapshot_extents,
   .snapshot_release = snapshot_release,

@@ -2,8 +2,9 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * The snapshot engine of the cbw filter: copy-before-write on the
- * guest's path, reads of the point-in-time view, releasing regions,
- * begin and end.  The locking rules are at the top of snapshot.c.
+ * guest's path (copy.c), reads of the point-in-time views, releasing
+ * regions (view.c), begin and end (snapshot.c).  The locking rules are
+ * in snapshot-int.h.
  */
 
 #ifndef FLEECE_CBW_SNAPSHOT_H
@@ -34,13 +35,18 @@ extern int snapshot_before_write (nbdkit_next *next, uint32_t count,
 extern void snapshot_after_write (void);
 
 /* Control commands (called from the control thread, serialised). */
-extern int snapshot_begin (const char *checkpoint, const char *since,
-                           struct jbuf *reply, char **errmsg);
-extern int snapshot_end (struct jbuf *reply, char **errmsg);
+/* name is "" for the default snapshot. */
+extern int snapshot_begin (const char *name, const char *checkpoint,
+                           const char *since, struct jbuf *reply,
+                           char **errmsg);
+extern int snapshot_end (const char *name, struct jbuf *reply,
+                         char **errmsg);
 extern void snapshot_status (struct jbuf *reply);
 
 /* The interface for snapshot-access (see fleece-api.h). */
-extern void snapshot_info (struct fleece_snapshot_info *info);
+extern void snapshot_info (const char *name,
+                           struct fleece_snapshot_info *info);
+extern char **snapshot_names (void);
 extern int snapshot_pread (uint64_t id, nbdkit_next *next, void *buf,
                            uint32_t count, uint64_t offset, int *err);
 extern int snapshot_extents (uint64_t id, nbdkit_next *next,

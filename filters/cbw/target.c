@@ -301,6 +301,9 @@ pool_put (int i, bool broken)
   pthread_mutex_unlock (&pool_lock);
 }
 
+/* The NBD target's size, set by begin_nbd (control thread). */
+static uint64_t nbd_capacity;
+
 static int
 begin_nbd (uint64_t size, char **errmsg)
 {
@@ -329,7 +332,21 @@ begin_nbd (uint64_t size, char **errmsg)
     return -1;
   }
   pool[0].h = h;
+  nbd_capacity = tsize;
   return 0;
+}
+
+uint64_t
+target_capacity (void)
+{
+  off_t end;
+
+  if (cbw_config.target_kind == CBW_TARGET_NBD)
+    return nbd_capacity;
+  if (!is_blockdev)
+    return UINT64_MAX;
+  end = lseek (fd, 0, SEEK_END);
+  return end == -1 ? 0 : (uint64_t) end;
 }
 
 int

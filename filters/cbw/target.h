@@ -33,6 +33,10 @@ extern void target_close (void);
  * (malloc'd) saying what is wrong.
  */
 extern int target_begin (uint64_t size, char **errmsg);
+/* Bytes the target can hold (after target_begin): a file grows as
+ * needed (UINT64_MAX), a block device or an NBD export has its size.
+ */
+extern uint64_t target_capacity (void);
 /* The snapshot ended: release all the target's space. */
 extern void target_end (void);
 

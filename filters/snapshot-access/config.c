@@ -52,6 +52,11 @@ check_export_name (const char *key, const char *value)
       return -1;
     }
   }
+  if (strchr (value, '@')) {
+    nbdkit_error ("%s=%s: the name may not contain \"@\", which introduces "
+                  "named snapshots", key, value);
+    return -1;
+  }
   if (strstr (value, SA_SINCE)) {
     nbdkit_error ("%s=%s: the name may not contain \"%s\", which "
                   "introduces the delta views", key, value, SA_SINCE);
@@ -114,22 +119,41 @@ sa_config_free (void)
 }
 
 /* Names reserved for snapshots (stack-rules.c) never reach the
- * plugin: the ones this filter does not serve are refused.
+ * plugin: the ones this filter does not serve are refused.  The views:
+ *
+ *   EXPORT                     the default snapshot
+ *   EXPORT/since/CKPT          its delta view
+ *   EXPORT@NAME                the named snapshot NAME
+ *   EXPORT@NAME/since/CKPT     its delta view
  */
 enum sa_view
-sa_classify (const char *name, const char **checkpoint)
+sa_classify (const char *name, char *snap, const char **checkpoint)
 {
   size_t len = strlen (sa_config.export_name);
+  const char *r = name + len;
 
+  snap[0] = '\0';
   if (strncmp (name, sa_config.export_name, len) == 0) {
-    if (name[len] == '\0')
+    if (*r == '@') {
+      size_t n = strcspn (r + 1, "/");
+
+      if (n > FLEECE_NAME_MAX)
+        goto refused;
+      memcpy (snap, r + 1, n);
+      snap[n] = '\0';
+      if (!fleece_valid_name (snap))
+        goto refused;
+      r += 1 + n;
+    }
+    if (*r == '\0')
       return SA_VIEW_SNAPSHOT;
-    if (strncmp (name + len, SA_SINCE, strlen (SA_SINCE)) == 0 &&
-        fleece_valid_name (name + len + strlen (SA_SINCE))) {
-      *checkpoint = name + len + strlen (SA_SINCE);
+    if (strncmp (r, SA_SINCE, strlen (SA_SINCE)) == 0 &&
+        fleece_valid_name (r + strlen (SA_SINCE))) {
+      *checkpoint = r + strlen (SA_SINCE);
       return SA_VIEW_DELTA;
     }
   }
+ refused:
   if (fleece_reserved_export (name, sa_config.export_name))
     return SA_VIEW_REFUSED;
   return SA_VIEW_LIVE;

@@ -98,6 +98,7 @@ sa_cleanup (nbdkit_backend *backend)
 struct handle {
   enum sa_view view;
   uint64_t id;                  /* the snapshot, for both views */
+  char snap[FLEECE_NAME_BUF];   /* its name, "" for the default one */
   uint64_t size;
   /* SA_VIEW_DELTA: one bit per granule of `unit` bytes, set where the
    * disk changed between the checkpoint and the snapshot point.
@@ -159,7 +160,7 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
     nbdkit_error ("calloc: %m");
     return NULL;
   }
-  h->view = sa_classify (exportname, &checkpoint);
+  h->view = sa_classify (exportname, h->snap, &checkpoint);
   switch (h->view) {
   case SA_VIEW_LIVE:
     if (next (nxdata, readonly, exportname) == -1)
@@ -169,19 +170,24 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
   case SA_VIEW_SNAPSHOT:
     break;
   case SA_VIEW_REFUSED:
-    nbdkit_error ("export %s: no such snapshot view; the names %s, %s%sNAME "
-                  "and those beginning with snapshot/ or snapshot@ are "
-                  "reserved for snapshots and never reach the disk",
-                  exportname, sa_config.export_name, sa_config.export_name,
-                  SA_SINCE);
+    nbdkit_error ("export %s: no such snapshot view; the names %s, %s@NAME, "
+                  "their %sCHECKPOINT views and all others beginning with "
+                  "snapshot/ or snapshot@ are reserved for snapshots and "
+                  "never reach the disk", exportname, sa_config.export_name,
+                  sa_config.export_name, SA_SINCE);
     errno = ENOENT;
     goto err;
   }
 
-  cbw->snapshot_info (&info);
+  cbw->snapshot_info (h->snap, &info);
   if (info.id == 0) {
-    nbdkit_error ("export %s: no snapshot is active; start one with "
-                  "'snapshot-begin' on the control socket", exportname);
+    if (h->snap[0])
+      nbdkit_error ("export %s: no snapshot named %s is active; start it "
+                    "with 'snapshot-begin name=%s' on the control socket",
+                    exportname, h->snap, h->snap);
+    else
+      nbdkit_error ("export %s: no snapshot is active; start one with "
+                    "'snapshot-begin' on the control socket", exportname);
     errno = ENOENT;
     goto err;
   }
@@ -314,8 +320,9 @@ describe_snapshot (const struct fleece_snapshot_info *info)
   char when[FLEECE_TIME_BUF];
 
   fleece_format_time (info->started, when);
-  return nbdkit_printf_intern ("point-in-time snapshot %" PRIu64 " of the "
-                               "disk, taken %s%s%s%s%s", info->id, when,
+  return nbdkit_printf_intern ("point-in-time snapshot %" PRIu64 "%s%s of "
+                               "the disk, taken %s%s%s%s%s", info->id,
+                               info->name[0] ? " " : "", info->name, when,
                                info->checkpoint[0] ? "; started checkpoint " : "",
                                info->checkpoint,
                                info->since[0] ? "; preserves changes since "
@@ -332,8 +339,9 @@ describe_delta (const struct fleece_snapshot_info *info, const char *name)
 
   fleece_format_time (info->started, when);
   return nbdkit_printf_intern ("changes since checkpoint %s, up to "
-                               "snapshot %" PRIu64 " taken %s",
-                               name, info->id, when);
+                               "snapshot %" PRIu64 "%s%s taken %s",
+                               name, info->id, info->name[0] ? " " : "",
+                               info->name, when);
 }
 
 static const char *
@@ -344,7 +352,7 @@ sa_export_description (nbdkit_next *next, void *handle)
 
   if (!SNAP (h))
     return next->export_description (next);
-  cbw->snapshot_info (&info);
+  cbw->snapshot_info (h->snap, &info);
   if (info.id != h->id)
     return "snapshot (ended)";
   if (h->view == SA_VIEW_DELTA)
@@ -361,7 +369,7 @@ check_alive (const struct handle *h, int *err)
 {
   struct fleece_snapshot_info info;
 
-  cbw->snapshot_info (&info);
+  cbw->snapshot_info (h->snap, &info);
   if (info.id == h->id)
     return 0;
   nbdkit_error ("snapshot %" PRIu64 " has ended; open the export again "
@@ -537,46 +545,60 @@ sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   return next->cache (next, count, offset, flags, err);
 }
 
-/* The delta views that can be opened now. */
-static int
-list_deltas (struct nbdkit_exports *exports,
-             const struct fleece_snapshot_info *info)
+/* The export name of snapshot info's view (delta: since checkpoint). */
+static const char *
+view_name (const struct fleece_snapshot_info *info, const char *checkpoint)
 {
-  char **names = cbw->snapshot_delta_names (info->id);
-  size_t i;
-  int r = 0;
+  return nbdkit_printf_intern ("%s%s%s%s%s", sa_config.export_name,
+                               info->name[0] ? "@" : "", info->name,
+                               checkpoint ? SA_SINCE : "",
+                               checkpoint ? checkpoint : "");
+}
 
-  if (names == NULL)
-    return 0;
-  for (i = 0; names[i]; i++) {
+/* The snapshot view and the delta views of one snapshot. */
+static int
+list_snapshot (struct nbdkit_exports *exports, const char *name)
+{
+  struct fleece_snapshot_info info;
+  char **names;
+  size_t i;
+  int r;
+
+  cbw->snapshot_info (name, &info);
+  if (info.id == 0)
+    return 0;                   /* ended meanwhile */
+  r = nbdkit_add_export (exports, view_name (&info, NULL),
+                         describe_snapshot (&info));
+  names = cbw->snapshot_delta_names (info.id);
+  for (i = 0; names && names[i]; i++) {
     if (r == 0)
-      r = nbdkit_add_export (exports,
-                             nbdkit_printf_intern ("%s%s%s",
-                                                   sa_config.export_name,
-                                                   SA_SINCE, names[i]),
-                             describe_delta (info, names[i]));
+      r = nbdkit_add_export (exports, view_name (&info, names[i]),
+                             describe_delta (&info, names[i]));
     free (names[i]);
   }
   free (names);
   return r;
 }
 
-/* The plugin's exports, plus the snapshot views while one is active. */
+/* The plugin's exports, plus the views of every active snapshot. */
 static int
 sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
                  int readonly, int is_tls, struct nbdkit_exports *exports)
 {
-  struct fleece_snapshot_info info;
+  char **names;
+  size_t i;
+  int r = 0;
 
   if (next (nxdata, readonly, exports) == -1)
     return -1;
-  cbw->snapshot_info (&info);
-  if (info.id == 0)
-    return 0;
-  if (nbdkit_add_export (exports, sa_config.export_name,
-                         describe_snapshot (&info)) == -1)
-    return -1;
-  return list_deltas (exports, &info);
+  names = cbw->snapshot_names ();
+  for (i = 0; names && names[i]; i++) {
+    if (r == 0)
+      r = list_snapshot (exports, names[i]);
+    free (names[i]);
+  }
+  free (names);
+  return r;
 }
 
 /* Interface for the other project filters. */

@@ -9,6 +9,8 @@
 
 #include <stdbool.h>
 
+#include "fleece-api.h"
+
 /* Parameters.  Written only during nbdkit's single-threaded start-up,
  * read-only afterwards, so no lock.
  */
@@ -35,8 +37,12 @@ enum sa_view {
   SA_VIEW_DELTA,                /* EXPORT/since/NAME */
   SA_VIEW_REFUSED,              /* reserved for snapshots, served by none */
 };
-/* Classify name; for SA_VIEW_DELTA *checkpoint points into name. */
-extern enum sa_view sa_classify (const char *name, const char **checkpoint);
+/* Classify name.  For the snapshot views, snap (FLEECE_NAME_BUF
+ * bytes) gets the snapshot's name ("" for the default one); for
+ * SA_VIEW_DELTA *checkpoint points into name.
+ */
+extern enum sa_view sa_classify (const char *name, char *snap,
+                                 const char **checkpoint);
 
 #define SA_CONFIG_HELP                                                  \
   "snapshot-export=NAME       Export name of the snapshot (default\n"   \

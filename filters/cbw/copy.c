@@ -1,0 +1,300 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * Copy-before-write on the guest's path: before a write, zero or trim
+ * changes a cluster that some active snapshot still needs, the
+ * cluster's current contents are copied to the target once, for every
+ * snapshot that needs them.  Locking rules: snapshot-int.h.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nbdkit-filter.h>
+
+#include "snapshot-int.h"
+#include "snapshot.h"
+#include "target.h"
+
+extern int cbw_debug_copy;
+
+/* Largest piece copied in one go. */
+#define COPY_CHUNK (4 * 1024 * 1024)
+
+/* Which snapshots still need cluster c: a bit per index in snaps[].
+ * Caller holds state_lock.
+ */
+static unsigned
+needers (uint64_t c)
+{
+  unsigned i, mask = 0;
+
+  for (i = 0; i < SNAP_MAX; i++) {
+    const struct snapshot *s = snaps[i];
+
+    if (s && s->broken == NULL && c < s->nclusters &&
+        bitmap_test (&s->need, c))
+      mask |= 1u << i;
+  }
+  return mask;
+}
+
+/* The first cluster in [c, end) that some snapshot needs, or end.
+ * Caller holds state_lock.
+ */
+static uint64_t
+next_needed (uint64_t c, uint64_t end)
+{
+  uint64_t first = end, n;
+  unsigned i;
+
+  for (i = 0; i < SNAP_MAX; i++) {
+    const struct snapshot *s = snaps[i];
+
+    if (s == NULL || s->broken || c >= s->nclusters)
+      continue;
+    n = bitmap_next_set (&s->need, c);
+    if (n < first)
+      first = n;
+  }
+  return first;
+}
+
+static void
+deadline_from_now (struct timespec *deadline)
+{
+  clock_gettime (CLOCK_MONOTONIC, deadline);
+  deadline->tv_sec += cbw_config.timeout;
+}
+
+/* Bytes of the copy of [c, c+n): the largest needing snapshot's view
+ * (a snapshot of a smaller disk reads only its part of the last
+ * cluster).
+ */
+static uint32_t
+copy_bytes (unsigned mask, uint64_t c, uint64_t n)
+{
+  uint64_t len = 0, l;
+  unsigned i;
+
+  for (i = 0; i < SNAP_MAX; i++) {
+    if (mask & (1u << i)) {
+      l = cluster_bytes (snaps[i], c, n);
+      if (l > len)
+        len = l;
+    }
+  }
+  return len;
+}
+
+/* Record the copy of [c, c+n) at slot for every snapshot in mask.
+ * Caller holds state_lock.
+ */
+static int
+record_copy (unsigned mask, uint64_t c, uint64_t n, uint64_t slot)
+{
+  unsigned i;
+
+  for (i = 0; i < SNAP_MAX; i++) {
+    struct snapshot *s = snaps[i];
+
+    if (!(mask & (1u << i)))
+      continue;
+    if (slot != c) {
+      if (slotmap_put (&s->slots, c, slot) == -1)
+        return -1;
+      bitmap_set (&s->moved, c);
+    }
+    bitmap_clear_range (&s->need, c, n);
+    bitmap_set_range (&s->copied, c, n);
+    s->clusters_copied += n;
+    s->target_bytes += cluster_bytes (s, c, n);
+  }
+  return 0;
+}
+
+/* Copy clusters [c, c+n), which the snapshots in mask need, to slot.
+ * Caller holds them EXCLUSIVE.  Returns 0 when copied, 1 when nothing
+ * was copied because the disk shrank (the snapshots are broken), -1 on
+ * failure.
+ */
+static int
+copy_clusters (nbdkit_next *next, unsigned mask, uint64_t c, uint64_t n,
+               uint64_t slot, int *err)
+{
+  struct timespec deadline;
+  const struct timespec *dl = NULL;
+  uint64_t offset = c * cs ();
+  uint32_t len = copy_bytes (mask, c, n);
+  int64_t size;
+  void *buf;
+  int r = -1;
+  unsigned i;
+
+  if (cbw_config.timeout) {
+    deadline_from_now (&deadline);
+    dl = &deadline;
+  }
+  size = next->get_size (next);
+  if (size >= 0 && offset + len > (uint64_t) size) {
+    /* Never read past the end this context knows (nbdkit would abort):
+     * the disk shrank under these snapshots.
+     */
+    for (i = 0; i < SNAP_MAX; i++)
+      if (mask & (1u << i))
+        break_shrunk (snaps[i], size);
+    return 1;
+  }
+  buf = malloc (len);
+  if (buf == NULL) {
+    *err = errno;
+    return -1;
+  }
+  if (next->pread (next, buf, len, offset, 0, err) == -1)
+    goto out;
+  if (target_write (buf, len, slot * cs (), dl, err) == -1)
+    goto out;
+
+  pthread_mutex_lock (&state_lock);
+  r = record_copy (mask, c, n, slot);
+  pthread_mutex_unlock (&state_lock);
+  if (r == -1) {
+    *err = ENOMEM;
+    goto out;
+  }
+  if (cbw_debug_copy)
+    nbdkit_debug ("cbw: copied %" PRIu32 " bytes at %" PRIu64 " to slot %"
+                  PRIu64 " for %u snapshot(s)", len, offset, slot,
+                  (unsigned) __builtin_popcount (mask));
+ out:
+  free (buf);
+  return r;
+}
+
+/* A copy for the snapshots in mask failed with err. */
+static int
+copy_failed (unsigned mask, uint64_t c, int *err)
+{
+  unsigned i;
+  char *why;
+
+  nbdkit_debug ("cbw: copy at %" PRIu64 " failed: %s",
+                c * cs (), strerror (*err));
+  pthread_mutex_lock (&state_lock);
+  for (i = 0; i < SNAP_MAX; i++) {
+    struct snapshot *s = snaps[i];
+
+    if (!(mask & (1u << i)))
+      continue;
+    set_last_error (s, "copy-before-write", c * cs (), *err);
+    s->copy_errors++;
+    if (cbw_config.on_error == CBW_BREAK_SNAPSHOT) {
+      if (asprintf (&why, "copy-before-write of offset %" PRIu64
+                    " failed: %s", c * cs (), strerror (*err)) == -1)
+        why = NULL;
+      break_locked (s, why);
+    }
+  }
+  pthread_mutex_unlock (&state_lock);
+  if (cbw_config.on_error == CBW_BREAK_SNAPSHOT)
+    return 0;
+  nbdkit_error ("cbw: copy-before-write of offset %" PRIu64 " failed (%s); "
+                "failing the guest's write (cbw-on-error=break-guest-write)",
+                c * cs (), strerror (*err));
+  *err = guest_errno (*err);
+  return -1;
+}
+
+/* Copy every cluster of [c0, c1] that some snapshot still needs.
+ * Caller holds them EXCLUSIVE.
+ */
+static int
+copy_range (nbdkit_next *next, uint64_t c0, uint64_t c1, int *err)
+{
+  const uint64_t chunk = COPY_CHUNK > cs () ? COPY_CHUNK / cs () : 1;
+  uint64_t c = c0, n, slot;
+  unsigned mask;
+  int r;
+
+  for (;;) {
+    pthread_mutex_lock (&state_lock);
+    c = next_needed (c, c1 + 1);
+    if (c > c1) {
+      pthread_mutex_unlock (&state_lock);
+      return 0;
+    }
+    /* The run of clusters needed by exactly the same snapshots. */
+    mask = needers (c);
+    for (n = 1; n < chunk && c + n <= c1 && needers (c + n) == mask; n++)
+      ;
+    r = store_reserve (c, &n, &slot, err);
+    pthread_mutex_unlock (&state_lock);
+
+    if (r == 0)
+      r = copy_clusters (next, mask, c, n, slot, err);
+    else
+      r = -2;                   /* no room: nothing reserved */
+    if (r == -1 || r == 1) {
+      pthread_mutex_lock (&state_lock);
+      store_unreserve (c, n, slot);
+      pthread_mutex_unlock (&state_lock);
+    }
+    if (r < 0 && copy_failed (mask, c, err) == -1)
+      return -1;
+    c += n;
+  }
+}
+
+int
+snapshot_before_write (nbdkit_next *next, uint32_t count, uint64_t offset,
+                       bool fast_zero, int *err)
+{
+  struct rangelock_entry e;
+  uint64_t c0, c1, end = 0;
+  bool any;
+  unsigned i;
+  int r;
+
+  pthread_rwlock_rdlock (&snap_gate);
+  if (nsnaps == 0 || count == 0)
+    return 0;
+  for (i = 0; i < SNAP_MAX; i++)
+    if (snaps[i] && snaps[i]->size > end)
+      end = snaps[i]->size;
+  if (offset >= end)
+    return 0;
+  if (offset + count < end)
+    end = offset + count;
+  c0 = offset / cs ();
+  c1 = (end - 1) / cs ();
+  pthread_mutex_lock (&state_lock);
+  any = next_needed (c0, c1 + 1) <= c1;
+  pthread_mutex_unlock (&state_lock);
+  if (!any)
+    return 0;
+  if (fast_zero) {
+    pthread_rwlock_unlock (&snap_gate);
+    *err = ENOTSUP;
+    return -1;
+  }
+
+  rangelock_lock (&snap_ranges, &e, c0 * cs (), (c1 - c0 + 1) * cs (),
+                  RANGELOCK_EXCLUSIVE);
+  r = copy_range (next, c0, c1, err);
+  rangelock_unlock (&snap_ranges, &e);
+  if (r == -1)
+    pthread_rwlock_unlock (&snap_gate);
+  return r;
+}
+
+void
+snapshot_after_write (void)
+{
+  pthread_rwlock_unlock (&snap_gate);
+}
