@@ -26,6 +26,8 @@ static const struct {
 } commands[] = {
   { "snapshot-begin", FLEECE_CBW },
   { "snapshot-end", FLEECE_CBW },
+  { "quiesce", FLEECE_CBW },
+  { "resume", FLEECE_CBW },
   { "checkpoint-create", FLEECE_DIRTY_BITMAP },
   { "checkpoint-delete", FLEECE_DIRTY_BITMAP },
 };
@@ -93,6 +95,7 @@ fleece_dispatch (const struct ctl_request *req, void *opaque,
     return api->command (req, reply, errmsg);
   }
   return fleece_errorf (errmsg, "unknown command '%s'; commands are status, "
-                        "snapshot-begin, snapshot-end, checkpoint-create and "
-                        "checkpoint-delete", req->command);
+                        "snapshot-begin, snapshot-end, quiesce, resume, "
+                        "checkpoint-create and checkpoint-delete",
+                        req->command);
 }

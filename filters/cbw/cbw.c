@@ -23,6 +23,7 @@
 #include "json.h"
 #include "params.h"
 #include "size.h"
+#include "quiesce.h"
 #include "snapshot.h"
 #include "target.h"
 
@@ -209,6 +210,27 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
         name_arg (req, "name", &name, errmsg) == -1)
       return -1;
     return snapshot_end (name ? name : "", reply, errmsg);
+  }
+  if (strcmp (req->command, "quiesce") == 0) {
+    static const char *const quiesce_keys[] = { "timeout", NULL };
+    const char *t;
+    uint64_t timeout = 10;
+    const char *why;
+
+    if (ctl_request_check (req, quiesce_keys, 0, errmsg) == -1)
+      return -1;
+    t = ctl_request_get (req, "timeout");
+    if (t && fleece_parse_uint (t, 3600, &timeout, &why) == -1)
+      return fleece_errorf (errmsg, "timeout=%s: %s; expected 1 to 3600 "
+                            "seconds", t, why);
+    return quiesce_begin (timeout, reply, errmsg);
+  }
+  if (strcmp (req->command, "resume") == 0) {
+    static const char *const no_keys[] = { NULL };
+
+    if (ctl_request_check (req, no_keys, 0, errmsg) == -1)
+      return -1;
+    return quiesce_end (reply, errmsg);
   }
   return fleece_errorf (errmsg, "cbw: unknown command '%s'", req->command);
 }

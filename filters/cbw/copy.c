@@ -18,6 +18,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "quiesce.h"
 #include "snapshot-int.h"
 #include "snapshot.h"
 #include "target.h"
@@ -261,7 +262,13 @@ snapshot_before_write (nbdkit_next *next, uint32_t count, uint64_t offset,
   unsigned i;
   int r;
 
-  pthread_rwlock_rdlock (&snap_gate);
+  for (;;) {
+    pthread_rwlock_rdlock (&snap_gate);
+    if (!quiesce_holding ())
+      break;
+    pthread_rwlock_unlock (&snap_gate);
+    quiesce_wait ();
+  }
   if (nsnaps == 0 || count == 0)
     return 0;
   for (i = 0; i < SNAP_MAX; i++)

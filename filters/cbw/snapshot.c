@@ -21,6 +21,7 @@
 #include "errors.h"
 #include "gate.h"
 #include "json.h"
+#include "quiesce.h"
 #include "snapshot-int.h"
 #include "snapshot.h"
 #include "target.h"
@@ -47,6 +48,7 @@ snapshot_init (void)
 {
   fleece_gate_init (&snap_gate);
   rangelock_init (&snap_ranges);
+  quiesce_init ();
 }
 
 static void
@@ -451,6 +453,7 @@ snapshot_status (struct jbuf *reply)
   pthread_mutex_unlock (&state_lock);
   jbuf_raw (reply, "}");
   pthread_rwlock_unlock (&snap_gate);
+  quiesce_status (reply);
 }
 
 void
