@@ -314,6 +314,75 @@ def full_case():
     close(h)
 
 
+def limit_guest_case():
+    """cbw-target-limit=4 clusters, break-guest-write: the write that
+    would pass the limit fails with ENOSPC and changes nothing."""
+    ctl = Ctl(args.ctl)
+    model = Model(SIZE)
+    h = connect(args.sock)
+    h.pwrite(pattern("l0", SIZE), 0)
+    model.write(0, pattern("l0", SIZE))
+    p0 = model.bytes()
+    begin(ctl, "a")
+    for c in range(4):
+        d = pattern("l1-%d" % c, C)
+        h.pwrite(d, c * C)
+        model.write(c * C, d)
+    e = expect_error(lambda: h.pwrite(pattern("l2", C), 9 * C),
+                     "a write past the target limit", ["ENOSPC"])
+    check(e is not None, "no error")
+    expect_same(h.pread(SIZE, 0), model.bytes(), "live disk")
+    st = ctl.ok("status")
+    check(st["target"]["held_bytes"] == 4 * C and
+          st["target"]["limit"] == 4 * C, "target: %s" % st["target"])
+    check(status_of(ctl, "a")["broken"] is None, "a broke")
+    verify("a", p0, set())
+    # Releasing regions frees their share: the write now succeeds.
+    hs = connect(args.sock, "snapshot@a")
+    hs.trim(C, 0)
+    close(hs)
+    d = pattern("l3", C)
+    h.pwrite(d, 9 * C)
+    model.write(9 * C, d)
+    verify("a", p0, {0})
+    end(ctl, "a")
+    close(h)
+
+
+def limit_snapshot_case():
+    """cbw-target-limit=4 clusters, break-snapshot: at the limit the
+    newest snapshot that needs the copy breaks and gives back what only
+    it held; the older one stays exact, the guest write succeeds."""
+    ctl = Ctl(args.ctl)
+    model = Model(SIZE)
+    h = connect(args.sock)
+
+    def w(c, seed):
+        d = pattern(seed, C)
+        h.pwrite(d, c * C)
+        model.write(c * C, d)
+
+    w(0, "m0")
+    for c in range(1, 8):
+        w(c, "m0-%d" % c)
+    pa = model.bytes()
+    begin(ctl, "a")
+    w(0, "m1")                   # a: cluster 0 (1 slot)
+    begin(ctl, "b")
+    w(0, "m2")                   # b: second version of 0 (2 slots)
+    w(1, "m3")
+    w(2, "m4")                   # a and b share 1, 2 (4 slots: the limit)
+    w(3, "m5")                   # no room: b breaks, its copy of 0 freed
+    check(status_of(ctl, "b")["broken"] is not None, "b did not break")
+    check(status_of(ctl, "a")["broken"] is None, "a broke")
+    verify("a", pa, set())
+    expect_same(h.pread(SIZE, 0), model.bytes(), "live disk")
+    check(ctl.ok("status")["target"]["held_bytes"] <= 4 * C, "over limit")
+    end(ctl, "b")
+    end(ctl, "a")
+    close(h)
+
+
 def names_case():
     ctl = Ctl(args.ctl)
     for bad in ["name=", "name=-x", "name=a/b", "name=a@b", "name=" + "x" * 65]:
@@ -343,4 +412,6 @@ def names_case():
 
 run_main({"model": model_case, "once": once_case,
           "versions": versions_case, "full": full_case,
+          "limit-guest": limit_guest_case,
+          "limit-snapshot": limit_snapshot_case,
           "names": names_case}[args.case])

@@ -35,6 +35,8 @@ target= run model
 target= run names
 target=$tmpdir/t.fleece run once cbw-target="$tmpdir/t.fleece"
 target= run versions
+target= run limit-guest cbw-target-limit=256K
+target= run limit-snapshot cbw-target-limit=256K cbw-on-error=break-snapshot
 
 # A target exactly the disk's size: no room for a second version.
 tsock=$tmpdir/target.sock

@@ -68,6 +68,13 @@ expect_refused 'control: given twice' \
 expect_refused "control=$tmpdir/none/ctl: directory $tmpdir/none" \
   --filter="$SA" --filter="$CBW" memory 1M control="$tmpdir/none/ctl"
 
+expect_refused 'cbw-target-limit=0: must be more than 0' \
+  --filter="$SA" --filter="$CBW" memory 1M cbw-target-limit=0
+expect_refused 'cbw-target-limit=lots' \
+  --filter="$SA" --filter="$CBW" memory 1M cbw-target-limit=lots
+expect_refused 'cbw-target-limit=1024: smaller than one cluster' \
+  --filter="$SA" --filter="$CBW" memory 1M cbw-target-limit=1K
+
 # A parameter whose filter is missing from the stack.
 expect_refused 'bitmap-file: this parameter belongs to the dirty-bitmap filter, which is not in the stack; add --filter=dirty-bitmap' \
   --filter="$SA" --filter="$CBW" memory 1M bitmap-file="$tmpdir/bm"

@@ -30,6 +30,7 @@ struct cbw_config {
   uint32_t cluster_size;
   enum cbw_on_error on_error;
   uint64_t timeout;             /* seconds, 0 = none */
+  uint64_t target_limit;        /* bytes all snapshots may hold, 0 = none */
 };
 
 extern struct cbw_config cbw_config;
@@ -47,6 +48,8 @@ extern const char *cbw_target_kind_name (enum cbw_target_kind k);
   "cbw-on-error=break-guest-write|break-snapshot\n"                     \
   "                           What a failed copy does.\n"               \
   "cbw-timeout=SECONDS        Longest a copy may take (default 0: none).\n" \
+  "cbw-target-limit=SIZE      Most bytes the snapshots may hold in the\n" \
+  "                           target (default: no limit).\n"          \
   "control=SOCKET             Control socket for the whole stack."
 
 #endif /* FLEECE_CBW_H */

@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 
 #include "cbw.h"
 #include "params.h"
+#include "size.h"
 
 #define CBW_MAX_TIMEOUT (24 * 60 * 60)
 
@@ -27,7 +29,7 @@ struct cbw_config cbw_config = {
   .timeout = 0,
 };
 
-static bool cluster_size_set, on_error_set, timeout_set;
+static bool cluster_size_set, on_error_set, timeout_set, limit_set;
 
 const char *
 cbw_on_error_name (enum cbw_on_error e)
@@ -135,10 +137,28 @@ cbw_config_key (const char *key, const char *value)
     cbw_config.timeout = v;
     return 1;
   }
+  if (strcmp (key, "cbw-target-limit") == 0) {
+    const char *why;
+
+    if (config_once (key, &limit_set) == -1)
+      return -1;
+    if (fleece_parse_size (value, &v, &why) == -1) {
+      nbdkit_error ("%s=%s: %s; expected a size such as 10G",
+                    key, value, why);
+      return -1;
+    }
+    if (v == 0) {
+      nbdkit_error ("%s=%s: must be more than 0; leave it out for no "
+                    "limit", key, value);
+      return -1;
+    }
+    cbw_config.target_limit = v;
+    return 1;
+  }
   if (strncmp (key, "cbw-", 4) == 0) {
     nbdkit_error ("%s: unknown cbw parameter; the cbw filter takes "
-                  "cbw-target, cbw-cluster-size, cbw-on-error and "
-                  "cbw-timeout", key);
+                  "cbw-target, cbw-cluster-size, cbw-on-error, "
+                  "cbw-timeout and cbw-target-limit", key);
     return -1;
   }
   return 0;
@@ -174,6 +194,13 @@ check_file_target (const char *path)
 int
 cbw_config_check (void)
 {
+  if (cbw_config.target_limit &&
+      cbw_config.target_limit < cbw_config.cluster_size) {
+    nbdkit_error ("cbw-target-limit=%" PRIu64 ": smaller than one cluster "
+                  "(cbw-cluster-size=%" PRIu32 ")", cbw_config.target_limit,
+                  cbw_config.cluster_size);
+    return -1;
+  }
   if (cbw_config.target_kind == CBW_TARGET_FILE)
     return check_file_target (cbw_config.target);
   return 0;

@@ -212,6 +212,45 @@ copy_failed (unsigned mask, uint64_t c, int *err)
   return -1;
 }
 
+/* The target reached cbw-target-limit under break-snapshot: the
+ * newest snapshot in mask breaks, and the copies only it held are
+ * freed, so that the older snapshots can go on.  Returns mask without
+ * it; the freed slots are appended to *freed (*nfreed of them).
+ * Caller holds state_lock.
+ */
+static unsigned
+break_newest (unsigned mask, uint64_t **freed, size_t *nfreed)
+{
+  struct snapshot *s = NULL;
+  unsigned i, k = 0;
+  uint64_t c, slot, *f;
+  char *why;
+
+  for (i = 0; i < SNAP_MAX; i++)
+    if ((mask & (1u << i)) && (s == NULL || snaps[i]->id > s->id)) {
+      s = snaps[i];
+      k = i;
+    }
+  if (asprintf (&why, "the fleecing target reached cbw-target-limit=%"
+                PRIu64 "; this was the newest snapshot that needed a copy, "
+                "so it broke and gave back its space", cbw_config.target_limit)
+      == -1)
+    why = NULL;
+  break_locked (s, why);
+  s->copy_errors++;
+  f = realloc (*freed, (*nfreed + bitmap_count (&s->copied) + 1) * sizeof *f);
+  if (f)
+    *freed = f;
+  for (c = bitmap_next_set (&s->copied, 0); c < s->nclusters;
+       c = bitmap_next_set (&s->copied, c + 1)) {
+    slot = drop_copy (s, c);
+    if (slot != UINT64_MAX && f)
+      f[(*nfreed)++] = slot;
+  }
+  s->target_bytes = 0;
+  return mask & ~(1u << k);
+}
+
 /* Copy every cluster of [c0, c1] that some snapshot still needs.
  * Caller holds them EXCLUSIVE.
  */
@@ -219,7 +258,8 @@ static int
 copy_range (nbdkit_next *next, uint64_t c0, uint64_t c1, int *err)
 {
   const uint64_t chunk = COPY_CHUNK > cs () ? COPY_CHUNK / cs () : 1;
-  uint64_t c = c0, n, slot;
+  uint64_t c = c0, n, slot, *freed = NULL;
+  size_t nfreed = 0, i;
   unsigned mask;
   int r;
 
@@ -228,6 +268,7 @@ copy_range (nbdkit_next *next, uint64_t c0, uint64_t c1, int *err)
     c = next_needed (c, c1 + 1);
     if (c > c1) {
       pthread_mutex_unlock (&state_lock);
+      free (freed);
       return 0;
     }
     /* The run of clusters needed by exactly the same snapshots. */
@@ -235,7 +276,22 @@ copy_range (nbdkit_next *next, uint64_t c0, uint64_t c1, int *err)
     for (n = 1; n < chunk && c + n <= c1 && needers (c + n) == mask; n++)
       ;
     r = store_reserve (c, &n, &slot, err);
+    while (r == -1 && *err == ENOSPC && store_at_limit () &&
+           cbw_config.on_error == CBW_BREAK_SNAPSHOT && mask) {
+      mask = break_newest (mask, &freed, &nfreed);
+      if (mask)
+        r = store_reserve (c, &n, &slot, err);
+    }
     pthread_mutex_unlock (&state_lock);
+    if (nfreed) {
+      for (i = 0; i < nfreed; i++)
+        target_release (freed[i] * cs (), cs ());
+      nfreed = 0;
+    }
+    if (mask == 0) {            /* every snapshot that needed it broke */
+      c += n;
+      continue;
+    }
 
     if (r == 0)
       r = copy_clusters (next, mask, c, n, slot, err);
@@ -246,8 +302,10 @@ copy_range (nbdkit_next *next, uint64_t c0, uint64_t c1, int *err)
       store_unreserve (c, n, slot);
       pthread_mutex_unlock (&state_lock);
     }
-    if (r < 0 && copy_failed (mask, c, err) == -1)
+    if (r < 0 && copy_failed (mask, c, err) == -1) {
+      free (freed);
       return -1;
+    }
     c += n;
   }
 }

@@ -451,6 +451,11 @@ snapshot_status (struct jbuf *reply)
   pthread_mutex_lock (&state_lock);
   jbuf_u64 (reply, store_held_bytes ());
   pthread_mutex_unlock (&state_lock);
+  jbuf_key (reply, "limit");
+  if (cbw_config.target_limit)
+    jbuf_u64 (reply, cbw_config.target_limit);
+  else
+    jbuf_raw (reply, "null");
   jbuf_raw (reply, "}");
   pthread_rwlock_unlock (&snap_gate);
   quiesce_status (reply);

@@ -162,15 +162,33 @@ store_end (void)
   base = next_over = 0;
 }
 
+/* Slots the limit still allows, or UINT64_MAX without one. */
+static uint64_t
+room (void)
+{
+  uint64_t lim = cbw_config.target_limit / cbw_config.cluster_size;
+
+  if (cbw_config.target_limit == 0)
+    return UINT64_MAX;
+  return slots_used < lim ? lim - slots_used : 0;
+}
+
 int
 store_reserve (uint64_t c, uint64_t *n, uint64_t *slot, int *err)
 {
+  if (room () == 0) {
+    *n = 1;
+    *err = ENOSPC;
+    return -1;
+  }
   if (c < base && !bitmap_test (&ident_used, c)) {
     uint64_t end = c + *n < base ? c + *n : base;
     uint64_t used = bitmap_next_set (&ident_used, c);
 
     if (used < end)
       end = used;
+    if (end - c > room ())
+      end = c + room ();
     *n = end - c;
     bitmap_set_range (&ident_used, c, *n);
     *slot = c;
@@ -225,4 +243,10 @@ uint64_t
 store_held_bytes (void)
 {
   return slots_used * cbw_config.cluster_size;
+}
+
+bool
+store_at_limit (void)
+{
+  return room () == 0;
 }

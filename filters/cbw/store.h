@@ -57,6 +57,8 @@ extern void store_unreserve (uint64_t c, uint64_t n, uint64_t slot);
 
 /* Is identity slot c in use? */
 extern bool store_identity_used (uint64_t c);
+/* Has the store reached cbw-target-limit? */
+extern bool store_at_limit (void);
 /* Bytes of distinct slots in use (whole clusters). */
 extern uint64_t store_held_bytes (void);
 
