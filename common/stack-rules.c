@@ -157,6 +157,20 @@ fleece_stack_verdict (char *const *filters, size_t n,
   }
   if (first < 0)
     return NULL;
+  /* The filters find each other with dlsym (fleece-api.h), which works
+   * because nbdkit loads filters with RTLD_GLOBAL.  A project filter on
+   * the command line whose interface cannot be found means that is no
+   * longer true, or the filters come from different builds: nothing
+   * could check the stack or share snapshots, so refuse.
+   */
+  for (id = 0; id < FLEECE_NR_FILTERS; id++) {
+    if (pos[id] >= 0 && !present[id])
+      return verdict ("--filter=%s is in the stack but the project's filters "
+                      "cannot find its interface: nbdkit no longer loads "
+                      "filters with RTLD_GLOBAL, or the filters come from "
+                      "different builds; install matching filters",
+                      fleece_filter_name (id));
+  }
 
   for (id = 0; id + 1 < FLEECE_NR_FILTERS; id++) {
     int later;

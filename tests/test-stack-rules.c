@@ -145,6 +145,16 @@ test_verdict (void)
   CHECK (refused ("cow dirty-bitmap", "cannot sit above"));
   CHECK (refused ("snapshot-access cbw exportname", "cannot sit below"));
   CHECK (refused ("snapshot-access cbw cbw", "more than once"));
+
+  /* On the command line, but its interface cannot be found. */
+  {
+    char *f[] = { "snapshot-access", "cbw" };
+    bool present[FLEECE_NR_FILTERS] = { [FLEECE_SNAPSHOT_ACCESS] = true };
+    char *v = fleece_stack_verdict (f, 2, present);
+
+    CHECK (v && strstr (v, "RTLD_GLOBAL"));
+    free (v);
+  }
 }
 
 static void
