@@ -108,7 +108,9 @@ record_copy (unsigned mask, uint64_t c, uint64_t n, uint64_t slot)
     if (!(mask & (1u << i)))
       continue;
     if (slot != c) {
-      if (slotmap_put (&s->slots, c, slot) == -1)
+      if ((s->moved.nbits == 0 &&
+           bitmap_init (&s->moved, s->nclusters) == -1) ||
+          slotmap_put (&s->slots, c, slot) == -1)
         return -1;
       bitmap_set (&s->moved, c);
     }

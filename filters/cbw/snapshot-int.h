@@ -87,7 +87,8 @@ struct snapshot {
   /* Protected by state_lock. */
   struct bitmap need;
   struct bitmap copied;
-  struct bitmap moved;          /* copied to an overflow slot */
+  struct bitmap moved;          /* copied to an overflow slot; allocated
+                                 * at the first such copy (moved_any) */
   struct slotmap slots;         /* cluster -> overflow slot */
   char *broken;                 /* why the snapshot broke, or NULL */
   char *last_error;             /* the latest failed copy or target read */
@@ -119,6 +120,13 @@ cluster_bytes (const struct snapshot *s, uint64_t c, uint64_t n)
   if (end > s->size)
     end = s->size;
   return end > start ? end - start : 0;
+}
+
+/* Is cluster c of s in an overflow slot?  Caller holds state_lock. */
+static inline bool
+is_moved (const struct snapshot *s, uint64_t c)
+{
+  return s->moved.nbits != 0 && bitmap_test (&s->moved, c);
 }
 
 /* Where s keeps its copy of cluster c (copied must be set).  Caller

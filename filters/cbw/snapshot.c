@@ -196,8 +196,7 @@ snapshot_new (const char *name, const char *checkpoint, const char *since,
             checkpoint ? checkpoint : "");
   snprintf (s->since, sizeof s->since, "%s", since ? since : "");
   if (bitmap_init (&s->need, s->nclusters) == -1 ||
-      bitmap_init (&s->copied, s->nclusters) == -1 ||
-      bitmap_init (&s->moved, s->nclusters) == -1) {
+      bitmap_init (&s->copied, s->nclusters) == -1) {
     snapshot_free (s);
     fleece_errorf (errmsg, "out of memory for the cluster maps of a %"
                    PRIi64 "-byte disk", size);

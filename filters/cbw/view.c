@@ -31,7 +31,7 @@ slot_of (const struct snapshot *s, uint64_t c)
 {
   uint64_t slot;
 
-  if (bitmap_test (&s->moved, c) && slotmap_get (&s->slots, c, &slot))
+  if (is_moved (s, c) && slotmap_get (&s->slots, c, &slot))
     return slot;
   return c;
 }
@@ -57,7 +57,7 @@ drop_copy (struct snapshot *s, uint64_t c)
   uint64_t slot = slot_of (s, c);
 
   bitmap_clear (&s->copied, c);
-  if (bitmap_test (&s->moved, c)) {
+  if (is_moved (s, c)) {
     bitmap_clear (&s->moved, c);
     slotmap_del (&s->slots, c);
   }
@@ -116,7 +116,8 @@ locate (const struct snapshot *s, uint64_t c, uint64_t limit,
     if (*slot != c)
       e = c + 1;
     else {
-      uint64_t m = bitmap_next_set (&s->moved, c);
+      uint64_t m = s->moved.nbits ? bitmap_next_set (&s->moved, c)
+        : UINT64_MAX;
 
       e = bitmap_next_clear (&s->copied, c);
       if (m < e)
