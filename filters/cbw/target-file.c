@@ -209,23 +209,40 @@ file_end (struct target *t, const struct timespec *deadline)
     nbdkit_debug ("cbw: releasing target space: %s", strerror (err));
 }
 
+/* pread or pwrite all of count bytes.  A read past the end of the
+ * file reads a hole: zeroes.
+ */
 static int
-file_write (struct target *t, const void *buf, uint32_t count,
-            uint64_t offset, const struct timespec *deadline, int *err)
+file_io (struct file_target *ft, bool write, void *buf, uint32_t count,
+         uint64_t offset, int *err)
 {
-  struct file_target *ft = (struct file_target *) t;
-
   while (count > 0) {
-    ssize_t n = pwrite (ft->fd, buf, count, offset);
+    ssize_t n = write ? pwrite (ft->fd, buf, count, offset)
+                      : pread (ft->fd, buf, count, offset);
 
     if (n == -1) {
       *err = errno;
       return -1;
     }
-    buf = (const char *) buf + n;
+    if (n == 0 && !write) {
+      memset (buf, 0, count);
+      break;
+    }
+    buf = (char *) buf + n;
     count -= n;
     offset += n;
   }
+  return 0;
+}
+
+static int
+file_write (struct target *t, const void *buf, uint32_t count,
+            uint64_t offset, const struct timespec *deadline, int *err)
+{
+  /* file_io does not write through buf when write is true. */
+  if (file_io ((struct file_target *) t, true, (void *) buf, count, offset,
+               err) == -1)
+    return -1;
   if (target_ms_left (deadline) == 0) {
     *err = ETIMEDOUT;
     return -1;
@@ -237,24 +254,7 @@ static int
 file_read (struct target *t, void *buf, uint32_t count, uint64_t offset,
            const struct timespec *deadline, int *err)
 {
-  struct file_target *ft = (struct file_target *) t;
-
-  while (count > 0) {
-    ssize_t n = pread (ft->fd, buf, count, offset);
-
-    if (n == -1) {
-      *err = errno;
-      return -1;
-    }
-    if (n == 0) {               /* past the end: a hole */
-      memset (buf, 0, count);
-      break;
-    }
-    buf = (char *) buf + n;
-    count -= n;
-    offset += n;
-  }
-  return 0;
+  return file_io ((struct file_target *) t, false, buf, count, offset, err);
 }
 
 static const struct target_ops file_ops = {

@@ -29,13 +29,14 @@
 /* A small pool of handles, so that copies run in parallel. */
 #define POOL_SIZE 4
 
-/* lock protects the slots' busy flags.  A busy slot's handle belongs
- * to the thread that took it (it may close and reconnect it); a free
- * slot's handle is NULL (connect on next use) or connected.  A handle
- * whose command failed with the connection, or timed out (the reply
- * may still come), is closed and reconnected on next use.  begin and
- * end run with no command in flight (target.h), so they use the
- * handles without taking slots.
+/* Lock: lock protects the slots' busy flags.
+ * Invariants: a busy slot's handle belongs to the thread that took it
+ * (only that thread uses, closes or connects it); a free slot's handle
+ * is NULL (connected on next use) or one its last user left usable.
+ * A handle whose command timed out (the reply may still come) or whose
+ * connection died is closed when it is given back.  begin and end run
+ * with no command in flight (target.h), so they use the handles
+ * without taking slots.
  */
 struct nbd_target {
   struct target t;              /* first: a struct target * is one of us */
