@@ -6,10 +6,41 @@
  * target is a sparse image of the disk's size holding only the copied
  * clusters.
  *
+ * This header is what the snapshot engine and cbw.c see: one target,
+ * chosen at start-up from cbw-target=.  Behind it (target-ops.h) is a
+ * stack of `struct target`, each an ops table and its state:
+ *
+ *      target.c     the wrappers below; owns the top of the stack and
+ *        |          the one cbw-timeout rule (every operation but a
+ *        v          copy's write is bounded by now + cbw-timeout)
+ *   [ layers ]      none today; each holds `below`, the target under it
+ *        |
+ *        v
+ *   target-file.c   temporary or named file, or block device
+ *   target-nbd.c    NBD server through a pool of libnbd handles
+ *
+ * How the cbw-buffer layer (issue 13) will plug in: target-buffer.c
+ * defines a third `struct target_ops` and a constructor taking the
+ * backend it stacks on; target_open makes it the top when cbw-buffer=
+ * is set.  Its write stores the cluster in memory (or, when the buffer
+ * is full, waits for room until the write's deadline, which is
+ * "guest writes wait for the target as without it") and a writer
+ * thread calls below->ops->write; its read serves buffered bytes and
+ * passes the rest to below; release and end drop buffered clusters
+ * before passing down; begin starts the writer, end drains or discards
+ * it.  Status keys of buffer use come through a status op added then.
+ * The snapshot engine sees no difference.
+ *
+ * Several snapshots sharing one target (issue 12) need space allocated
+ * per shared copy instead of "cluster N at offset N": that is another
+ * layer of the same shape (it maps the offsets it is given to slots of
+ * the target below), so the backends stay as they are.
+ *
  * Thread safety: every function may be called from many threads at
- * once, except target_open, target_begin and target_end, which the
- * caller serialises (start-up, and the control thread with no copy in
- * flight: cbw holds its gate for writing around begin and end).
+ * once, except target_open, target_after_fork, target_close,
+ * target_begin and target_end, which the caller serialises (start-up,
+ * and the control thread with no copy in flight: cbw holds its gate
+ * for writing around begin and end).
  */
 
 #ifndef FLEECE_CBW_TARGET_H

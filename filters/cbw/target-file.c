@@ -1,0 +1,285 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * File targets (see target-ops.h): cbw-target=PATH, a regular file or
+ * a block device, or with no cbw-target an unlinked temporary file in
+ * $TMPDIR.  Copies are pwrite, reads pread (a hole reads as zeroes),
+ * released space is punched out.
+ *
+ * State: every field is set by target_file_open (start-up) and never
+ * changes until close, and pread/pwrite/fallocate on one descriptor
+ * are safe from many threads, so there is no lock.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nbdkit-filter.h>
+
+#include "errors.h"
+#include "filelock.h"
+#include "target-ops.h"
+
+struct file_target {
+  struct target t;              /* first: a struct target * is one of us */
+  const char *path;             /* cbw-target=PATH (not ours), or NULL */
+  int fd;
+  bool is_blockdev;
+  /* A regular-file target's PATH.lock (see filelock.h), held open for
+   * the life of the process; -1 otherwise.
+   */
+  int lock_fd;
+};
+
+static const struct target_ops file_ops;
+
+static int
+open_temp (struct file_target *ft)
+{
+  const char *dir = getenv ("TMPDIR");
+  char *path;
+
+  if (dir == NULL || *dir == '\0')
+    dir = "/var/tmp";
+  if (asprintf (&path, "%s/nbdkit-cbw-XXXXXX", dir) == -1) {
+    nbdkit_error ("asprintf: %m");
+    return -1;
+  }
+  ft->fd = mkostemp (path, O_CLOEXEC);
+  if (ft->fd == -1) {
+    nbdkit_error ("cbw: cannot create a temporary fleecing target in %s "
+                  "(set TMPDIR or cbw-target=): %m", dir);
+    free (path);
+    return -1;
+  }
+  unlink (path);
+  nbdkit_debug ("cbw: temporary target in %s", dir);
+  free (path);
+  return 0;
+}
+
+static int
+open_path (struct file_target *ft)
+{
+  struct stat st;
+  char *errmsg = NULL;
+
+  ft->fd = open (ft->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (ft->fd == -1) {
+    nbdkit_error ("cbw-target=%s: %m", ft->path);
+    return -1;
+  }
+  if (fstat (ft->fd, &st) == -1) {
+    nbdkit_error ("cbw-target=%s: fstat: %m", ft->path);
+    return -1;
+  }
+  ft->is_blockdev = S_ISBLK (st.st_mode);
+
+  /* One server per target, for the life of the process: PATH.lock
+   * records who holds a regular file (the kernel does not say), and
+   * the target itself is locked too (also for block devices).
+   */
+  if (!ft->is_blockdev) {
+    ft->lock_fd = filelock_side ("cbw-target", ft->path,
+                                 "fleecing target", &errmsg);
+    if (ft->lock_fd == -1)
+      goto refused;
+  }
+  if (filelock_fd ("cbw-target", ft->path, ft->fd, "fleecing target",
+                   &errmsg) == -1)
+    goto refused;
+  return 0;
+
+ refused:
+  nbdkit_error ("%s", errmsg ? errmsg : "cbw-target: cannot lock it");
+  free (errmsg);
+  return -1;
+}
+
+static void
+file_close (struct target *t)
+{
+  struct file_target *ft = (struct file_target *) t;
+
+  if (ft->fd >= 0)
+    close (ft->fd);
+  if (ft->lock_fd >= 0)
+    close (ft->lock_fd);
+  free (ft);
+}
+
+struct target *
+target_file_open (const char *path)
+{
+  struct file_target *ft = calloc (1, sizeof *ft);
+
+  if (ft == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  ft->t.ops = &file_ops;
+  ft->path = path;
+  ft->fd = ft->lock_fd = -1;
+  if ((path ? open_path (ft) : open_temp (ft)) == -1) {
+    file_close (&ft->t);
+    return NULL;
+  }
+  return &ft->t;
+}
+
+static void
+file_after_fork (struct target *t)
+{
+  struct file_target *ft = (struct file_target *) t;
+
+  /* nbdkit may have forked into the background: record the pid of the
+   * process that serves.
+   */
+  if (ft->lock_fd >= 0 && filelock_write_pid (ft->lock_fd) == -1)
+    nbdkit_debug ("cbw-target=%s: cannot write the pid into its lock "
+                  "file: %m", ft->path);
+}
+
+/* A local file's I/O cannot be interrupted, so deadlines are only
+ * checked afterwards: a copy that took longer than its deadline fails
+ * as it would on a slow NBD target.  A late read is still good data,
+ * so reads ignore theirs.
+ */
+
+static int
+file_begin (struct target *t, uint64_t size,
+            const struct timespec *deadline, char **errmsg)
+{
+  struct file_target *ft = (struct file_target *) t;
+  off_t end;
+
+  if (!ft->is_blockdev) {
+    /* Empty, then sparse at the disk's size. */
+    if (ftruncate (ft->fd, 0) == -1 || ftruncate (ft->fd, size) == -1)
+      return fleece_errorf (errmsg, "cbw-target: cannot size the target "
+                            "file to %" PRIu64 " bytes: %s", size,
+                            strerror (errno));
+    return 0;
+  }
+  end = lseek (ft->fd, 0, SEEK_END);
+  if (end == -1 || (uint64_t) end < size)
+    return fleece_errorf (errmsg, "cbw-target=%s: the block device is "
+                          "smaller than the disk (%" PRIu64 " bytes)",
+                          ft->path, size);
+  return 0;
+}
+
+static int
+file_release (struct target *t, uint64_t offset, uint64_t count,
+              const struct timespec *deadline, int *err)
+{
+  struct file_target *ft = (struct file_target *) t;
+
+  if (fallocate (ft->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 offset, count) == -1) {
+    *err = errno;
+    return -1;
+  }
+  return 0;
+}
+
+static void
+file_end (struct target *t, const struct timespec *deadline)
+{
+  struct file_target *ft = (struct file_target *) t;
+  off_t end;
+  int err;
+
+  if (!ft->is_blockdev) {
+    if (ftruncate (ft->fd, 0) == -1)
+      nbdkit_debug ("cbw: truncating the target: %m");
+    return;
+  }
+  end = lseek (ft->fd, 0, SEEK_END);
+  if (end > 0 && file_release (t, 0, end, deadline, &err) == -1)
+    nbdkit_debug ("cbw: releasing target space: %s", strerror (err));
+}
+
+/* pread or pwrite all of count bytes.  A read past the end of the
+ * file reads a hole: zeroes.
+ */
+static int
+file_io (struct file_target *ft, bool write, void *buf, uint32_t count,
+         uint64_t offset, int *err)
+{
+  while (count > 0) {
+    ssize_t n = write ? pwrite (ft->fd, buf, count, offset)
+                      : pread (ft->fd, buf, count, offset);
+
+    if (n == -1) {
+      *err = errno;
+      return -1;
+    }
+    if (n == 0 && !write) {
+      memset (buf, 0, count);
+      break;
+    }
+    buf = (char *) buf + n;
+    count -= n;
+    offset += n;
+  }
+  return 0;
+}
+
+static int
+file_write (struct target *t, const void *buf, uint32_t count,
+            uint64_t offset, const struct timespec *deadline, int *err)
+{
+  /* file_io does not write through buf when write is true. */
+  if (file_io ((struct file_target *) t, true, (void *) buf, count, offset,
+               err) == -1)
+    return -1;
+  if (target_ms_left (deadline) == 0) {
+    *err = ETIMEDOUT;
+    return -1;
+  }
+  return 0;
+}
+
+static int
+file_read (struct target *t, void *buf, uint32_t count, uint64_t offset,
+           const struct timespec *deadline, int *err)
+{
+  return file_io ((struct file_target *) t, false, buf, count, offset, err);
+}
+
+/* A regular file grows as copies land past its end; a block device
+ * holds what it holds.
+ */
+static uint64_t
+file_capacity (struct target *t)
+{
+  struct file_target *ft = (struct file_target *) t;
+  off_t end;
+
+  if (!ft->is_blockdev)
+    return UINT64_MAX;
+  end = lseek (ft->fd, 0, SEEK_END);
+  return end == -1 ? 0 : (uint64_t) end;
+}
+
+static const struct target_ops file_ops = {
+  .name = "file",
+  .capacity = file_capacity,
+  .after_fork = file_after_fork,
+  .close = file_close,
+  .begin = file_begin,
+  .end = file_end,
+  .write = file_write,
+  .read = file_read,
+  .release = file_release,
+};
