@@ -7,9 +7,7 @@
 # accepts it once that is gone.  See safe_delete_dep.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3 nbdinfo
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd nbdinfo
 
 for part in since open; do
   sock=$tmpdir/$part.sock

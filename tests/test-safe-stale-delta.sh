@@ -8,9 +8,7 @@
 # zeroes for the unchanged ranges.  See safe_stale_delta.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd
 
 sock=$tmpdir/nbd.sock
 ctl=$tmpdir/ctl.sock
