@@ -29,6 +29,8 @@
 #   serve LOG FILE... -- CMD   run CMD in the background (output to LOG,
 #                              $server_pid), wait until every FILE is a
 #                              socket or a non-empty file (10 s)
+#   ctl SOCKET LINE            send one control line, print the reply
+#   ctl_ok SOCKET LINE [SECS]  the same; fail unless the reply says ok
 #
 # $CBW, $SA, $DB are the filter modules built in this tree; $PY is the
 # Python that has the libnbd bindings.
@@ -157,6 +159,24 @@ serve ()
   fail "$* did not start within 10 s"
 }
 
+# ctl SOCKET LINE: send one control line, print the reply.
+ctl ()
+{
+  printf '%s\n' "$2" | socat -t 5 - "UNIX-CONNECT:$1"
+}
+
+# ctl_ok SOCKET LINE [SECONDS]: send one control line, print the reply;
+# fail unless a reply came within SECONDS (default 10) and says ok.
+ctl_ok ()
+{
+  local reply
+  reply=$(printf '%s\n' "$2" | socat -t "${3:-10}" - "UNIX-CONNECT:$1") ||
+    fail "control '$2': no reply from $1"
+  jq -e '.ok == true' >/dev/null 2>&1 <<<"$reply" ||
+    fail "control '$2' failed: $reply"
+  printf '%s\n' "$reply"
+}
+
 [ -z "${FLEECE_LIB_ONLY-}" ] || return 0
 
 # ---- The test harness ------------------------------------------------
@@ -232,10 +252,4 @@ expect_accepted ()
     cat "$log" >&2
     fail "nbdkit $* was refused, expected it to start"
   fi
-}
-
-# ctl SOCKET LINE: send one control line, print the reply.
-ctl ()
-{
-  printf '%s\n' "$2" | socat -t 5 - "UNIX-CONNECT:$1"
 }
