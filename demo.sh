@@ -79,12 +79,7 @@ cleanup ()
   local rc=$?
   stop_pid "$writer_pid" || true
   stop_pid "$server_pid" || true
-  if [ $rc -ne 0 ]; then
-    for f in "$tmp"/*.log; do
-      [ -s "$f" ] || continue
-      echo "--- $f" >&2; tail -n 20 "$f" >&2
-    done
-  fi
+  [ $rc -eq 0 ] || show_logs "$tmp" 20
   rm -rf "$tmp"
   exit $rc
 }

@@ -111,12 +111,7 @@ cleanup ()
 {
   local rc=$?
   stop_server || rc=1
-  if [ $rc -ne 0 ]; then
-    for f in "$tmp"/*.log; do
-      [ -f "$f" ] || continue
-      echo "--- $f" >&2; tail -n 20 "$f" >&2
-    done
-  fi
+  [ $rc -eq 0 ] || show_logs "$tmp" 20
   rm -rf "$tmp"
   exit $rc
 }

@@ -42,10 +42,7 @@ cleanup ()
 {
   local rc=$?
   stop_pid "$server_pid" || true
-  if [ $rc -ne 0 ] && [ -f "$work/nbdkit.log" ]; then
-    echo "--- nbdkit.log (last 20 lines)" >&2
-    tail -n 20 "$work/nbdkit.log" >&2
-  fi
+  [ $rc -eq 0 ] || show_logs "$work" 20
   rm -rf "$work"
   exit $rc
 }

@@ -13,6 +13,8 @@
 #                              started by start_nbdkit, even on failure
 #   start_nbdkit SOCK ARGS...  run nbdkit in the background on Unix socket
 #                              SOCK with ARGS, wait until it serves
+#   start_stack NAME SIZE      a random disk served by the whole stack
+#                              with a control socket: $sock $ctl $disk
 #   stop_nbdkit SOCK           stop that server and wait for it
 #   expect_refused REGEX ARGS  nbdkit ARGS must fail at start-up with an
 #                              error line matching REGEX
@@ -31,6 +33,7 @@
 #                              socket or a non-empty file (10 s)
 #   ctl SOCKET LINE            send one control line, print the reply
 #   ctl_ok SOCKET LINE [SECS]  the same; fail unless the reply says ok
+#   show_logs DIR LINES        the tail of every DIR/*.log on stderr
 #
 # $CBW, $SA, $DB are the filter modules built in this tree; $PY is the
 # Python that has the libnbd bindings.
@@ -177,6 +180,18 @@ ctl_ok ()
   printf '%s\n' "$reply"
 }
 
+# show_logs DIR LINES: the last LINES lines of every non-empty DIR/*.log
+# on stderr (after a failure).
+show_logs ()
+{
+  local f
+  for f in "$1"/*.log; do
+    [ -s "$f" ] || continue
+    echo "--- $f" >&2
+    tail -n "$2" "$f" >&2
+  done
+}
+
 [ -z "${FLEECE_LIB_ONLY-}" ] || return 0
 
 # ---- The test harness ------------------------------------------------
@@ -195,13 +210,7 @@ _cleanup ()
   for p in "${_pidfiles[@]+"${_pidfiles[@]}"}"; do
     [ ! -s "$p" ] || stop_pid "$(cat "$p")" || true
   done
-  if [ $rc -ne 0 ] && [ -d "$tmpdir" ]; then
-    for p in "$tmpdir"/*.log; do
-      [ -f "$p" ] || continue
-      echo "--- $p" >&2
-      tail -n 30 "$p" >&2
-    done
-  fi
+  [ $rc -eq 0 ] || [ ! -d "$tmpdir" ] || show_logs "$tmpdir" 30
   rm -rf "$tmpdir"
   exit $rc
 }
@@ -216,6 +225,21 @@ start_nbdkit ()
   rm -f "$pid"
   _pidfiles+=("$pid")
   serve "$sock.log" "$pid" "$sock" -- nbdkit -f -v -U "$sock" -P "$pid" "$@"
+}
+
+# start_stack NAME SIZE [ARGS...]: a disk of SIZE random bytes served
+# by the whole stack (snapshot-access, cbw, dirty-bitmap, file) with a
+# control socket and ARGS.  Sets sock, ctl and disk to
+# $tmpdir/NAME.sock, .ctl and .img.
+start_stack ()
+{
+  local name=$1 size=$2; shift 2
+  sock=$tmpdir/$name.sock
+  ctl=$tmpdir/$name.ctl
+  disk=$tmpdir/$name.img
+  head -c "$size" /dev/urandom >"$disk"
+  start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
+    file "$disk" control="$ctl" "$@"
 }
 
 stop_nbdkit ()

@@ -10,12 +10,7 @@ source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires python3-nbd nbdinfo
 
 for part in since open; do
-  sock=$tmpdir/$part.sock
-  ctl=$tmpdir/$part.ctl
-  disk=$tmpdir/$part.img
-  head -c 4M /dev/urandom > "$disk"
-  start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-    file "$disk" control="$ctl"
+  start_stack $part 4M
   /usr/bin/python3 "$abs_top_srcdir/tests/safe_delete_dep.py" \
     --sock "$sock" --ctl "$ctl" --disk "$disk" --part $part ||
     fail "$part (log: $sock.log)"

@@ -12,12 +12,7 @@ source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires python3-nbd nbdinfo
 
 for c in a b c; do
-  sock=$tmpdir/$c.sock
-  ctl=$tmpdir/$c.ctl
-  disk=$tmpdir/$c.img
-  head -c 8M /dev/urandom > "$disk"
-  start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-    file "$disk" control="$ctl"
+  start_stack $c 8M
   /usr/bin/python3 "$abs_top_srcdir/tests/safe_delta_fixed.py" \
     --sock "$sock" --ctl "$ctl" --disk "$disk" --case $c ||
     fail "case $c (log: $sock.log)"

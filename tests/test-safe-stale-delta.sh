@@ -10,12 +10,7 @@
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires python3-nbd
 
-sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
-disk=$tmpdir/disk.img
-head -c 4M /dev/urandom > "$disk"
-start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-  file "$disk" control="$ctl"
+start_stack disk 4M
 /usr/bin/python3 "$abs_top_srcdir/tests/safe_stale_delta.py" \
   --sock "$sock" --ctl "$ctl" || fail "log: $sock.log"
 
