@@ -50,27 +50,20 @@ packages=(
 
 ./tools/install-packages.sh demo.sh "${packages[@]}"
 
-# Debian's python3 owns the libnbd bindings.
-export PATH="/usr/bin:$PATH"
-for cmd in nbdkit nbdcopy socat jq sha256sum numfmt /usr/bin/python3; do
-  command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is missing"
-done
-/usr/bin/python3 -c 'import nbd' 2>/dev/null ||
-  die "the Python libnbd bindings are missing (Debian: python3-libnbd)"
+# The bench scripts' library: Debian's tools first in PATH (its python3
+# owns the libnbd bindings), need, serve, stop_pid, ctl_ok, $SA $CBW $DB.
+. "$top/bench/lib.sh"
+die () { echo "demo.sh: $*" >&2; echo "FAIL: $*"; exit 1; }
+need nbdkit nbdcopy nbdinfo socat jq sha256sum numfmt python3-nbd
 
 # ---- build -----------------------------------------------------------
-SA=$top/filters/snapshot-access/.libs/nbdkit-snapshot-access-filter.so
-CBW=$top/filters/cbw/.libs/nbdkit-cbw-filter.so
-DB=$top/filters/dirty-bitmap/.libs/nbdkit-dirty-bitmap-filter.so
 if [ ! -f "$SA" ] || [ ! -f "$CBW" ] || [ ! -f "$DB" ]; then
   say "building the filters"
   [ -x configure ] || autoreconf -fi
   [ -f Makefile ] || ./configure
   make -j"$(nproc 2>/dev/null || echo 2)"
 fi
-for f in "$SA" "$CBW" "$DB"; do
-  [ -f "$f" ] || die "$f was not built"
-done
+need_built "$SA" "$CBW" "$DB"
 
 size=$(numfmt --from=iec "$size_arg") || die "DEMO_SIZE=$size_arg: not a size"
 if [ $((size % 65536)) -ne 0 ] || [ "$size" -lt $((1024 * 1024)) ]; then
@@ -79,33 +72,14 @@ fi
 
 # ---- temporary directory and cleanup ---------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fleece-demo.XXXXXX")
-nbdkit_pid=
 writer_pid=
-
-stop_pid ()
-{
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup ()
 {
   local rc=$?
-  stop_pid "$writer_pid"
-  stop_pid "$nbdkit_pid"
-  if [ $rc -ne 0 ]; then
-    for f in "$tmp"/*.log; do
-      [ -s "$f" ] || continue
-      echo "--- $f" >&2; tail -n 20 "$f" >&2
-    done
-  fi
+  stop_pid "$writer_pid" || true
+  stop_pid "$server_pid" || true
+  [ $rc -eq 0 ] || show_logs "$tmp" 20
   rm -rf "$tmp"
   exit $rc
 }
@@ -120,14 +94,7 @@ backup=$tmp/backup.img
 live_uri="nbd+unix:///?socket=$sock"
 snap_uri="nbd+unix:///snapshot?socket=$sock"
 
-ctl ()
-{
-  local reply
-  reply=$(printf '%s\n' "$1" | socat -t 10 - "UNIX-CONNECT:$ctlsock") ||
-    die "control '$1': no reply"
-  jq -e '.ok == true' >/dev/null 2>&1 <<<"$reply" || die "control '$1' failed: $reply"
-  printf '%s\n' "$reply"
-}
+ctl () { ctl_ok "$ctlsock" "$1"; }
 
 # ---- 1. the disk and the server --------------------------------------
 say "1. a $size_arg disk with data, served with snapshot-access + cbw + dirty-bitmap"
@@ -135,20 +102,11 @@ truncate -s "$size" "$disk"
 nbdcopy -- [ nbdkit -r pattern size="$size" ] "$disk"
 echo "disk:   $disk (filled by nbdkit's pattern plugin)"
 
-nbdkit -f -U "$sock" \
+serve "$tmp/nbdkit.log" "$sock" "$ctlsock" -- nbdkit -f -U "$sock" \
   --filter="$SA" --filter="$CBW" --filter="$DB" \
   file "$disk" \
   cbw-target="$fleece" \
-  control="$ctlsock" >"$tmp/nbdkit.log" 2>&1 &
-nbdkit_pid=$!
-for _ in $(seq 200); do
-  [ -S "$sock" ] && [ -S "$ctlsock" ] && break
-  kill -0 "$nbdkit_pid" 2>/dev/null || die "nbdkit exited during start-up"
-  sleep 0.05
-done
-if [ ! -S "$sock" ] || [ ! -S "$ctlsock" ]; then
-  die "nbdkit did not start within 10 s"
-fi
+  control="$ctlsock"
 echo "server: nbdkit -U $sock --filter=snapshot-access --filter=cbw --filter=dirty-bitmap \\"
 echo "          file $disk cbw-target=$fleece control=$ctlsock"
 echo "status: $(ctl status | jq -c '.snapshot | {active, clusters_copied, target_bytes}')"
@@ -200,7 +158,7 @@ h.shutdown()
 print("guest: %d writes" % n)
 EOF
 guest_count () { tr -d ' \n' <"$tmp/guest.count" | sed 's/^0*\([0-9]\)/\1/'; }
-/usr/bin/python3 "$tmp/guest.py" "$sock" "$tmp/pause" "$tmp/paused" \
+"$PY" "$tmp/guest.py" "$sock" "$tmp/pause" "$tmp/paused" \
   "$tmp/guest.count" >"$tmp/guest.log" 2>&1 &
 writer_pid=$!
 sleep 1
@@ -296,7 +254,7 @@ echo "checkpoints: $(jq -c '[.checkpoints[] | {name, recording, dirty_bytes}]' <
 echo "  incremental backup read:       $changed of $size bytes ($(jq '.snapshot.clusters_copied' <<<"$incr_status") clusters copied, $(jq '.snapshot.target_bytes' <<<"$incr_status") bytes in the target)"
 
 # Stop the guest; it must have run without an error the whole time.
-stop_pid "$writer_pid"
+stop_pid "$writer_pid" || true
 writer_pid=
 grep -q '^guest: ' "$tmp/guest.log" || die "the guest writer failed: $(tail -n 5 "$tmp/guest.log")"
 echo

@@ -59,35 +59,29 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 # Debian's tools (nbdcopy, python3 with libnbd) first.
-export PATH="/usr/bin:$PATH"
+. "$top/bench/lib.sh"
 
 size_arg=${BENCH_SIZE:-1G}
 repeat=${BENCH_REPEAT:-3}
 cluster=65536
 qd=16
 
-die () { echo "bench-fleece.sh: $*" >&2; exit 1; }
-
 # ---- prerequisites ---------------------------------------------------
-for cmd in nbdkit nbdcopy nbdinfo fio socat jq numfmt /usr/bin/python3; do
-  command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is not installed (./check.sh installs it)"
-done
+need nbdkit nbdcopy nbdinfo fio socat jq numfmt
 if ! fio --enghelp=nbd >/dev/null 2>&1; then
   die "this fio ($(fio --version)) has no 'nbd' ioengine (fio --enghelp=nbd fails); install a fio built with libnbd (Debian 12's fio has it)"
 fi
 use_qsd=1
 if [ "${BENCH_NO_QSD:-0}" = 1 ]; then
   use_qsd=0
-elif ! command -v qemu-storage-daemon >/dev/null 2>&1; then
-  echo "bench-fleece.sh: qemu-storage-daemon not found (Debian: qemu-system-common); QSD column left out" >&2
+elif ! probe_tool qemu-storage-daemon; then
+  echo "bench-fleece.sh: $probe_reason (Debian: qemu-system-common); QSD column left out" >&2
   use_qsd=0
 fi
 
-SA_SRC=$top/filters/snapshot-access/.libs/nbdkit-snapshot-access-filter.so
-CBW_SRC=$top/filters/cbw/.libs/nbdkit-cbw-filter.so
-for f in "$SA_SRC" "$CBW_SRC"; do
-  [ -f "$f" ] || die "filter not built: $f is missing; build first (./check.sh, or autoreconf -fi && ./configure && make)"
-done
+need_built "$SA" "$CBW"
+SA_SRC=$SA
+CBW_SRC=$CBW
 
 size=$(numfmt --from=iec "$size_arg" 2>/dev/null) || die "BENCH_SIZE=$size_arg: not a size"
 if [ "$size" -lt $((16 * 1024 * 1024)) ] || [ $((size % (1024 * 1024))) -ne 0 ]; then
@@ -97,8 +91,6 @@ fi
 
 # ---- temporary directory, servers, cleanup ---------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-fleece.XXXXXX")
-server_pid=
-
 server_log=
 # stop_server: stop the running server (SIGTERM) and reap it.  Fails if
 # it had already died or does not exit cleanly (nbdkit and
@@ -108,13 +100,7 @@ stop_server ()
   [ -n "$server_pid" ] || return 0
   local pid=$server_pid rc=0
   server_pid=
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || rc=$?
+  stop_pid "$pid" || rc=$?
   if [ $rc -ne 0 ]; then
     echo "bench-fleece.sh: the server exited with status $rc (log: $server_log)" >&2
     return 1
@@ -125,12 +111,7 @@ cleanup ()
 {
   local rc=$?
   stop_server || rc=1
-  if [ $rc -ne 0 ]; then
-    for f in "$tmp"/*.log; do
-      [ -f "$f" ] || continue
-      echo "--- $f" >&2; tail -n 20 "$f" >&2
-    done
-  fi
+  [ $rc -eq 0 ] || show_logs "$tmp" 20
   rm -rf "$tmp"
   exit $rc
 }
@@ -139,11 +120,12 @@ trap 'exit 130' INT TERM
 
 # Private copies of the modules, so a rebuild in the tree during the
 # run cannot swap them under a running server.
+# They keep their names: the filters find their place in the stack by
+# them (nbdkit-NAME-filter.so).
 mkdir "$tmp/mod"
-cp "$SA_SRC" "$tmp/mod/sa.so"
-cp "$CBW_SRC" "$tmp/mod/cbw.so"
-SA=$tmp/mod/sa.so
-CBW=$tmp/mod/cbw.so
+cp "$SA_SRC" "$CBW_SRC" "$tmp/mod/"
+SA=$tmp/mod/$(basename "$SA_SRC")
+CBW=$tmp/mod/$(basename "$CBW_SRC")
 
 disk=$tmp/disk.img
 sock=$tmp/nbd.sock
@@ -152,41 +134,20 @@ fleece=$tmp/fleece.img
 results=$tmp/results.tsv
 : >"$results"
 
-# wait_socket PID SOCK LOG: until SOCK accepts NBD connections.
-wait_socket ()
-{
-  local pid=$1 s=$2 log=$3
-  for _ in $(seq 200); do
-    if [ -S "$s" ]; then
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "server exited during start-up"; }
-    sleep 0.05
-  done
-  cat "$log" >&2
-  die "server did not start within 10 s"
-}
-
 start_plain ()
 {
   rm -f "$sock"
-  nbdkit -f -U "$sock" file "$disk" >"$tmp/plain.log" 2>&1 &
-  server_pid=$!
   server_log=$tmp/plain.log
-  wait_socket "$server_pid" "$sock" "$server_log"
+  serve "$server_log" "$sock" -- nbdkit -f -U "$sock" file "$disk"
 }
 
 start_ours ()
 {
   rm -f "$sock" "$ctlsock" "$fleece"
-  nbdkit -f -U "$sock" --filter="$SA" --filter="$CBW" file "$disk" \
-    control="$ctlsock" cbw-target="$fleece" \
-    cbw-cluster-size=$cluster >"$tmp/ours.log" 2>&1 &
-  server_pid=$!
   server_log=$tmp/ours.log
-  wait_socket "$server_pid" "$sock" "$server_log"
-  for _ in $(seq 100); do [ -S "$ctlsock" ] && return 0; sleep 0.05; done
-  die "control socket $ctlsock did not appear"
+  serve "$server_log" "$sock" "$ctlsock" -- \
+    nbdkit -f -U "$sock" --filter="$SA" --filter="$CBW" file "$disk" \
+    control="$ctlsock" cbw-target="$fleece" cbw-cluster-size=$cluster
 }
 
 qsd_cmd=()
@@ -204,20 +165,11 @@ start_qsd ()
     --nbd-server "addr.type=unix,addr.path=$sock"
     --export "type=nbd,id=live,node-name=cbw,name=live,writable=on"
     --export "type=nbd,id=snapshot,node-name=snap,name=snapshot")
-  "${qsd_cmd[@]}" >"$tmp/qsd.log" 2>&1 &
-  server_pid=$!
   server_log=$tmp/qsd.log
-  wait_socket "$server_pid" "$sock" "$server_log"
+  serve "$server_log" "$sock" -- "${qsd_cmd[@]}"
 }
 
-ctl ()
-{
-  local reply
-  reply=$(printf '%s\n' "$1" | socat -t 10 - "UNIX-CONNECT:$ctlsock") ||
-    die "control '$1': socat failed"
-  jq -e '.ok == true' >/dev/null <<<"$reply" || die "control '$1' failed: $reply"
-  printf '%s\n' "$reply"
-}
+ctl () { ctl_ok "$ctlsock" "$1"; }
 
 fresh_snapshot ()
 {
@@ -381,7 +333,7 @@ nbdcopy -- [ nbdkit -r pattern size="$size" ] "$disk" ||
   die "pre-filling the disk with nbdkit's pattern plugin failed"
 
 # One write in every cluster, in a seeded random order (fio iolog v2).
-/usr/bin/python3 - "$size" "$cluster" >"$tmp/firsttouch.iolog" <<'EOF'
+"$PY" - "$size" "$cluster" >"$tmp/firsttouch.iolog" <<'EOF'
 import random, sys
 size, cluster = int(sys.argv[1]), int(sys.argv[2])
 offs = list(range(0, size, cluster))
@@ -426,7 +378,7 @@ if [ $use_qsd = 1 ]; then
   # One argument per line; $TMP stands for the run's directory.
   qsd_line=$(printf '%s\n' "${qsd_cmd[@]}" | sed "s|$tmp|\$TMP|g")
 fi
-/usr/bin/python3 "$here/bench-report.py" \
+"$PY" "$here/bench-report.py" \
   --results "$results" --date "$started" --machine "$machine" \
   --versions "$versions" --size "$size" --repeat "$repeat" \
   --load "$load_start -> $load_end" \

@@ -26,28 +26,20 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
-export PATH="/usr/bin:$PATH"
-py=/usr/bin/python3
+. "$top/bench/lib.sh"
+py=$PY
 
 repeat=${BENCH_REPEAT:-5}
 seconds=${BENCH_SECONDS:-5}
 percent=${MAP_PERCENT:-1}
 
-SA=$top/filters/snapshot-access/.libs/nbdkit-snapshot-access-filter.so
-CBW=$top/filters/cbw/.libs/nbdkit-cbw-filter.so
-DB=$top/filters/dirty-bitmap/.libs/nbdkit-dirty-bitmap-filter.so
-for f in "$SA" "$CBW" "$DB"; do
-  [ -f "$f" ] || { echo "bench-tracking: $f is not built; run make first" >&2; exit 1; }
-done
-for cmd in nbdkit fio nbdinfo socat jq; do
-  command -v "$cmd" >/dev/null || { echo "bench-tracking: $cmd is missing" >&2; exit 1; }
-done
+need_built "$SA" "$CBW" "$DB"
+need nbdkit fio nbdinfo socat jq python3-nbd
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fleece-bench.XXXXXX")
-pidfile=$tmp/nbdkit.pid
 cleanup ()
 {
-  [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  stop_pid "$server_pid" || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -57,32 +49,17 @@ ctl=$tmp/ctl.sock
 
 start ()
 {
-  rm -f "$sock" "$ctl" "$pidfile"
-  nbdkit -f -U "$sock" -P "$pidfile" "$@" >"$tmp/nbdkit.log" 2>&1 &
-  for _ in $(seq 100); do
-    [ -s "$pidfile" ] && [ -S "$sock" ] && return 0
-    sleep 0.05
-  done
-  cat "$tmp/nbdkit.log" >&2
-  echo "bench-tracking: nbdkit did not start" >&2
-  exit 1
+  rm -f "$sock" "$ctl"
+  serve "$tmp/nbdkit.log" "$sock" -- nbdkit -f -U "$sock" "$@"
 }
 
 stop ()
 {
-  local pid
-  pid=$(cat "$pidfile")
-  kill "$pid"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  rm -f "$pidfile"
+  stop_pid "$server_pid" 30 || true
+  server_pid=
 }
 
-ctlcmd ()
-{
-  local r
-  r=$(echo "$1" | socat -t 30 - "UNIX-CONNECT:$ctl")
-  jq -e .ok >/dev/null <<<"$r" || { echo "bench-tracking: '$1': $r" >&2; exit 1; }
-}
+ctlcmd () { ctl_ok "$ctl" "$1" 30 >/dev/null; }
 
 median ()
 {
@@ -181,15 +158,12 @@ map_clustered=$map_ms
 start --filter="$SA" --filter="$CBW" --filter="$DB" file "$disk" control="$ctl"
 ctlcmd "snapshot-begin checkpoint=c1"
 ctlcmd snapshot-end
-read -r changed_bytes read_bytes < <($py - "$sock" "$ctl" <<'PYEOF'
-import random, socket, sys, nbd
+read -r changed_bytes read_bytes < <($py - "$sock" "$ctl" "$top/tests" <<'PYEOF'
+import random, sys, nbd
 sock, ctl = sys.argv[1], sys.argv[2]
-def control(line):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(ctl)
-    s.sendall(line.encode() + b"\n")
-    r = s.makefile().readline()
-    assert '"ok":true' in r, r
+sys.path.insert(0, sys.argv[3])
+from fleece_lib import Ctl
+control = Ctl(ctl).ok
 g = 65536
 h = nbd.NBD()
 h.connect_unix(sock)

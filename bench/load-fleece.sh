@@ -24,7 +24,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
-export PATH="/usr/bin:$PATH"     # Debian's python3 has libnbd
+. "$top/bench/lib.sh"
 
 seconds=${LOAD_SECONDS:-120}
 cycle=${LOAD_CYCLE:-10}
@@ -33,37 +33,16 @@ size_arg=${LOAD_SIZE:-1G}
 regions=${LOAD_REGIONS:-16}
 seed=${LOAD_SEED:-1}
 
-die () { echo "load-fleece.sh: $*" >&2; exit 1; }
-
-for cmd in nbdkit nbdcopy numfmt /usr/bin/python3; do
-  command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is not installed"
-done
-/usr/bin/python3 -c 'import nbd' 2>/dev/null ||
-  die "Debian's python3-libnbd is not installed"
-
-SA=$top/filters/snapshot-access/.libs/nbdkit-snapshot-access-filter.so
-CBW=$top/filters/cbw/.libs/nbdkit-cbw-filter.so
-DB=$top/filters/dirty-bitmap/.libs/nbdkit-dirty-bitmap-filter.so
-for f in "$SA" "$CBW" "$DB"; do
-  [ -f "$f" ] || die "$f is not built (run make)"
-done
+need nbdkit nbdcopy nbdinfo numfmt python3-nbd
+need_built "$SA" "$CBW" "$DB"
 
 size=$(numfmt --from=iec "$size_arg")
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/load-fleece.XXXXXX")
-pidfile=$work/nbdkit.pid
 cleanup ()
 {
-  local rc=$? pid
-  if [ -s "$pidfile" ]; then
-    pid=$(cat "$pidfile")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  if [ $rc -ne 0 ] && [ -f "$work/nbdkit.log" ]; then
-    echo "--- nbdkit.log (last 20 lines)" >&2
-    tail -n 20 "$work/nbdkit.log" >&2
-  fi
+  local rc=$?
+  stop_pid "$server_pid" || true
+  [ $rc -eq 0 ] || show_logs "$work" 20
   rm -rf "$work"
   exit $rc
 }
@@ -80,22 +59,17 @@ echo "workdir $work"
 head -c "$size" /dev/urandom > "$disk"
 
 # The default fleecing target: an unlinked temporary file in TMPDIR.
-TMPDIR=$work nbdkit -f -U "$sock" -P "$pidfile" \
+serve "$work/nbdkit.log" "$sock" "$ctl" -- env TMPDIR="$work" \
+  nbdkit -f -U "$sock" \
   --filter="$SA" --filter="$CBW" --filter="$DB" \
-  file "$disk" control="$ctl" bitmap-file="$work/disk.bitmaps" \
-  >"$work/nbdkit.log" 2>&1 &
-for _ in $(seq 100); do
-  [ -s "$pidfile" ] && [ -S "$sock" ] && [ -S "$ctl" ] && break
-  sleep 0.1
-done
-[ -s "$pidfile" ] && [ -S "$sock" ] || die "nbdkit did not start"
-pid=$(cat "$pidfile")
+  file "$disk" control="$ctl" bitmap-file="$work/disk.bitmaps"
+pid=$server_pid
 nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null ||
   die "nbdkit does not serve"
 echo "nbdkit pid $pid: $(nbdkit --version | head -n 1)"
 
 rc=0
-/usr/bin/python3 "$here/load_fleece.py" --sock "$sock" --ctl "$ctl" \
+"$PY" "$here/load_fleece.py" --sock "$sock" --ctl "$ctl" \
   --pid "$pid" --size "$size" --seconds "$seconds" --cycle "$cycle" \
   --clients "$clients" --regions "$regions" --seed "$seed" || rc=$?
 

@@ -30,41 +30,18 @@
 
 import argparse
 import hashlib
-import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
 
 import nbd
 
-MiB = 1 << 20
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-class Control:
-    """One control connection; one line in, one JSON line out."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __call__(self, line):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(60)
-            s.connect(self.path)
-            s.sendall(line.encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
+# The tests' Python library: the control client and the pause gate.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "tests"))
+from fleece_lib import MiB, Ctl, PauseGate, log          # noqa: E402
 
 
 def rss_kib(pid):
@@ -101,48 +78,19 @@ class Stats:
         log("MISMATCH %s: %s" % (where, msg))
 
 
-class Gate:
+class Gate(PauseGate):
     """Lets the controller park every guest between two requests."""
-
-    def __init__(self, n):
-        self.n = n
-        self.cond = threading.Condition()
-        self.want_pause = False
-        self.parked = 0
-        self.stop = False
 
     def checkpoint(self):
         """Called by a guest between requests.  Returns False to stop."""
-        with self.cond:
-            if self.want_pause:
-                self.parked += 1
-                self.cond.notify_all()
-                while self.want_pause and not self.stop:
-                    self.cond.wait()
-                self.parked -= 1
-            return not self.stop
+        return self.between() is not None
 
     def pause(self, timeout=60):
-        with self.cond:
-            self.want_pause = True
-            deadline = time.monotonic() + timeout
-            while self.parked < self.n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RuntimeError("guests did not pause within %d s"
-                                       % timeout)
-                self.cond.wait(left)
-
-    def resume(self):
-        with self.cond:
-            self.want_pause = False
-            self.cond.notify_all()
+        if not super().pause(timeout):
+            raise RuntimeError("guests did not pause within %d s" % timeout)
 
     def finish(self):
-        with self.cond:
-            self.stop = True
-            self.want_pause = False
-            self.cond.notify_all()
+        self.stop()
 
 
 SIZES = [4096, 8192, 16384, 65536, 131072, 262144]
@@ -158,7 +106,7 @@ def guest(idx, args, gate, stats, noise):
         h.connect_uri(args.live)
     except nbd.Error as e:
         stats.error("guest%d connect" % idx, str(e))
-        gate.n -= 1
+        gate.leave()
         return
     while gate.checkpoint():
         n = rng.choice(SIZES)
@@ -275,7 +223,7 @@ def main():
     args.snap = "nbd+unix:///snapshot?socket=%s" % args.sock
     args.delta_fmt = "nbd+unix:///snapshot/since/%s?socket=" + args.sock
 
-    ctl = Control(args.ctl)
+    ctl = Ctl(args.ctl, timeout=60)
     stats = Stats()
     gate = Gate(args.clients)
     rng = random.Random(args.seed)
@@ -294,7 +242,7 @@ def main():
                 stats.error("rss sampler", str(e))
                 return
             t = time.monotonic() - t0
-            samples.append((t, r, cycle_no[0], not gate.stop))
+            samples.append((t, r, cycle_no[0], not gate.stopping))
             with stats.lock:
                 ops = dict(stats.ops)
             log("t=%6.1f s  rss=%7.1f MiB  cycle=%d  reads=%d writes=%d "

@@ -35,11 +35,9 @@
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -49,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from incr_lib import (MiB, TestFailure, fail, check, log, connect, close,
                       block_map, map_granules, fmt_granules,
                       expect_open_refused, parse_bitmap_file, read_log,
-                      run_main)
+                      run_main, Ctl)
 import nbd
 
 ap = argparse.ArgumentParser()
@@ -77,6 +75,9 @@ BM = os.path.join(D, "disk.bitmaps")
 SOCK = os.path.join(D, "nbd.sock")
 CTL = os.path.join(D, "ctl.sock")
 LOG = os.path.join(D, "nbdkit.log")
+# The control socket; CONTROL.raw() is None when no reply came (the
+# server was killed).
+CONTROL = Ctl(CTL, timeout=10)
 
 # ---------------------------------------------------------------- server
 
@@ -106,7 +107,7 @@ def start():
             fail("nbdkit exited during start-up (status %s); log %s"
                  % (proc.returncode, LOG))
         if os.path.exists(CTL) and os.path.exists(SOCK):
-            r = ctl_raw("status")
+            r = CONTROL.raw("status")
             if r is not None and r.get("ok"):
                 try:
                     h = connect(SOCK)
@@ -134,37 +135,8 @@ def stop(sig):
         pass
 
 
-def ctl_raw(line, timeout=10, sent=None):
-    """One control line; the parsed reply, or None if none came.
-    sent: a Condition notified once the line is sent."""
-    try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        s.connect(CTL)
-        s.sendall((line + "\n").encode())
-        if sent is not None:
-            with sent:
-                sent.nsent = getattr(sent, "nsent", 0) + 1
-                sent.notify_all()
-        buf = b""
-        while not buf.endswith(b"\n"):
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-        s.close()
-    except OSError:
-        return None
-    if not buf.endswith(b"\n"):
-        return None
-    try:
-        return json.loads(buf.decode())
-    except ValueError:
-        fail("control '%s': reply is not JSON: %r" % (line, buf))
-
-
 def ctl_ok(line):
-    r = ctl_raw(line)
+    r = CONTROL.raw(line)
     check(r is not None and r.get("ok") is True,
           "control '%s' failed: %s" % (line, r))
     return r
@@ -399,7 +371,7 @@ class Controller(threading.Thread):
             line = self.pick(k)
             op = [line, self.ev.next(), None, None]
             self.ops.append(op)
-            r = ctl_raw(line, sent=self.sent)
+            r = CONTROL.raw(line, sent=self.sent)
             if r is None or (r.get("ok") is not True and STOPPING.is_set()):
                 return                 # nbdkit stopped: this one is in flight
             op[2], op[3] = self.ev.next(), r

@@ -2,17 +2,22 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Helpers shared by the fleecing tests' Python drivers (fleece_*.py):
-# seeded byte patterns, a byte model of the disk, the control socket,
-# libnbd connections and whole-disk checksums.
+# The one Python library of the tests' drivers, the bench and load
+# scripts (bench/*.py and the Python in bench/*.sh import it from here):
+# seeded byte patterns, a byte model of the disk, the control socket
+# client, libnbd connections, whole-disk checksums, sparse files,
+# stopping servers, and a pause barrier for worker threads.
+# incr_lib.py adds what the change-tracking drivers need on top.
 
 import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sys
+import threading
 import time
 
 import nbd
@@ -60,6 +65,19 @@ def connect(sock, export="", meta=False, strict=True):
         h.set_strict_mode(0)
     h.set_export_name(export)
     h.connect_unix(sock)
+    return h
+
+
+def connect_uri(u, meta=False, local_files=False):
+    """A connection to URI u (meta: ask for base:allocation;
+    local_files: let libnbd read files the URI names, such as a
+    tls-psk-file)."""
+    h = nbd.NBD()
+    if meta:
+        h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+    if local_files:
+        h.set_uri_allow_local_file(True)
+    h.connect_uri(u)
     return h
 
 
@@ -141,23 +159,103 @@ def timed_pwrite(h, data, off, limit):
         h.poll(max(1, int(left * 1000)))
 
 
+def wait_dead(pid, limit):
+    """True once process pid has exited (gone or a zombie), False if
+    it still runs after limit seconds."""
+    t0 = time.time()
+    while True:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split(")")[-1].split()[0] in ("Z", "X"):
+                    return True
+        except OSError:
+            return True
+        if time.time() - t0 >= limit:
+            return False
+        time.sleep(0.05)
+
+
 def kill_server(pid_file):
     """SIGKILL the nbdkit whose pid is in pid_file, wait until it is
     dead, and remove pid_file so that no clean-up signals a reused pid."""
     with open(pid_file) as f:
         pid = int(f.read())
     os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().split(")")[-1].split()[0] in ("Z", "X"):
-                    break
-        except OSError:
-            break
-        time.sleep(0.05)
-    else:
+    if not wait_dead(pid, 5):
         fail("target nbdkit %d did not die" % pid)
     os.unlink(pid_file)
+
+
+def write_sparse(path, data, block=64 * 1024):
+    """Write data to path, leaving all-zero blocks as holes."""
+    zero = bytes(block)
+    with open(path, "wb") as f:
+        f.truncate(len(data))
+        mv = memoryview(data)
+        for off in range(0, len(data), block):
+            piece = mv[off:off + block]
+            if piece != zero[:len(piece)]:
+                f.seek(off)
+                f.write(piece)
+
+
+class PauseGate:
+    """Lets a controller park n worker threads between two requests,
+    so that nothing is in flight while it looks at the disk.
+
+    Workers call between() before each request, and leave() when they
+    end early (an error: they then count as parked for good).  The
+    controller calls pause() (True once every worker is parked, False
+    after timeout seconds), resume(), and stop() at the end.  cond
+    also guards whatever the caller keeps beside the gate."""
+
+    def __init__(self, n):
+        self.n = n
+        self.cond = threading.Condition()
+        self.pausing = False
+        self.stopping = False
+        self.idle = 0
+        self.errors = []
+
+    def between(self):
+        """Parks while a pause is asked.  None: stop now; True: the
+        worker was parked (restart any pacing); False: go on."""
+        with self.cond:
+            parked = False
+            if self.pausing:
+                parked = True
+                self.idle += 1
+                self.cond.notify_all()
+                while self.pausing and not self.stopping:
+                    self.cond.wait()
+                self.idle -= 1
+            if self.stopping:
+                return None
+            return parked
+
+    def leave(self, error=None):
+        with self.cond:
+            if error is not None:
+                self.errors.append(error)
+            self.idle += 1
+            self.cond.notify_all()
+
+    def pause(self, timeout=30):
+        with self.cond:
+            self.pausing = True
+            return self.cond.wait_for(lambda: self.idle >= self.n,
+                                      timeout=timeout)
+
+    def resume(self):
+        with self.cond:
+            self.pausing = False
+            self.cond.notify_all()
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+            self.pausing = False
+            self.cond.notify_all()
 
 
 class Model:
@@ -180,29 +278,71 @@ class Model:
 
 
 class Ctl:
-    """The control socket.  timeout: seconds a reply may take before
-    the test fails (socket.timeout, an OSError)."""
+    """The control socket: one connection per command, one line in,
+    one JSON line out.  timeout: seconds a reply may take.
+
+    ctl(line)          the parsed reply; a connection error or timeout
+                       raises OSError (socket.timeout is one), a reply
+                       that is not JSON fails the test
+    ctl.ok(line)       the reply, which must say ok
+    ctl.refused(line)  the reply, which must be an error (matching regex)
+    ctl.raw(line)      the parsed reply, or None if no whole line came
+                       back (connection refused or closed, timeout)
+    ctl.query(line)    never raises: a failure to talk to the socket is
+                       {"ok": false, "error": ...}, for load drivers
+                       that count errors instead of stopping."""
 
     def __init__(self, path, timeout=30):
         self.path = path
         self.timeout = timeout
 
-    def __call__(self, line):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
-        s.sendall((line + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-        s.close()
+    def exchange(self, line, timeout=None, sent=None):
+        """Send line, return the reply bytes as far as they came (up to
+        and including the newline).  sent: a Condition notified, with
+        its nsent attribute counting, once the line is sent."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(self.timeout if timeout is None else timeout)
+            s.connect(self.path)
+            s.sendall((line + "\n").encode())
+            if sent is not None:
+                with sent:
+                    sent.nsent = getattr(sent, "nsent", 0) + 1
+                    sent.notify_all()
+            buf = b""
+            while not buf.endswith(b"\n"):
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+        return buf
+
+    def _parse(self, line, buf):
         try:
             return json.loads(buf.decode())
         except ValueError:
             fail("control '%s': reply is not JSON: %r" % (line, buf))
+
+    def __call__(self, line):
+        return self._parse(line, self.exchange(line))
+
+    def raw(self, line, timeout=None, sent=None):
+        try:
+            buf = self.exchange(line, timeout, sent)
+        except OSError:
+            return None
+        if not buf.endswith(b"\n"):
+            return None
+        return self._parse(line, buf)
+
+    def query(self, line):
+        try:
+            buf = self.exchange(line)
+        except OSError as e:
+            return {"ok": False, "error": "control socket: %s" % e}
+        try:
+            return json.loads(buf.decode())
+        except ValueError:
+            return {"ok": False, "error": "reply is not JSON: %r" % buf}
 
     def ok(self, line):
         r = self(line)
@@ -210,7 +350,6 @@ class Ctl:
         return r
 
     def refused(self, line, regex=None):
-        import re
         r = self(line)
         check(r.get("ok") is False and isinstance(r.get("error"), str)
               and r["error"] != "",

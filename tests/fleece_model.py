@@ -21,10 +21,12 @@
 import argparse
 import json
 import random
-import socket
 import sys
 
 import nbd
+
+from fleece_lib import (TestFailure, Ctl, write_sparse,
+                        connect_uri as connect)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -74,17 +76,6 @@ def make_image(size, seed):
             img[off:off + n] = rec[off - s0:off - s0 + n]
         off += n
     return img
-
-
-def write_sparse(path, data):
-    with open(path, "wb") as f:
-        f.truncate(len(data))
-        zero = bytes(64 * KiB)
-        for o in range(0, len(data), 64 * KiB):
-            chunk = data[o:o + 64 * KiB]
-            if chunk != zero[:len(chunk)]:
-                f.seek(o)
-                f.write(chunk)
 
 
 # ---------------------------------------------------------------- ops
@@ -188,36 +179,6 @@ def mismatch_msg(what, off, got, exp, ops, alt=None):
         s += f" or [{hexs(alt)}]"
     s += f", got [{hexs(got)}]; operations on this byte: {history(ops, off)}"
     return s
-
-
-class Ctl:
-    def __init__(self, path):
-        self.path = path
-
-    def __call__(self, line):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(30)
-        s.connect(self.path)
-        s.sendall(line.encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            b = s.recv(65536)
-            if not b:
-                break
-            buf += b
-        s.close()
-        try:
-            return json.loads(buf)
-        except ValueError:
-            die(f"control '{line}': reply is not JSON: {buf!r}")
-
-
-def connect(uri, meta=False):
-    h = nbd.NBD()
-    if meta:
-        h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    h.connect_uri(uri)
-    return h
 
 
 def check_extents(name, h, size, image, ops):
@@ -497,4 +458,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TestFailure as e:        # from the control client
+        die(str(e))

@@ -27,10 +27,8 @@
 # must fail, and any read that succeeds must still return snapshot data.
 
 import argparse
-import json
 import os
 import random
-import socket
 import struct
 import subprocess
 import sys
@@ -38,6 +36,8 @@ import threading
 import time
 
 import nbd
+
+from fleece_lib import Ctl, connect_uri as connect
 
 BLK = 4096
 MAGIC = b"FLEECE\x00\x01"
@@ -74,29 +74,7 @@ def first_diff(a, b):
 
 
 def ctl(path, line):
-    buf = b""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(60)
-            s.connect(path)
-            s.sendall(line.encode() + b"\n")
-            while not buf.endswith(b"\n"):
-                b = s.recv(65536)
-                if not b:
-                    break
-                buf += b
-    except OSError as e:
-        return {"ok": False, "error": f"control socket: {e}"}
-    try:
-        return json.loads(buf)
-    except ValueError:
-        return {"ok": False, "error": f"reply is not JSON: {buf!r}"}
-
-
-def connect(uri):
-    h = nbd.NBD()
-    h.connect_uri(uri)
-    return h
+    return Ctl(path, timeout=60).query(line)
 
 
 def gen_block(writer, block, gen):

@@ -1,25 +1,44 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Shell library for the tests.  Source it, then:
+# Shell library for the tests, and (through bench/lib.sh) for the bench
+# scripts and demo.sh.  Source it, then:
 #
-#   requires CMD...            skip the test (exit 77) if a tool is missing
+#   requires TOOL...           skip the test (exit 77) unless every TOOL
+#                              runs (probe_tool); python3-nbd stands for
+#                              Debian's /usr/bin/python3 with the libnbd
+#                              bindings
 #   tmp=$(...)                 $tmpdir is a private temporary directory,
 #                              removed on exit together with every server
 #                              started by start_nbdkit, even on failure
 #   start_nbdkit SOCK ARGS...  run nbdkit in the background on Unix socket
 #                              SOCK with ARGS, wait until it serves
+#   start_stack NAME SIZE      a random disk served by the whole stack
+#                              with a control socket: $sock $ctl $disk
 #   stop_nbdkit SOCK           stop that server and wait for it
 #   expect_refused REGEX ARGS  nbdkit ARGS must fail at start-up with an
 #                              error line matching REGEX
 #   fail MESSAGE               report and exit 1
 #
-# $CBW, $SA, $DB are the filter modules built in this tree.
+# The part before "The test harness" below is a library of its own:
+# with FLEECE_LIB_ONLY=1 set, sourcing stops there (no set -e, no
+# $tmpdir, no traps), which is how bench/lib.sh uses it:
+#
+#   probe_tool TOOL            0 if TOOL runs, else 1 and $probe_reason
+#   wait_gone PID SECONDS      0 once PID has exited, 1 after SECONDS
+#   stop_pid PID [SECONDS]     SIGTERM, SIGKILL after SECONDS (5), reap;
+#                              the exit status of PID if it is our child
+#   serve LOG FILE... -- CMD   run CMD in the background (output to LOG,
+#                              $server_pid), wait until every FILE is a
+#                              socket or a non-empty file (10 s)
+#   ctl SOCKET LINE            send one control line, print the reply
+#   ctl_ok SOCKET LINE [SECS]  the same; fail unless the reply says ok
+#   show_logs DIR LINES        the tail of every DIR/*.log on stderr
+#
+# $CBW, $SA, $DB are the filter modules built in this tree; $PY is the
+# Python that has the libnbd bindings.
 
-set -e
-set -u
-
-: "${abs_top_builddir:=$(cd "$(dirname "$0")/.." && pwd)}"
+: "${abs_top_builddir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 : "${abs_top_srcdir:=$abs_top_builddir}"
 
 CBW=$abs_top_builddir/filters/cbw/.libs/nbdkit-cbw-filter.so
@@ -29,6 +48,7 @@ DB=$abs_top_builddir/filters/dirty-bitmap/.libs/nbdkit-dirty-bitmap-filter.so
 # nbdsh needs Debian's Python, which owns the libnbd bindings.  The
 # sanitizer runs (tests/run-sanitizers.sh) put their nbdkit wrapper first.
 export PATH="${FLEECE_WRAP_DIR:+$FLEECE_WRAP_DIR:}/usr/bin:$PATH"
+PY=/usr/bin/python3
 
 fail ()
 {
@@ -36,16 +56,148 @@ fail ()
   exit 1
 }
 
+# probe_tool TOOL: run TOOL the cheapest way that shows it works (its
+# version, or for nbdsh and python3-nbd an import of the libnbd
+# bindings).  Returns 1 with $probe_reason set when it is missing or
+# does not run.
+probe_reason=
+probe_tool ()
+{
+  local t=$1 out
+  local -a cmd
+  case $t in
+    python3-nbd) cmd=("$PY" -c 'import nbd') ;;
+    nbdsh) cmd=(nbdsh -c 'import nbd') ;;
+    socat) cmd=(socat -V) ;;
+    *) cmd=("$t" --version) ;;
+  esac
+  if ! command -v "${cmd[0]}" >/dev/null 2>&1; then
+    case $t in
+      python3-nbd) probe_reason="$PY is not installed" ;;
+      *) probe_reason="'$t' is not installed" ;;
+    esac
+    return 1
+  fi
+  if ! out=$(timeout 30 "${cmd[@]}" </dev/null 2>&1); then
+    out=$(printf '%s\n' "$out" | tail -n 1)
+    case $t in
+      python3-nbd)
+        probe_reason="the libnbd Python bindings (Debian: python3-libnbd) do not load in $PY ($out)" ;;
+      nbdsh)
+        probe_reason="nbdsh is installed but cannot import the libnbd Python bindings in the Python it runs ($(head -n 1 "$(command -v nbdsh)" | cut -c3-)): $out" ;;
+      *)
+        probe_reason="'$t' is installed but does not run ('${cmd[*]}' fails: $out)" ;;
+    esac
+    return 1
+  fi
+}
+
+# requires TOOL...: skip the test unless every TOOL runs.
 requires ()
 {
-  local cmd
-  for cmd in "$@"; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
-      echo "SKIP: $0: '$cmd' is not installed" >&2
+  local t
+  for t in "$@"; do
+    if ! probe_tool "$t"; then
+      echo "SKIP: $0: $probe_reason" >&2
       exit 77
     fi
   done
 }
+
+# wait_gone PID SECONDS: 0 once PID has exited, 1 if it still runs after
+# SECONDS.
+wait_gone ()
+{
+  local pid=$1 i
+  for ((i = 0; i < $2 * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.05
+  done
+  ! kill -0 "$pid" 2>/dev/null
+}
+
+# stop_pid PID [SECONDS]: SIGTERM, SIGKILL if it still runs after
+# SECONDS (default 5), then reap it.  Returns its exit status when it
+# is a child of this shell, else 0.  An empty PID is nothing to stop.
+stop_pid ()
+{
+  local pid=$1 rc=0
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  wait_gone "$pid" "${2:-5}" || kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || rc=$?
+  # 127: not our child (nothing to reap).
+  [ $rc -eq 127 ] && rc=0
+  return $rc
+}
+
+# serve LOG FILE... -- CMD ARGS...: start CMD in the background with
+# its output in LOG ($server_pid), and wait up to 10 s until every FILE
+# is a socket or a non-empty file (a pidfile).  Fails, showing LOG, if
+# CMD exits first or does not get there in time.
+server_pid=
+serve ()
+{
+  local log=$1 f ready i
+  local -a files=()
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do files+=("$1"); shift; done
+  [ $# -gt 0 ] || fail "serve: no -- before the command"
+  shift
+  "$@" >"$log" 2>&1 &
+  server_pid=$!
+  for ((i = 0; i < 200; i++)); do
+    ready=1
+    for f in "${files[@]}"; do
+      [ -S "$f" ] || [ -s "$f" ] || { ready=; break; }
+    done
+    [ -z "$ready" ] || return 0
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      cat "$log" >&2
+      fail "$* exited during start-up"
+    fi
+    sleep 0.05
+  done
+  cat "$log" >&2
+  fail "$* did not start within 10 s"
+}
+
+# ctl SOCKET LINE: send one control line, print the reply.
+ctl ()
+{
+  printf '%s\n' "$2" | socat -t 5 - "UNIX-CONNECT:$1"
+}
+
+# ctl_ok SOCKET LINE [SECONDS]: send one control line, print the reply;
+# fail unless a reply came within SECONDS (default 10) and says ok.
+ctl_ok ()
+{
+  local reply
+  reply=$(printf '%s\n' "$2" | socat -t "${3:-10}" - "UNIX-CONNECT:$1") ||
+    fail "control '$2': no reply from $1"
+  jq -e '.ok == true' >/dev/null 2>&1 <<<"$reply" ||
+    fail "control '$2' failed: $reply"
+  printf '%s\n' "$reply"
+}
+
+# show_logs DIR LINES: the last LINES lines of every non-empty DIR/*.log
+# on stderr (after a failure).
+show_logs ()
+{
+  local f
+  for f in "$1"/*.log; do
+    [ -s "$f" ] || continue
+    echo "--- $f" >&2
+    tail -n "$2" "$f" >&2
+  done
+}
+
+[ -z "${FLEECE_LIB_ONLY-}" ] || return 0
+
+# ---- The test harness ------------------------------------------------
+
+set -e
+set -u
 
 requires nbdkit
 
@@ -54,26 +206,11 @@ _pidfiles=()
 
 _cleanup ()
 {
-  local rc=$? p pid
+  local rc=$? p
   for p in "${_pidfiles[@]+"${_pidfiles[@]}"}"; do
-    if [ -s "$p" ]; then
-      pid=$(cat "$p")
-      kill "$pid" 2>/dev/null || true
-      # Wait up to 5 s, then insist.
-      for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    [ ! -s "$p" ] || stop_pid "$(cat "$p")" || true
   done
-  if [ $rc -ne 0 ] && [ -d "$tmpdir" ]; then
-    for p in "$tmpdir"/*.log; do
-      [ -f "$p" ] || continue
-      echo "--- $p" >&2
-      tail -n 30 "$p" >&2
-    done
-  fi
+  [ $rc -eq 0 ] || [ ! -d "$tmpdir" ] || show_logs "$tmpdir" 30
   rm -rf "$tmpdir"
   exit $rc
 }
@@ -87,19 +224,22 @@ start_nbdkit ()
   local pid=$sock.pid
   rm -f "$pid"
   _pidfiles+=("$pid")
-  nbdkit -f -v -U "$sock" -P "$pid" "$@" >"$sock.log" 2>&1 &
-  local bg=$!
-  for _ in $(seq 100); do
-    if [ -s "$pid" ] && [ -S "$sock" ]; then
-      return 0
-    fi
-    if ! kill -0 $bg 2>/dev/null; then
-      cat "$sock.log" >&2
-      fail "nbdkit $* exited during start-up"
-    fi
-    sleep 0.1
-  done
-  fail "nbdkit $* did not start within 10 s"
+  serve "$sock.log" "$pid" "$sock" -- nbdkit -f -v -U "$sock" -P "$pid" "$@"
+}
+
+# start_stack NAME SIZE [ARGS...]: a disk of SIZE random bytes served
+# by the whole stack (snapshot-access, cbw, dirty-bitmap, file) with a
+# control socket and ARGS.  Sets sock, ctl and disk to
+# $tmpdir/NAME.sock, .ctl and .img.
+start_stack ()
+{
+  local name=$1 size=$2; shift 2
+  sock=$tmpdir/$name.sock
+  ctl=$tmpdir/$name.ctl
+  disk=$tmpdir/$name.img
+  head -c "$size" /dev/urandom >"$disk"
+  start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
+    file "$disk" control="$ctl" "$@"
 }
 
 stop_nbdkit ()
@@ -107,11 +247,8 @@ stop_nbdkit ()
   local pid
   pid=$(cat "$1.pid")
   kill "$pid"
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$1.pid"; return 0; }
-    sleep 0.1
-  done
-  fail "nbdkit on $1 did not stop"
+  wait_gone "$pid" 10 || fail "nbdkit on $1 did not stop"
+  rm -f "$1.pid"
 }
 
 # expect_refused REGEX ARGS...: nbdkit must refuse ARGS at start-up
@@ -139,10 +276,4 @@ expect_accepted ()
     cat "$log" >&2
     fail "nbdkit $* was refused, expected it to start"
   fi
-}
-
-# ctl SOCKET LINE: send one control line, print the reply.
-ctl ()
-{
-  printf '%s\n' "$2" | socat -t 5 - "UNIX-CONNECT:$1"
 }

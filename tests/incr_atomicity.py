@@ -99,16 +99,11 @@ class Writer(threading.Thread):
             seq = 0
             t_next = time.monotonic()
             while True:
-                with c.cond:
-                    if c.paused:
-                        c.idle += 1
-                        c.cond.notify_all()
-                        while c.paused and not c.stopping:
-                            c.cond.wait()
-                        c.idle -= 1
-                        t_next = time.monotonic()
-                    if c.stopping:
-                        break
+                parked = c.between()
+                if parked is None:
+                    break
+                if parked:
+                    t_next = time.monotonic()
                 g = self.i * self.per + self.pos % self.per
                 self.pos += 1
                 off = g * G + self.rng.randrange(G // BLK) * BLK
@@ -128,38 +123,24 @@ class Writer(threading.Thread):
                     t_next = time.monotonic()
             close(h)
         except Exception as e:
-            c.errors.append("writer %d: %s: %s" % (self.i, type(e).__name__, e))
-            with c.cond:
-                c.idle += 1
-                c.cond.notify_all()
+            c.leave("writer %d: %s: %s" % (self.i, type(e).__name__, e))
 
 
-class Control:
+class Control(PauseGate):
+    """The writers' pause gate, and burst: set while they must write
+    back to back."""
+
     def __init__(self):
-        self.cond = threading.Condition()
-        self.paused = False
-        self.stopping = False
-        self.idle = 0
-        self.errors = []
+        super().__init__(W)
         self.burst = threading.Event()
 
     def pause(self):
-        with self.cond:
-            self.paused = True
-            ok = self.cond.wait_for(lambda: self.idle >= W, timeout=30)
+        ok = super().pause(30)
         check(not self.errors, "writer failed: %s" % self.errors)
         check(ok, "writers did not pause")
 
-    def resume(self):
-        with self.cond:
-            self.paused = False
-            self.cond.notify_all()
-
     def stop(self, ws):
-        with self.cond:
-            self.stopping = True
-            self.paused = False
-            self.cond.notify_all()
+        super().stop()
         for x in ws:
             x.join(30)
         check(not self.errors, "writer failed: %s" % self.errors)

@@ -22,11 +22,12 @@ import nbd
 
 from fleece_lib import (MiB, TestFailure, fail, check, log, pattern, uri,
                         connect, close, sha, expect_same, Ctl, run_main,
-                        read_log)
+                        read_log, write_sparse, PauseGate)
 
 __all__ = [
     "MiB", "TestFailure", "fail", "check", "log", "pattern", "uri",
     "connect", "close", "sha", "expect_same", "Ctl", "run_main", "read_log",
+    "PauseGate",
     "HOLE_ZERO", "READ_CHUNK", "granules_of", "fmt_granules", "block_map",
     "nbdinfo_map", "map_granules", "check_granules", "delta_check",
     "write_sparse", "read_file", "Writers", "expect_open_refused",
@@ -213,19 +214,6 @@ def expect_open_refused(sock, export, what):
          % (what, export))
 
 
-def write_sparse(path, data, block=64 * 1024):
-    """Write data to path, leaving all-zero blocks as holes."""
-    zero = bytes(block)
-    with open(path, "wb") as f:
-        f.truncate(len(data))
-        mv = memoryview(data)
-        for off in range(0, len(data), block):
-            piece = mv[off:off + block]
-            if piece != zero[:len(piece)]:
-                f.seek(off)
-                f.write(piece)
-
-
 def read_file(path):
     with open(path, "rb") as f:
         return f.read()
@@ -257,12 +245,10 @@ class Writers:
         self.n = n
         self.rate = rate
         self.use_trim = use_trim
-        self.cond = threading.Condition()
-        self.paused_req = False
-        self.idle = 0
-        self.stopping = False
+        self.gate = PauseGate(n)
+        self.cond = self.gate.cond      # also guards written and ops
+        self.errors = self.gate.errors
         self.written = set()
-        self.errors = []
         self.ops = 0
         self.threads = [threading.Thread(target=self._run,
                                          args=(i, seed * 1000 + i),
@@ -305,23 +291,18 @@ class Writers:
         try:
             h = connect(self.sock)
         except nbd.Error as e:
-            self.errors.append("writer %d: connect: %s" % (i, e))
+            self.gate.leave("writer %d: connect: %s" % (i, e))
             return
         if not h.can_trim():
             self.use_trim = False
         t_next = time.monotonic()
         try:
             while True:
-                with self.cond:
-                    if self.paused_req:
-                        self.idle += 1
-                        self.cond.notify_all()
-                        while self.paused_req and not self.stopping:
-                            self.cond.wait()
-                        self.idle -= 1
-                        t_next = time.monotonic()
-                    if self.stopping:
-                        return
+                parked = self.gate.between()
+                if parked is None:
+                    return
+                if parked:
+                    t_next = time.monotonic()
                 kind, off, n, dseed = self._op(rng, i)
                 if kind == "write":
                     data = pattern(dseed, n)
@@ -343,10 +324,7 @@ class Writers:
                 else:
                     t_next = time.monotonic()
         except Exception as e:          # nbd.Error or a bug: report it
-            self.errors.append("writer %d: %s: %s" % (i, type(e).__name__, e))
-            with self.cond:
-                self.idle += 1
-                self.cond.notify_all()
+            self.gate.leave("writer %d: %s: %s" % (i, type(e).__name__, e))
         finally:
             close(h)
 
@@ -355,16 +333,12 @@ class Writers:
             fail("a live writer failed: %s" % "; ".join(self.errors))
 
     def pause(self):
-        with self.cond:
-            self.paused_req = True
-            ok = self.cond.wait_for(lambda: self.idle >= self.n, timeout=30)
+        ok = self.gate.pause(30)
         self.check()
         check(ok, "writers did not pause within 30 s")
 
     def resume(self):
-        with self.cond:
-            self.paused_req = False
-            self.cond.notify_all()
+        self.gate.resume()
 
     def take_written(self):
         """Granules written since the last call (call while paused)."""
@@ -374,10 +348,7 @@ class Writers:
             return w
 
     def stop(self):
-        with self.cond:
-            self.stopping = True
-            self.paused_req = False
-            self.cond.notify_all()
+        self.gate.stop()
         for t in self.threads:
             t.join(30)
         self.check()

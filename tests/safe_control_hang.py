@@ -16,7 +16,7 @@ import signal
 import time
 
 from fleece_lib import (fail, check, log, pattern, connect, close, Ctl,
-                        run_main, timed_pwrite, expect_same)
+                        run_main, timed_pwrite, expect_same, wait_dead)
 
 LIMIT = 10
 
@@ -73,15 +73,7 @@ def main():
     close(guest)
     del guest
     t0 = time.time()
-    while time.time() - t0 < LIMIT:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().split(")")[-1].split()[0] in ("Z", "X"):
-                    break
-        except OSError:
-            break
-        time.sleep(0.1)
-    else:
+    if not wait_dead(pid, LIMIT):
         fail("nbdkit did not stop within %d s of SIGTERM" % LIMIT)
     log("nbdkit stopped %.2f s after SIGTERM" % (time.time() - t0))
     os.unlink(a.pid_file)

@@ -21,13 +21,12 @@ import sys
 
 import nbd
 
+from fleece_lib import connect, connect_uri as lib_connect_uri
+
 
 def connect_uri(uri):
-    h = nbd.NBD()
     # Our URIs name a tls-psk-file, which libnbd only reads if allowed.
-    h.set_uri_allow_local_file(True)
-    h.connect_uri(uri)
-    return h
+    return lib_connect_uri(uri, local_files=True)
 
 
 def try_open(make):
@@ -47,13 +46,7 @@ def main(argv):
         return try_open(lambda: connect_uri(argv[2]))
     if cmd == "try-export":
         sock, name = argv[2], argv[3]
-
-        def make():
-            h = nbd.NBD()
-            h.set_export_name(name)
-            h.connect_unix(sock)
-            return h
-        return try_open(make)
+        return try_open(lambda: connect(sock, name))
     if cmd == "patch":
         uri, src, chunk = argv[2], argv[3], int(argv[4])
         h = connect_uri(uri)

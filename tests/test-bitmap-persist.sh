@@ -18,9 +18,7 @@
 # and a further clean restart leaves a valid file.  See incr_persist.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires nbdinfo /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires nbdinfo python3-nbd
 
 disk=$tmpdir/disk.img
 bm=$tmpdir/bm

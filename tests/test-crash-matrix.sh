@@ -17,9 +17,7 @@
 #   FLEECE_CRASH_SEED=N     seed of the random choices (default 1)
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd
 
 trials=${FLEECE_CRASH_TRIALS:-20}
 seed=${FLEECE_CRASH_SEED:-1}

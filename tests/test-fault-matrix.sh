@@ -19,9 +19,7 @@
 # comparison with the documented table).
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd
 
 py=$abs_top_srcdir/tests/fault_matrix.py
 doc=$abs_top_srcdir/docs/fault-matrix.md

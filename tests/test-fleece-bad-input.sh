@@ -11,9 +11,7 @@
 # export and nothing else.  See fleece_bad_input.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires nbdinfo /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires nbdinfo python3-nbd
 
 py=$abs_top_srcdir/tests/fleece_bad_input.py
 

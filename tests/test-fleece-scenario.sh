@@ -16,9 +16,7 @@
 # server) with 64K clusters and an NBD target.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires nbdcopy qemu-img /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires nbdcopy qemu-img python3-nbd
 
 py=$abs_top_srcdir/tests/fleece_scenario.py
 n=0

@@ -15,11 +15,7 @@
 # picks the seed.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires nbdcopy nbdinfo
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: $0: Python libnbd bindings (python3-libnbd) are missing" >&2
-  exit 77
-}
+requires nbdcopy nbdinfo python3-nbd
 
 seconds=${FLEECE_STRESS_SECONDS:-15}
 seed=${FLEECE_SEED:-4242}

@@ -16,11 +16,7 @@
 # FLEECE_SEED=N picks another sequence, FLEECE_OPS=N another length.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires qemu-storage-daemon socat jq
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: $0: Python libnbd bindings (python3-libnbd) are missing" >&2
-  exit 77
-}
+requires qemu-storage-daemon socat jq python3-nbd
 
 helper=$abs_top_srcdir/tests/fleece_model.py
 size=$((32 * 1024 * 1024))

@@ -14,12 +14,7 @@
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires socat nbdcopy nbdinfo nbdsh jq
 
-sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
-disk=$tmpdir/disk.img
-head -c 32M /dev/urandom > "$disk"
-start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-  file "$disk" control="$ctl"
+start_stack disk 32M
 
 live="nbd+unix:///?socket=$sock"
 snap="nbd+unix:///snapshot?socket=$sock"

@@ -7,17 +7,10 @@
 # accepts it once that is gone.  See safe_delete_dep.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3 nbdinfo
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd nbdinfo
 
 for part in since open; do
-  sock=$tmpdir/$part.sock
-  ctl=$tmpdir/$part.ctl
-  disk=$tmpdir/$part.img
-  head -c 4M /dev/urandom > "$disk"
-  start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-    file "$disk" control="$ctl"
+  start_stack $part 4M
   /usr/bin/python3 "$abs_top_srcdir/tests/safe_delete_dep.py" \
     --sock "$sock" --ctl "$ctl" --disk "$disk" --part $part ||
     fail "$part (log: $sock.log)"

@@ -9,17 +9,10 @@
 # whole view reads without error and exactly.  See safe_delta_fixed.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3 nbdinfo
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd nbdinfo
 
 for c in a b c; do
-  sock=$tmpdir/$c.sock
-  ctl=$tmpdir/$c.ctl
-  disk=$tmpdir/$c.img
-  head -c 8M /dev/urandom > "$disk"
-  start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-    file "$disk" control="$ctl"
+  start_stack $c 8M
   /usr/bin/python3 "$abs_top_srcdir/tests/safe_delta_fixed.py" \
     --sock "$sock" --ctl "$ctl" --disk "$disk" --case $c ||
     fail "case $c (log: $sock.log)"

@@ -17,9 +17,7 @@
 # * with snapshot-export=bk, "bk/foo" and "snapshot" cannot be opened.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires socat jq nbdinfo /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires socat jq nbdinfo python3-nbd
 
 disk=$tmpdir/disk.img
 head -c 4M /dev/urandom > "$disk"

@@ -15,20 +15,13 @@
 #   (safe_resize.py).
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires socat jq nbdcopy nbdinfo nbdsh cmp /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires socat jq nbdcopy nbdinfo nbdsh cmp python3-nbd
 
 M=$((1024 * 1024))
 ok () { echo "$1" | jq -e '.ok == true' >/dev/null || fail "control: $1"; }
 
 # --- grow
-sock=$tmpdir/grow.sock
-ctl=$tmpdir/grow.ctl
-disk=$tmpdir/grow.img
-head -c 8M /dev/urandom > "$disk"
-start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-  file "$disk" control="$ctl"
+start_stack grow 8M
 live="nbd+unix:///?socket=$sock"
 snap="nbd+unix:///snapshot?socket=$sock"
 delta="nbd+unix:///snapshot/since/c1?socket=$sock"
@@ -75,12 +68,7 @@ rm -f "$sock"
 echo "grow: OK"
 
 # --- shrink
-sock=$tmpdir/shrink.sock
-ctl=$tmpdir/shrink.ctl
-disk=$tmpdir/shrink.img
-head -c 8M /dev/urandom > "$disk"
-start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-  file "$disk" control="$ctl"
+start_stack shrink 8M
 /usr/bin/python3 "$abs_top_srcdir/tests/safe_resize.py" \
   --sock "$sock" --ctl "$ctl" --pid-file "$sock.pid" --disk "$disk" ||
   fail "shrink (log: $sock.log)"

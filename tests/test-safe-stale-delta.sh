@@ -8,16 +8,9 @@
 # zeroes for the unchanged ranges.  See safe_stale_delta.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd
 
-sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
-disk=$tmpdir/disk.img
-head -c 4M /dev/urandom > "$disk"
-start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-  file "$disk" control="$ctl"
+start_stack disk 4M
 /usr/bin/python3 "$abs_top_srcdir/tests/safe_stale_delta.py" \
   --sock "$sock" --ctl "$ctl" || fail "log: $sock.log"
 

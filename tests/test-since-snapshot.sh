@@ -11,9 +11,7 @@
 # of 64K (= granularity), 16K and 256K.  See incr_since.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires nbdcopy nbdinfo /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires nbdcopy nbdinfo python3-nbd
 
 for cluster in 65536 16384 262144; do
   d=$tmpdir/c$cluster

@@ -12,9 +12,7 @@
 # file).  See fleece_discard.py.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
-requires /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-  echo "SKIP: Python libnbd bindings missing" >&2; exit 77; }
+requires python3-nbd
 
 py=$abs_top_srcdir/tests/fleece_discard.py
 
