@@ -207,10 +207,14 @@ ckpt_create (const char *name, char **errmsg)
   return r;
 }
 
+/* How long checkpoint-delete waits for delta connections to close. */
+#define VIEW_CLOSE_WAIT_MS 2000
+
 int
 ckpt_delete (const char *name, char **errmsg)
 {
   struct checkpoint *c;
+  unsigned i;
   int r = 0;
 
   if (gate_for_command (errmsg) == -1)
@@ -224,6 +228,22 @@ ckpt_delete (const char *name, char **errmsg)
     r = fleece_errorf (errmsg, "checkpoint %s is in use: the active snapshot "
                        "was begun with since=%s and serves changes since "
                        "it; delete it after snapshot-end", name, name);
+    goto out;
+  }
+  /* A client that has just disconnected may not be closed by nbdkit
+   * yet (nbdcopy; checkpoint-delete in a script): give its connection
+   * up to VIEW_CLOSE_WAIT_MS to go, with the gate released meanwhile.
+   */
+  for (i = 0; c && c->holds[FLEECE_HOLD_VIEW] && i < VIEW_CLOSE_WAIT_MS / 50;
+       i++) {
+    pthread_rwlock_unlock (&gate);
+    nanosleep (&(struct timespec) { .tv_nsec = 50000000 }, NULL);
+    if (gate_for_command (errmsg) == -1)
+      return -1;
+    c = find (name);
+  }
+  if (c == NULL) {
+    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
     goto out;
   }
   if (c->holds[FLEECE_HOLD_VIEW]) {
