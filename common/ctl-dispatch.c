@@ -28,6 +28,11 @@ static const struct {
   { "snapshot-end", FLEECE_CBW },
   { "checkpoint-create", FLEECE_DIRTY_BITMAP },
   { "checkpoint-delete", FLEECE_DIRTY_BITMAP },
+  { "backup-start", FLEECE_SNAPSHOT_ACCESS },
+  { "job-cancel", FLEECE_SNAPSHOT_ACCESS },
+  { "job-pause", FLEECE_SNAPSHOT_ACCESS },
+  { "job-resume", FLEECE_SNAPSHOT_ACCESS },
+  { "job-set-speed", FLEECE_SNAPSHOT_ACCESS },
 };
 
 static int
@@ -93,6 +98,8 @@ fleece_dispatch (const struct ctl_request *req, void *opaque,
     return api->command (req, reply, errmsg);
   }
   return fleece_errorf (errmsg, "unknown command '%s'; commands are status, "
-                        "snapshot-begin, snapshot-end, checkpoint-create and "
-                        "checkpoint-delete", req->command);
+                        "snapshot-begin, snapshot-end, checkpoint-create, "
+                        "checkpoint-delete, backup-start, job-cancel, "
+                        "job-pause, job-resume and job-set-speed",
+                        req->command);
 }

@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +86,11 @@ cbw_get_ready (int thread_model)
   return fleece_control_get_ready ();
 }
 
+/* The disk's size as cbw last saw it, for api_disk_size (atomic; the
+ * same value snapshot.c keeps for the next snapshot).
+ */
+static int64_t last_size = -1;
+
 static int
 cbw_after_fork (nbdkit_backend *backend)
 {
@@ -98,6 +104,7 @@ cbw_after_fork (nbdkit_backend *backend)
     return -1;
   }
   snapshot_saw_size (size);
+  __atomic_store_n (&last_size, size, __ATOMIC_RELAXED);
   target_after_fork ();
   return fleece_control_after_fork ();
 }
@@ -107,14 +114,23 @@ cbw_get_size (nbdkit_next *next, void *handle)
 {
   int64_t size = next->get_size (next);
 
-  if (size >= 0)
+  if (size >= 0) {
     snapshot_saw_size (size);
+    __atomic_store_n (&last_size, size, __ATOMIC_RELAXED);
+  }
   return size;
 }
 
 static void
 cbw_cleanup (nbdkit_backend *backend)
 {
+  const struct fleece_sa_api *sa = fleece_snapshot_access ();
+
+  /* A backup job reads our snapshot: end it first, whatever the order
+   * nbdkit runs the filters' .cleanup in.
+   */
+  if (sa)
+    sa->stop_jobs ("nbdkit is shutting down");
   fleece_control_cleanup ();
 }
 
@@ -182,6 +198,35 @@ name_arg (const struct ctl_request *req, const char *key, const char **out,
   return 0;
 }
 
+/* Who may begin and end the snapshot.
+ *
+ * snapshot.c lets only one thread at a time begin or end a snapshot
+ * (it reads its active snapshot without a lock there).  That used to
+ * be the control thread alone; backup jobs end their snapshot from
+ * their own thread, so every begin and end, from the control socket or
+ * from the API, goes through begin_end_lock.
+ *
+ * owner: "" while the active snapshot (if any) was begun with
+ * snapshot-begin; the job's id while it was begun by
+ * snapshot_begin_owned, so that the user's snapshot-begin and
+ * snapshot-end are refused with a message saying which job uses it.
+ * Protected by begin_end_lock.
+ */
+static pthread_mutex_t begin_end_lock = PTHREAD_MUTEX_INITIALIZER;
+static char owner[FLEECE_NAME_BUF];
+
+static int
+refuse_owned (const char *command, char **errmsg)
+{
+  if (strcmp (command, "snapshot-end") == 0)
+    return fleece_errorf (errmsg, "a backup job uses this snapshot; cancel "
+                          "it with job-cancel id=%s", owner);
+  return fleece_errorf (errmsg, "a snapshot is active: backup job %s uses "
+                        "it (named snapshots are not available yet); wait "
+                        "for the job to end or cancel it with job-cancel "
+                        "id=%s", owner, owner);
+}
+
 static int
 api_command (const struct ctl_request *req, struct jbuf *reply,
              char **errmsg)
@@ -189,20 +234,73 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
   static const char *const begin_keys[] = { "checkpoint", "since", NULL };
   static const char *const no_keys[] = { NULL };
   const char *checkpoint, *since;
+  int r;
 
   if (strcmp (req->command, "snapshot-begin") == 0) {
     if (ctl_request_check (req, begin_keys, 0, errmsg) == -1 ||
         name_arg (req, "checkpoint", &checkpoint, errmsg) == -1 ||
         name_arg (req, "since", &since, errmsg) == -1)
       return -1;
-    return snapshot_begin (checkpoint, since, reply, errmsg);
+    pthread_mutex_lock (&begin_end_lock);
+    r = owner[0] ? refuse_owned (req->command, errmsg)
+      : snapshot_begin (checkpoint, since, reply, errmsg);
+    pthread_mutex_unlock (&begin_end_lock);
+    return r;
   }
   if (strcmp (req->command, "snapshot-end") == 0) {
     if (ctl_request_check (req, no_keys, 0, errmsg) == -1)
       return -1;
-    return snapshot_end (reply, errmsg);
+    pthread_mutex_lock (&begin_end_lock);
+    r = owner[0] ? refuse_owned (req->command, errmsg)
+      : snapshot_end (reply, errmsg);
+    pthread_mutex_unlock (&begin_end_lock);
+    return r;
   }
   return fleece_errorf (errmsg, "cbw: unknown command '%s'", req->command);
+}
+
+static uint64_t
+api_snapshot_begin_owned (const char *who, const char *checkpoint,
+                          const char *since, char **errmsg)
+{
+  struct jbuf ignored = JBUF_INIT;
+  struct fleece_snapshot_info info;
+  uint64_t id = 0;
+
+  pthread_mutex_lock (&begin_end_lock);
+  if (owner[0])
+    refuse_owned ("snapshot-begin", errmsg);
+  else if (snapshot_begin (checkpoint, since, &ignored, errmsg) == 0) {
+    snapshot_info (&info);
+    id = info.id;
+    snprintf (owner, sizeof owner, "%s", who);
+  }
+  pthread_mutex_unlock (&begin_end_lock);
+  jbuf_free (&ignored);
+  return id;
+}
+
+static int
+api_snapshot_end_owned (uint64_t id, char **errmsg)
+{
+  struct jbuf ignored = JBUF_INIT;
+  struct fleece_snapshot_info info;
+  int r = 0;
+
+  pthread_mutex_lock (&begin_end_lock);
+  snapshot_info (&info);
+  if (info.id == id)
+    r = snapshot_end (&ignored, errmsg);
+  owner[0] = '\0';
+  pthread_mutex_unlock (&begin_end_lock);
+  jbuf_free (&ignored);
+  return r;
+}
+
+static int64_t
+api_disk_size (void)
+{
+  return __atomic_load_n (&last_size, __ATOMIC_RELAXED);
 }
 
 NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
@@ -220,6 +318,9 @@ NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
   .snapshot_release = snapshot_release,
   .snapshot_changed_since = snapshot_changed_since,
   .snapshot_delta_names = snapshot_delta_names,
+  .snapshot_begin_owned = api_snapshot_begin_owned,
+  .snapshot_end_owned = api_snapshot_end_owned,
+  .disk_size = api_disk_size,
 };
 
 static struct nbdkit_filter filter = {
