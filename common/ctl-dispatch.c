@@ -30,6 +30,11 @@ static const struct {
   { "resume", FLEECE_CBW },
   { "checkpoint-create", FLEECE_DIRTY_BITMAP },
   { "checkpoint-delete", FLEECE_DIRTY_BITMAP },
+  { "backup-start", FLEECE_SNAPSHOT_ACCESS },
+  { "job-cancel", FLEECE_SNAPSHOT_ACCESS },
+  { "job-pause", FLEECE_SNAPSHOT_ACCESS },
+  { "job-resume", FLEECE_SNAPSHOT_ACCESS },
+  { "job-set-speed", FLEECE_SNAPSHOT_ACCESS },
 };
 
 static int
@@ -96,6 +101,7 @@ fleece_dispatch (const struct ctl_request *req, void *opaque,
   }
   return fleece_errorf (errmsg, "unknown command '%s'; commands are status, "
                         "snapshot-begin, snapshot-end, quiesce, resume, "
-                        "checkpoint-create and checkpoint-delete",
+                        "checkpoint-create, checkpoint-delete, backup-start, "
+                        "job-cancel, job-pause, job-resume and job-set-speed",
                         req->command);
 }

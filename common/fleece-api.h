@@ -130,6 +130,28 @@ struct fleece_cbw_api {
    * a NULL-terminated malloc'd array of malloc'd strings, or NULL.
    */
   char **(*snapshot_delta_names) (uint64_t id);
+
+  /* For internal callers (backup jobs), outside the control socket:
+   * begin a snapshot exactly as snapshot-begin [checkpoint=]
+   * [since=] would, as the named snapshot owner (e.g. "backup-1"), and
+   * end it.  While it is active, the user's snapshot-end of it is
+   * refused with a message naming the owner; other snapshots are not
+   * affected.  These
+   * may be called from any thread: cbw serialises them with the
+   * control commands snapshot-begin and snapshot-end (cbw.c,
+   * begin_end_lock).  snapshot_begin_owned returns the snapshot id, or
+   * 0 with *errmsg; snapshot_end_owned ends snapshot id (if it is
+   * still active) and returns 0, or -1 with *errmsg (the snapshot then
+   * stays active but is no longer owned, so the user can end it with
+   * snapshot-end name=owner once the disk answers again).
+   */
+  uint64_t (*snapshot_begin_owned) (const char *owner, const char *checkpoint,
+                                    const char *since, char **errmsg);
+  int (*snapshot_end_owned) (uint64_t id, char **errmsg);
+  /* The disk's size as the latest context opened on it saw it (the
+   * size the next snapshot takes), or -1 if not known yet.
+   */
+  int64_t (*disk_size) (void);
 };
 
 /* What the dirty-bitmap filter offers the others.  Exported as
@@ -182,6 +204,30 @@ struct fleece_db_api {
   void (*unhold) (uint64_t token, enum fleece_hold why);
 
   uint32_t (*granularity) (void);
+
+  /* checkpoint-delete NAME for internal callers (a failed or
+   * cancelled backup job merges back the checkpoint it started, so
+   * "since" the checkpoint before still covers every change).
+   * Returns 0, or -1 with *errmsg (e.g. no such checkpoint).
+   */
+  int (*delete_checkpoint) (const char *name, char **errmsg);
+};
+
+/* What the snapshot-access filter offers the others.  Exported as
+ * fleece_snapshot_access_v1, a struct fleece_sa_api; use
+ * fleece_snapshot_access () to get it.
+ */
+struct fleece_sa_api {
+  struct fleece_filter_api base;
+
+  /* End every running backup job as failed with reason why, and wait
+   * until it has ended its snapshot and merged back its checkpoint.
+   * The filters below call this from their .cleanup before they tear
+   * down (dirty-bitmap before it saves bitmap-file), so the order in
+   * which nbdkit runs the filters' .cleanup does not matter.
+   * Idempotent; a no-op when no job runs.
+   */
+  void (*stop_jobs) (const char *why);
 };
 
 /* Find a project filter loaded in this nbdkit process, or NULL. */
@@ -193,5 +239,6 @@ extern const char *fleece_filter_name (enum fleece_filter_id id);
 /* The cbw and dirty-bitmap filters' full interfaces, or NULL. */
 extern const struct fleece_cbw_api *fleece_cbw (void);
 extern const struct fleece_db_api *fleece_dirty_bitmap (void);
+extern const struct fleece_sa_api *fleece_snapshot_access (void);
 
 #endif /* FLEECE_API_H */

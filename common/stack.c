@@ -63,3 +63,13 @@ fleece_dirty_bitmap (void)
     return NULL;
   return (const struct fleece_db_api *) api;
 }
+
+const struct fleece_sa_api *
+fleece_snapshot_access (void)
+{
+  const struct fleece_filter_api *api = fleece_find (FLEECE_SNAPSHOT_ACCESS);
+
+  if (api == NULL || api->size < sizeof (struct fleece_sa_api))
+    return NULL;
+  return (const struct fleece_sa_api *) api;
+}

@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,11 @@ cbw_get_ready (int thread_model)
   return fleece_control_get_ready ();
 }
 
+/* The disk's size as cbw last saw it, for api_disk_size (atomic; the
+ * same value snapshot.c keeps for the next snapshot).
+ */
+static int64_t last_size = -1;
+
 static int
 cbw_after_fork (nbdkit_backend *backend)
 {
@@ -99,6 +105,7 @@ cbw_after_fork (nbdkit_backend *backend)
     return -1;
   }
   snapshot_saw_size (size);
+  __atomic_store_n (&last_size, size, __ATOMIC_RELAXED);
   target_after_fork ();
   return fleece_control_after_fork ();
 }
@@ -108,14 +115,23 @@ cbw_get_size (nbdkit_next *next, void *handle)
 {
   int64_t size = next->get_size (next);
 
-  if (size >= 0)
+  if (size >= 0) {
     snapshot_saw_size (size);
+    __atomic_store_n (&last_size, size, __ATOMIC_RELAXED);
+  }
   return size;
 }
 
 static void
 cbw_cleanup (nbdkit_backend *backend)
 {
+  const struct fleece_sa_api *sa = fleece_snapshot_access ();
+
+  /* A backup job reads our snapshot: end it first, whatever the order
+   * nbdkit runs the filters' .cleanup in.
+   */
+  if (sa)
+    sa->stop_jobs ("nbdkit is shutting down");
   fleece_control_cleanup ();
 }
 
@@ -187,6 +203,34 @@ name_arg (const struct ctl_request *req, const char *key, const char **out,
   return 0;
 }
 
+/* Who may begin and end snapshots.
+ *
+ * snapshot.c lets only one thread at a time begin or end a snapshot
+ * (it reads the set of active snapshots without a lock there).  That
+ * used to be the control thread alone; backup jobs begin and end their
+ * own named snapshots from their own threads, so every begin and end,
+ * from the control socket or from the API, goes through begin_end_lock.
+ *
+ * owned: the names of the snapshots that backup jobs began through
+ * snapshot_begin_owned (a job's snapshot is named after the job); the
+ * user's snapshot-end of one of them is refused with a message saying
+ * which job uses it.  Protected by begin_end_lock.
+ */
+static pthread_mutex_t begin_end_lock = PTHREAD_MUTEX_INITIALIZER;
+#define MAX_OWNED 9
+static char owned[MAX_OWNED][FLEECE_NAME_BUF];
+
+static bool
+is_owned (const char *name)
+{
+  size_t i;
+
+  for (i = 0; i < MAX_OWNED; i++)
+    if (owned[i][0] && strcmp (owned[i], name) == 0)
+      return true;
+  return false;
+}
+
 static int
 api_command (const struct ctl_request *req, struct jbuf *reply,
              char **errmsg)
@@ -195,6 +239,7 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
     { "name", "checkpoint", "since", NULL };
   static const char *const end_keys[] = { "name", NULL };
   const char *name, *checkpoint, *since;
+  int r;
 
   if (strcmp (req->command, "snapshot-begin") == 0) {
     if (ctl_request_check (req, begin_keys, 0, errmsg) == -1 ||
@@ -202,14 +247,24 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
         name_arg (req, "checkpoint", &checkpoint, errmsg) == -1 ||
         name_arg (req, "since", &since, errmsg) == -1)
       return -1;
-    return snapshot_begin (name ? name : "", checkpoint, since, reply,
-                           errmsg);
+    pthread_mutex_lock (&begin_end_lock);
+    r = snapshot_begin (name ? name : "", checkpoint, since, reply, errmsg);
+    pthread_mutex_unlock (&begin_end_lock);
+    return r;
   }
   if (strcmp (req->command, "snapshot-end") == 0) {
     if (ctl_request_check (req, end_keys, 0, errmsg) == -1 ||
         name_arg (req, "name", &name, errmsg) == -1)
       return -1;
-    return snapshot_end (name ? name : "", reply, errmsg);
+    pthread_mutex_lock (&begin_end_lock);
+    if (name && is_owned (name))
+      r = fleece_errorf (errmsg, "snapshot %s belongs to backup job %s; "
+                         "cancel the job with job-cancel id=%s", name,
+                         name, name);
+    else
+      r = snapshot_end (name ? name : "", reply, errmsg);
+    pthread_mutex_unlock (&begin_end_lock);
+    return r;
   }
   if (strcmp (req->command, "quiesce") == 0) {
     static const char *const quiesce_keys[] = { "timeout", NULL };
@@ -235,6 +290,60 @@ api_command (const struct ctl_request *req, struct jbuf *reply,
   return fleece_errorf (errmsg, "cbw: unknown command '%s'", req->command);
 }
 
+/* A job's snapshot: named after the job (who). */
+static uint64_t
+api_snapshot_begin_owned (const char *who, const char *checkpoint,
+                          const char *since, char **errmsg)
+{
+  struct jbuf ignored = JBUF_INIT;
+  struct fleece_snapshot_info info;
+  uint64_t id = 0;
+  size_t i;
+
+  pthread_mutex_lock (&begin_end_lock);
+  for (i = 0; i < MAX_OWNED && owned[i][0]; i++)
+    ;
+  if (i == MAX_OWNED)
+    fleece_errorf (errmsg, "too many backup jobs hold snapshots");
+  else if (snapshot_begin (who, checkpoint, since, &ignored, errmsg) == 0) {
+    snapshot_info (who, &info);
+    id = info.id;
+    snprintf (owned[i], sizeof owned[i], "%s", who);
+  }
+  pthread_mutex_unlock (&begin_end_lock);
+  jbuf_free (&ignored);
+  return id;
+}
+
+static int
+api_snapshot_end_owned (uint64_t id, char **errmsg)
+{
+  struct jbuf ignored = JBUF_INIT;
+  struct fleece_snapshot_info info;
+  size_t i;
+  int r = 0;
+
+  pthread_mutex_lock (&begin_end_lock);
+  for (i = 0; i < MAX_OWNED; i++) {
+    if (owned[i][0] == '\0')
+      continue;
+    snapshot_info (owned[i], &info);
+    if (info.id == id) {
+      r = snapshot_end (owned[i], &ignored, errmsg);
+      owned[i][0] = '\0';
+    }
+  }
+  pthread_mutex_unlock (&begin_end_lock);
+  jbuf_free (&ignored);
+  return r;
+}
+
+static int64_t
+api_disk_size (void)
+{
+  return __atomic_load_n (&last_size, __ATOMIC_RELAXED);
+}
+
 NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
   .base = {
     .size = sizeof (struct fleece_cbw_api),
@@ -251,6 +360,9 @@ NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
   .snapshot_release = snapshot_release,
   .snapshot_changed_since = snapshot_changed_since,
   .snapshot_delta_names = snapshot_delta_names,
+  .snapshot_begin_owned = api_snapshot_begin_owned,
+  .snapshot_end_owned = api_snapshot_end_owned,
+  .disk_size = api_disk_size,
 };
 
 static struct nbdkit_filter filter = {

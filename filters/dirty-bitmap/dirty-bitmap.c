@@ -105,8 +105,15 @@ db_after_fork (nbdkit_backend *backend)
 static void
 db_cleanup (nbdkit_backend *backend)
 {
+  const struct fleece_sa_api *sa = fleece_snapshot_access ();
   char *errmsg = NULL;
 
+  /* A backup job that is stopped by this shutdown merges back the
+   * checkpoint it started: that must happen before the save below,
+   * whatever the order nbdkit runs the filters' .cleanup in.
+   */
+  if (sa)
+    sa->stop_jobs ("nbdkit is shutting down");
   fleece_control_cleanup ();
   /* A clean stop: the bits are complete, clear the in-use mark. */
   if (tracking_ready && persist_save (false, &errmsg) == -1) {
@@ -233,6 +240,14 @@ api_granularity (void)
   return db_config.granularity;
 }
 
+static int
+api_delete_checkpoint (const char *name, char **errmsg)
+{
+  if (!tracking_ready)
+    return fleece_errorf (errmsg, "the dirty-bitmap filter is not ready");
+  return ckpt_delete (name, errmsg);
+}
+
 NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
   .base = {
     .size = sizeof (struct fleece_db_api),
@@ -250,6 +265,7 @@ NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
   .hold = ckpt_hold,
   .unhold = ckpt_unhold,
   .granularity = api_granularity,
+  .delete_checkpoint = api_delete_checkpoint,
 };
 
 static struct nbdkit_filter filter = {

@@ -20,6 +20,7 @@
 #include "ctl-owner.h"
 #include "debug-flag.h"
 #include "fleece-api.h"
+#include "job.h"
 #include "json.h"
 #include "params.h"
 #include "snapshot-access.h"
@@ -73,6 +74,7 @@ sa_config_complete (nbdkit_next_config_complete *next,
 static int
 sa_get_ready (int thread_model)
 {
+  job_set_thread_model (thread_model);
   cbw = fleece_cbw ();
   if (cbw == NULL) {
     nbdkit_error ("the cbw filter below snapshot-access is from an "
@@ -82,16 +84,26 @@ sa_get_ready (int thread_model)
   return fleece_control_get_ready ();
 }
 
+/* Backup jobs open their own contexts on backend (the cbw layer),
+ * from their own threads.
+ */
 static int
 sa_after_fork (nbdkit_backend *backend)
 {
+  job_set_backend (backend);
   return fleece_control_after_fork ();
 }
 
+/* Stop the control server first, so no backup-start arrives after the
+ * jobs stopped; the jobs end their snapshot and merge back their
+ * checkpoint before the filters below clean up (they call
+ * stop_jobs too, in case nbdkit runs .cleanup from the bottom up).
+ */
 static void
 sa_cleanup (nbdkit_backend *backend)
 {
   fleece_control_cleanup ();
+  job_stop_all ("nbdkit is shutting down");
 }
 
 /* Per connection.  Written by .open, read-only afterwards. */
@@ -614,15 +626,19 @@ api_status (struct jbuf *reply)
 {
   jbuf_key (reply, "snapshot_export");
   jbuf_string (reply, sa_config.export_name);
+  job_status (reply);
 }
 
-NBDKIT_DLL_PUBLIC const struct fleece_filter_api fleece_snapshot_access_v1 = {
-  .size = sizeof (struct fleece_filter_api),
-  .id = FLEECE_SNAPSHOT_ACCESS,
-  .name = "snapshot-access",
-  .config_started = api_config_started,
-  .status = api_status,
-  .command = NULL,
+NBDKIT_DLL_PUBLIC const struct fleece_sa_api fleece_snapshot_access_v1 = {
+  .base = {
+    .size = sizeof (struct fleece_sa_api),
+    .id = FLEECE_SNAPSHOT_ACCESS,
+    .name = "snapshot-access",
+    .config_started = api_config_started,
+    .status = api_status,
+    .command = job_command,
+  },
+  .stop_jobs = job_stop_all,
 };
 
 static struct nbdkit_filter filter = {
