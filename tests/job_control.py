@@ -116,8 +116,12 @@ def cancel(ctl, t, model, sock):
     before = checkpoint_names(ctl)
     jid = start_job(ctl, "target=%s since=c1 checkpoint=c2 speed=2M" % base)
     wait_progress(ctl, jid, 1)
-    ctl.refused("snapshot-end", "job-cancel id=%s" % jid)
-    ctl.refused("snapshot-begin", "backup job")
+    # The job's snapshot is its own: the user cannot end it, and may
+    # take the default snapshot beside it.
+    ctl.refused("snapshot-end name=%s" % jid, "job-cancel id=%s" % jid)
+    ctl.refused("snapshot-end", "no snapshot is active")
+    ctl.ok("snapshot-begin")
+    ctl.ok("snapshot-end")
     ctl.ok("job-cancel id=%s" % jid)
     j = wait_job(ctl, jid, 20)
     check(j["state"] == "cancelled", "cancelled job ended %s: %s"
@@ -130,7 +134,7 @@ def cancel(ctl, t, model, sock):
     check("c2" not in names and names == [n for n in before],
           "after cancel the checkpoints are %s (were %s): c2 must be "
           "merged back" % (names, before))
-    check(ctl.ok("status")["snapshot"]["active"] is False,
+    check(ctl.ok("status")["snapshots"] == [],
           "the cancelled job's snapshot is still active")
     # The next incremental since c1 still sees every change.
     jid = start_job(ctl, "target=%s since=c1 checkpoint=c2" % base)
@@ -159,8 +163,9 @@ def bad_input(ctl, t, model, sock):
 
     # While a job runs.
     ctl.refused("backup-start target=%s/other.img" % t, "is running")
-    ctl.refused("snapshot-begin", "backup job %s" % jid)
-    ctl.refused("snapshot-end", "cancel it with job-cancel id=%s" % jid)
+    ctl.refused("snapshot-begin name=%s" % jid, "already active")
+    ctl.refused("snapshot-end name=%s" % jid,
+                "cancel the job with job-cancel id=%s" % jid)
     ctl.refused("job-cancel id=nosuch", "no job with id nosuch")
     ctl.refused("job-set-speed id=%s speed=fast" % jid, "speed=fast")
     ctl.refused("job-set-speed id=%s" % jid, "needs speed")
@@ -196,7 +201,7 @@ def bad_input(ctl, t, model, sock):
     for args, regex in cases:
         ctl.refused("backup-start " + args, regex)
         st = ctl.ok("status")
-        check(st["snapshot"]["active"] is False,
+        check(st["snapshot"]["active"] is False and st["snapshots"] == [],
               "backup-start %s left a snapshot active" % args)
         check([c["name"] for c in st["checkpoints"]] == names,
               "backup-start %s changed the checkpoints: %s -> %s"
@@ -207,11 +212,16 @@ def bad_input(ctl, t, model, sock):
               "backup-start %s changed the small target" % args)
         check(read_file(victim) == b"keep",
               "backup-start %s wrote through a symlink" % args)
-    # With the user's snapshot active.
+    # With the user's snapshot active, a job takes its own beside it.
     ctl.ok("snapshot-begin")
-    ctl.refused("backup-start target=%s/a.img" % t, "a snapshot is active")
+    jid = start_job(ctl, "target=%s/a.img" % t)
+    check(ctl.ok("status")["snapshot"]["active"] is True,
+          "the user's snapshot ended with the job's start")
+    expect_completed(ctl, jid)
+    expect_same(read_file(t + "/a.img"), model.bytes(),
+                "a job beside the user's snapshot")
     ctl.ok("snapshot-end")
-    check(not os.path.exists(t + "/a.img"), "target created")
+    os.unlink(t + "/a.img")
     s.stop()
     log("bad input: %d cases refused, nothing changed" % len(cases))
 
