@@ -342,7 +342,7 @@ check_reply (const uint8_t *data, size_t size, bool parsed,
   }
 
   if (parsed) {
-    if (same ("status", r->cmd, r->clen))
+    if (same ("status", r->cmd, r->clen) || same ("help", r->cmd, r->clen))
       expect_ok = r->nargs == 0;
     else if (same ("echo", r->cmd, r->clen))
       expect_ok = true;

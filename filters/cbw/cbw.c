@@ -18,10 +18,9 @@
 #include "backend.h"
 #include "cbw.h"
 #include "errors.h"
-#include "ctl-owner.h"
 #include "fleece-api.h"
+#include "glue.h"
 #include "json.h"
-#include "params.h"
 #include "size.h"
 #include "snapshot.h"
 #include "target.h"
@@ -29,44 +28,20 @@
 /* -D cbw.copy=1: log every cluster copy. */
 NBDKIT_DLL_PUBLIC int cbw_debug_copy = 0;
 
-/* Start-up state, written by nbdkit's single-threaded start-up. */
-static unsigned load_count;
-static bool config_started;
-
-static void
-cbw_load (void)
-{
-  load_count++;
-  snapshot_init ();
-}
+/* Start-up hooks, run by the shared glue (common/glue.h). */
 
 static void
 cbw_unload (void)
 {
-  fleece_control_cleanup ();
   snapshot_cleanup ();
   target_close ();
   cbw_config_free ();
 }
 
 static int
-cbw_config_cb (nbdkit_next_config *next, nbdkit_backend *nxdata,
-            const char *key, const char *value)
+cbw_config_complete (void)
 {
-  int r = cbw_config_key (key, value);
-
-  if (r != 0)
-    return r == 1 ? 0 : -1;
-  return fleece_config_other (next, nxdata, key, value);
-}
-
-static int
-cbw_config_complete (nbdkit_next_config_complete *next,
-                     nbdkit_backend *nxdata)
-{
-  config_started = true;
-  if (fleece_config_complete_common (FLEECE_CBW, load_count) == -1 ||
-      cbw_config_check () == -1)
+  if (cbw_config_check () == -1)
     return -1;
   nbdkit_debug ("cbw: target: %s %s, cluster size %" PRIu32
                 ", on error %s, timeout %" PRIu64 " s",
@@ -74,15 +49,7 @@ cbw_config_complete (nbdkit_next_config_complete *next,
                 cbw_config.target ? cbw_config.target : "in $TMPDIR",
                 cbw_config.cluster_size,
                 cbw_on_error_name (cbw_config.on_error), cbw_config.timeout);
-  return next (nxdata);
-}
-
-static int
-cbw_get_ready (int thread_model)
-{
-  if (target_open () == -1)
-    return -1;
-  return fleece_control_get_ready ();
+  return 0;
 }
 
 static int
@@ -99,8 +66,19 @@ cbw_after_fork (nbdkit_backend *backend)
   }
   snapshot_saw_size (size);
   target_after_fork ();
-  return fleece_control_after_fork ();
+  return 0;
 }
+
+static struct fleece_glue glue = {
+  .id = FLEECE_CBW,
+  .load = snapshot_init,
+  .unload = cbw_unload,
+  .config = cbw_config_key,
+  .config_check = cbw_config_complete,
+  .get_ready = target_open,
+  .after_fork = cbw_after_fork,
+};
+FLEECE_GLUE_CALLBACKS (glue)
 
 static int64_t
 cbw_get_size (nbdkit_next *next, void *handle)
@@ -110,12 +88,6 @@ cbw_get_size (nbdkit_next *next, void *handle)
   if (size >= 0)
     snapshot_saw_size (size);
   return size;
-}
-
-static void
-cbw_cleanup (nbdkit_backend *backend)
-{
-  fleece_control_cleanup ();
 }
 
 /* Guest I/O: everything that changes data is preserved first. */
@@ -162,12 +134,6 @@ cbw_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 
 /* Interface for the other project filters. */
 
-static bool
-api_config_started (void)
-{
-  return config_started;
-}
-
 /* A checkpoint name given as key=NAME, or NULL; -1 if it is bad. */
 static int
 name_arg (const struct ctl_request *req, const char *key, const char **out,
@@ -183,36 +149,43 @@ name_arg (const struct ctl_request *req, const char *key, const char **out,
 }
 
 static int
-api_command (const struct ctl_request *req, struct jbuf *reply,
-             char **errmsg)
+do_snapshot_begin (const struct ctl_request *req, struct jbuf *reply,
+                   char **errmsg)
 {
-  static const char *const begin_keys[] = { "checkpoint", "since", NULL };
-  static const char *const no_keys[] = { NULL };
   const char *checkpoint, *since;
 
-  if (strcmp (req->command, "snapshot-begin") == 0) {
-    if (ctl_request_check (req, begin_keys, 0, errmsg) == -1 ||
-        name_arg (req, "checkpoint", &checkpoint, errmsg) == -1 ||
-        name_arg (req, "since", &since, errmsg) == -1)
-      return -1;
-    return snapshot_begin (checkpoint, since, reply, errmsg);
-  }
-  if (strcmp (req->command, "snapshot-end") == 0) {
-    if (ctl_request_check (req, no_keys, 0, errmsg) == -1)
-      return -1;
-    return snapshot_end (reply, errmsg);
-  }
-  return fleece_errorf (errmsg, "cbw: unknown command '%s'", req->command);
+  if (name_arg (req, "checkpoint", &checkpoint, errmsg) == -1 ||
+      name_arg (req, "since", &since, errmsg) == -1)
+    return -1;
+  return snapshot_begin (checkpoint, since, reply, errmsg);
 }
+
+static int
+do_snapshot_end (const struct ctl_request *req, struct jbuf *reply,
+                 char **errmsg)
+{
+  return snapshot_end (reply, errmsg);
+}
+
+/* The control commands of cbw (keys are checked before the call). */
+static const char *const begin_keys[] = { "checkpoint", "since", NULL };
+static const struct fleece_command commands[] = {
+  { "snapshot-begin", begin_keys, 0,
+    "take the point-in-time snapshot now [checkpoint=NEW] [since=OLD]",
+    do_snapshot_begin },
+  { "snapshot-end", NULL, 0,
+    "drop the snapshot and release the target's space", do_snapshot_end },
+  { .name = NULL }
+};
 
 NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
   .base = {
     .size = sizeof (struct fleece_cbw_api),
     .id = FLEECE_CBW,
     .name = "cbw",
-    .config_started = api_config_started,
+    .config_started = glue_config_started,
     .status = snapshot_status,
-    .command = api_command,
+    .commands = commands,
   },
   .snapshot_info = snapshot_info,
   .snapshot_pread = snapshot_pread,
@@ -225,14 +198,8 @@ NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
 static struct nbdkit_filter filter = {
   .name              = "cbw",
   .longname          = "nbdkit copy-before-write filter",
-  .load              = cbw_load,
-  .unload            = cbw_unload,
-  .config            = cbw_config_cb,
-  .config_complete   = cbw_config_complete,
+  FLEECE_GLUE_FILTER_FIELDS,
   .config_help       = CBW_CONFIG_HELP,
-  .get_ready         = cbw_get_ready,
-  .after_fork        = cbw_after_fork,
-  .cleanup           = cbw_cleanup,
   .get_size          = cbw_get_size,
   .pwrite            = cbw_pwrite,
   .zero              = cbw_zero,

@@ -16,6 +16,7 @@
 #include <nbdkit-filter.h>
 
 #include "cbw.h"
+#include "fleece-api.h"
 #include "params.h"
 
 #define CBW_MAX_TIMEOUT (24 * 60 * 60)
@@ -135,7 +136,7 @@ cbw_config_key (const char *key, const char *value)
     cbw_config.timeout = v;
     return 1;
   }
-  if (strncmp (key, "cbw-", 4) == 0) {
+  if (fleece_filter_row (FLEECE_CBW)->owns_param (key)) {
     nbdkit_error ("%s: unknown cbw parameter; the cbw filter takes "
                   "cbw-target, cbw-cluster-size, cbw-on-error and "
                   "cbw-timeout", key);
