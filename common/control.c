@@ -6,7 +6,7 @@
  * client has its own line buffer and its own buffer of reply bytes not
  * yet sent; handlers run on the loop's thread, so one at a time.
  * Creating the socket file is in ctl-socket.c, the line parser in
- * ctl-parse.c.
+ * ctl-parse.c, turning a line into a reply in ctl-reply.c.
  *
  * State and lock.  srv->lock (the only lock) guards the members that
  * other threads write: stopping, wake_pending, hook and hook_opaque.
@@ -49,9 +49,9 @@
 #include <nbdkit-filter.h>
 
 #include "control.h"
+#include "ctl-reply.h"
 #include "ctl-socket.h"
 #include "errors.h"
-#include "json.h"
 
 #define TOO_MANY_CLIENTS_REPLY \
   "{\"ok\":false,\"error\":\"too many control clients\"}\n"
@@ -91,6 +91,12 @@ struct ctl_server {
   void *hook_opaque;
 };
 
+char *
+ctl_server_handle_line (struct ctl_server *srv, const char *line, size_t len)
+{
+  return ctl_reply (srv->handler, srv->opaque, line, len);
+}
+
 int64_t
 ctl_now_ms (void)
 {
@@ -98,84 +104,6 @@ ctl_now_ms (void)
 
   clock_gettime (CLOCK_MONOTONIC, &ts);
   return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/*----------------------------------------------------------------------
- * One line to one reply.
- */
-
-static char *
-error_reply (const char *msg)
-{
-  struct jbuf b = JBUF_INIT;
-
-  jbuf_raw (&b, "{\"ok\":false,\"error\":");
-  jbuf_string (&b, msg ? msg : "out of memory");
-  jbuf_raw (&b, "}");
-  return jbuf_steal (&b);
-}
-
-/* Finish the success reply the handler appended to.  Members must
- * keep the reply on one line.
- */
-static char *
-ok_reply (struct jbuf *reply)
-{
-  char *s;
-
-  jbuf_raw (reply, "}");
-  if (reply->failed)
-    return error_reply (NULL);
-  for (s = reply->s; *s; s++) {
-    if (*s == '\n' || *s == '\r')
-      *s = ' ';
-  }
-  return jbuf_steal (reply);
-}
-
-/* The handler gets a reply that already holds {"ok":true, so members
- * it appends either as raw ",..." text or with jbuf_key (which then
- * supplies the comma) come out right.
- */
-static char *
-dispatch (struct ctl_server *srv, const struct ctl_request *req)
-{
-  struct jbuf reply = JBUF_INIT;
-  char *errmsg = NULL, *text;
-  int r;
-
-  jbuf_raw (&reply, "{\"ok\":true");
-  r = srv->handler (req, srv->opaque, &reply, &errmsg);
-  if (r == 0) {
-    nbdkit_debug ("control: %s: ok", req->command);
-    text = ok_reply (&reply);
-  }
-  else {
-    nbdkit_debug ("control: %s: %s", req->command,
-                  errmsg ? errmsg : "internal error");
-    text = error_reply (errmsg ? errmsg : "internal error");
-  }
-  jbuf_free (&reply);
-  free (errmsg);
-  return text;
-}
-
-char *
-ctl_server_handle_line (struct ctl_server *srv, const char *line, size_t len)
-{
-  struct ctl_request req;
-  char *errmsg, *reply;
-
-  if (ctl_parse_line (line, len, &req, &errmsg) == -1) {
-    nbdkit_debug ("control: bad request: %s",
-                  errmsg ? errmsg : "out of memory");
-    reply = error_reply (errmsg);
-    free (errmsg);
-    return reply;
-  }
-  reply = dispatch (srv, &req);
-  ctl_request_free (&req);
-  return reply;
 }
 
 /*----------------------------------------------------------------------
@@ -513,9 +441,18 @@ server_thread (void *vp)
       run_hook (srv);
   }
 
+  /* Shutting down: lines not yet read are dropped unrun.  Reading
+   * them first lets the clients see a clean EOF: Linux resets a Unix
+   * socket closed with unread bytes (ECONNRESET at the peer).
+   */
   for (i = 0; i < CTL_MAX_CLIENTS; i++) {
-    if (srv->clients[i])
-      client_close (srv, i);
+    if (srv->clients[i] == NULL)
+      continue;
+    for (k = 0; k < 16 && recv (srv->clients[i]->fd, srv->clients[i]->in,
+                                sizeof srv->clients[i]->in,
+                                MSG_DONTWAIT) > 0; k++)
+      ;
+    client_close (srv, i);
   }
   return NULL;
 }
