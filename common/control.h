@@ -2,9 +2,8 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * The control socket (product contract, section 4): a Unix stream
- * socket, mode 0600.  A request is one line "COMMAND [arg ...]" where
- * each arg is "key=value" or a bare word; the reply is one line of
- * JSON, {"ok":true,...} or {"ok":false,"error":"..."}.
+ * socket, mode 0600.  A request is one line (ctl-parse.h); the reply
+ * is one line of JSON, {"ok":true,...} or {"ok":false,"error":"..."}.
  *
  * Framing: a line ends at a newline.  The last line may also end at
  * the client's EOF when the client only shut down its sending side
@@ -12,60 +11,28 @@
  * does): it is answered at once, then the server closes.  A client
  * that closes the socket entirely (or dies) mid-line has its unfinished
  * line dropped unrun, as nobody is left to read a reply and the line
- * may be a torn command.
+ * may be a torn command.  A line of CTL_MAX_LINE bytes or more gets
+ * one error and the rest of it is skipped.
  *
- * Threads: ctl_server_start starts one accept thread; each client gets
- * its own thread (up to CTL_MAX_CLIENTS; more are told so and closed).
- * Handler calls are serialised by ctl_server.dispatch_lock, so a
- * handler never runs concurrently with another handler of the same
- * server and the order of commands is the order they are dispatched.
+ * Threads: ctl_server_start starts ONE thread, which polls the
+ * listening socket, a wake pipe and every client (up to
+ * CTL_MAX_CLIENTS; one more is told so and closed).  Handlers and the
+ * hook run on that thread, one at a time by construction, in the
+ * order the lines arrive on each client.  Replies are written without
+ * blocking: a client that does not read its replies only stops its
+ * own lines from being read, never anyone else's.
  */
 
 #ifndef FLEECE_CONTROL_H
 #define FLEECE_CONTROL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "ctl-parse.h"
 #include "json.h"
 
-#define CTL_MAX_LINE 4096       /* bytes, including the newline */
-#define CTL_MAX_ARGS 16
 #define CTL_MAX_CLIENTS 16
-
-struct ctl_arg {
-  char *key;                    /* NULL for a bare word */
-  char *value;
-};
-
-struct ctl_request {
-  char *command;
-  size_t nargs;
-  struct ctl_arg args[CTL_MAX_ARGS];
-};
-
-/* Parse one line (without its newline; a trailing \r is ignored).
- * Rules: words are separated by spaces or tabs; the command is
- * [a-z][a-z0-9-]*; a key is [a-z][a-z0-9_-]*; values and bare words
- * are printable ASCII other than space; at most CTL_MAX_ARGS args; a
- * key may not repeat.  Returns 0, or -1 with *errmsg set to a
- * malloc'd message fit for the reply (req is then empty).
- */
-extern int ctl_parse_line (const char *line, size_t len,
-                           struct ctl_request *req, char **errmsg);
-extern void ctl_request_free (struct ctl_request *req);
-/* Value of key=..., or NULL. */
-extern const char *ctl_request_get (const struct ctl_request *req,
-                                    const char *key);
-/* The i'th bare word (0-based), or NULL. */
-extern const char *ctl_request_word (const struct ctl_request *req,
-                                     size_t i);
-/* Check that every key=value arg has a key in the NULL-terminated list
- * keys and that there are at most max_words bare words.  Returns 0 or
- * -1 with *errmsg set (malloc'd).
- */
-extern int ctl_request_check (const struct ctl_request *req,
-                              const char *const *keys, size_t max_words,
-                              char **errmsg);
 
 /* A handler answers one parsed request.  The server hands it a reply
  * that already holds {"ok":true; on success the handler returns 0
@@ -77,6 +44,20 @@ extern int ctl_request_check (const struct ctl_request *req,
  */
 typedef int (*ctl_handler) (const struct ctl_request *req, void *opaque,
                             struct jbuf *reply, char **errmsg);
+
+/* Work that is not a request, run on the server thread (so never at
+ * the same time as a handler): timers, and background threads that
+ * report back (a job that finished, a timeout that ran out).  The
+ * server calls hook (opaque, now) once soon after ctl_server_set_hook,
+ * once soon after each ctl_server_wake (calls that come together may
+ * be merged into one), and once the deadline it last returned has
+ * passed.  It returns the next deadline in ctl_now_ms () time, or -1
+ * for none.  Example: a quiesce timeout returns now + 10000 and undoes
+ * the quiesce when called at or after it; a job thread stores its
+ * result under the job's own lock and calls ctl_server_wake, and the
+ * hook publishes it.
+ */
+typedef int64_t (*ctl_hook) (void *opaque, int64_t now_ms);
 
 struct ctl_server;
 
@@ -91,12 +72,24 @@ extern struct ctl_server *ctl_server_new (const char *path,
                                           void *opaque, char **errmsg);
 /* Start serving.  Returns 0 or -1 with *errmsg set. */
 extern int ctl_server_start (struct ctl_server *srv, char **errmsg);
-/* Stop all threads, close all clients, unlink the socket, free. */
+/* Stop the thread, close all clients, unlink the socket, free. */
 extern void ctl_server_free (struct ctl_server *srv);
 
+/* Install (or, with NULL, remove) the hook.  Any thread. */
+extern void ctl_server_set_hook (struct ctl_server *srv, ctl_hook hook,
+                                 void *opaque);
+/* Have the server thread call the hook soon.  Any thread; never
+ * blocks; safe from a handler or the hook itself.
+ */
+extern void ctl_server_wake (struct ctl_server *srv);
+/* Milliseconds of CLOCK_MONOTONIC: the clock of hook deadlines. */
+extern int64_t ctl_now_ms (void);
+
 /* Handle one raw line exactly as a connected client's line would be
- * handled, returning the malloc'd reply line without newline (used by
- * the server itself and by tests).
+ * handled, returning the malloc'd reply line without newline.  Called
+ * by the server thread, and by tests and fuzzers on a server that is
+ * not started or has no request in progress (it calls the handler,
+ * which must not run twice at once).
  */
 extern char *ctl_server_handle_line (struct ctl_server *srv,
                                      const char *line, size_t len);

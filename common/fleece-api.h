@@ -32,7 +32,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "control.h"
+#include "ctl-parse.h"
 #include "json.h"
 
 enum fleece_filter_id {
@@ -40,6 +40,27 @@ enum fleece_filter_id {
   FLEECE_CBW = 1,
   FLEECE_DIRTY_BITMAP = 2,      /* bottom */
   FLEECE_NR_FILTERS = 3,
+};
+
+/* One control command of a filter.  The dispatcher (ctl-dispatch.c)
+ * finds the row by name in the tables of the loaded filters, checks
+ * the request against keys and words (ctl_request_check), and only
+ * then calls handler, so a handler sees only keys it accepts.  Adding
+ * a command is one row and one handler in one filter, e.g. in cbw.c:
+ *
+ *   static const char *const resume_keys[] = { "force", NULL };
+ *   ...
+ *   { "resume", resume_keys, 0, "let held guest writes go on",
+ *     do_resume },
+ */
+struct fleece_command {
+  const char *name;             /* NULL ends a table */
+  const char *const *keys;      /* key=value keys, NULL-terminated; NULL: none */
+  size_t words;                 /* at most this many bare words */
+  const char *help;             /* one line, for the help command */
+  /* Same conventions as ctl_handler (control.h). */
+  int (*handler) (const struct ctl_request *req, struct jbuf *reply,
+                  char **errmsg);
 };
 
 struct fleece_filter_api {
@@ -54,18 +75,45 @@ struct fleece_filter_api {
   bool (*config_started) (void);
 
   /* Append this filter's members of the status reply, each beginning
-   * with a comma (e.g. ,"snapshot":{...}).  May be NULL.  Called with
-   * the control server's dispatch lock held.
+   * with a comma (e.g. ,"snapshot":{...}).  May be NULL.  Called on
+   * the control server's thread, never beside another command.  When
+   * the filter is not loaded, its row in fleece_filter_rows says what
+   * stands in for these members.
    */
   void (*status) (struct jbuf *reply);
 
-  /* Handle a control command owned by this filter (see the table in
-   * common/ctl-dispatch.c).  Same conventions as ctl_handler.  May be
-   * NULL.
+  /* The control commands this filter owns, ended by a row whose name
+   * is NULL.  May be NULL.
    */
-  int (*command) (const struct ctl_request *req,
-                  struct jbuf *reply, char **errmsg);
+  const struct fleece_command *commands;
 };
+
+/* What the project knows of each of its filters whether or not it is
+ * loaded: the list lives outside common/ (filters/stack-table.c,
+ * linked into every filter module), so that nothing in common/ names
+ * a filter's parameters or status members.  A new filter (stream)
+ * adds its id above and one row there.
+ */
+struct fleece_filter_row {
+  enum fleece_filter_id id;
+  const char *name;             /* as written after --filter= */
+  const char *symbol;           /* its exported struct fleece_filter_api */
+  /* Members of the status reply when the filter is not loaded, so
+   * that status always carries the keys of the contract (e.g.
+   * ,"checkpoints":[]), or NULL.
+   */
+  const char *absent_status;
+  /* Is key one of the filter's parameters?  Routes parameters, and
+   * tells the user which --filter a parameter needs when that filter
+   * is not loaded (so it cannot be asked through its API).
+   */
+  bool (*owns_param) (const char *key);
+};
+
+/* FLEECE_NR_FILTERS rows, in the order their members appear in the
+ * status reply.  Defined in filters/stack-table.c.
+ */
+extern const struct fleece_filter_row fleece_filter_rows[FLEECE_NR_FILTERS];
 
 /* What the cbw filter offers snapshot-access.  The object exported as
  * fleece_cbw_v1 is a struct fleece_cbw_api whose first member is the
@@ -233,7 +281,9 @@ struct fleece_sa_api {
 /* Find a project filter loaded in this nbdkit process, or NULL. */
 extern const struct fleece_filter_api *fleece_find (enum fleece_filter_id id);
 
-/* Name of a filter as written after --filter=. */
+/* The row of a filter, and its name as written after --filter=. */
+extern const struct fleece_filter_row *fleece_filter_row
+  (enum fleece_filter_id id);
 extern const char *fleece_filter_name (enum fleece_filter_id id);
 
 /* The cbw and dirty-bitmap filters' full interfaces, or NULL. */

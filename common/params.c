@@ -1,8 +1,8 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * Parsing and checking of the filters' parameters, and the rules that
- * route a parameter to the filter that owns it.
+ * Parsing and checking of the filters' parameters, and which filter
+ * owns a parameter (the filters' own predicates, fleece_filter_rows).
  */
 
 #include <config.h>
@@ -17,10 +17,8 @@
 
 #include <nbdkit-filter.h>
 
-#include "ctl-owner.h"
 #include "params.h"
 #include "size.h"
-#include "stack-rules.h"
 
 int
 fleece_config_cluster (const char *key, const char *value, uint32_t *out)
@@ -130,66 +128,11 @@ fleece_check_parent_dir (const char *key, const char *path)
 int
 fleece_param_owner (const char *key)
 {
-  if (strncmp (key, "cbw-", 4) == 0)
-    return FLEECE_CBW;
-  if (strcmp (key, "snapshot-export") == 0 ||
-      strcmp (key, "snapshot-discard") == 0)
-    return FLEECE_SNAPSHOT_ACCESS;
-  if (strncmp (key, "bitmap-", 7) == 0)
-    return FLEECE_DIRTY_BITMAP;
+  size_t i;
+
+  for (i = 0; i < FLEECE_NR_FILTERS; i++) {
+    if (fleece_filter_rows[i].owns_param (key))
+      return fleece_filter_rows[i].id;
+  }
   return -1;
-}
-
-int
-fleece_config_other (nbdkit_next_config *next, nbdkit_backend *nxdata,
-                     const char *key, const char *value)
-{
-  int owner;
-
-  if (strcmp (key, "control") == 0)
-    return fleece_control_config (key, value);
-
-  owner = fleece_param_owner (key);
-  if (owner >= 0 && fleece_find (owner) == NULL) {
-    nbdkit_error ("%s: this parameter belongs to the %s filter, which is "
-                  "not in the stack; add --filter=%s",
-                  key, fleece_filter_name (owner), fleece_filter_name (owner));
-    return -1;
-  }
-  return next (nxdata, key, value);
-}
-
-int
-fleece_config_complete_common (enum fleece_filter_id self,
-                               unsigned load_count)
-{
-  int id;
-
-  if (load_count > 1) {
-    nbdkit_error ("--filter=%s is given more than once; one is enough",
-                  fleece_filter_name (self));
-    return -1;
-  }
-  if (fleece_check_stack () == -1)
-    return -1;
-
-  for (id = 0; id < FLEECE_NR_FILTERS; id++) {
-    const struct fleece_filter_api *other = fleece_find (id);
-
-    /* A filter whose .config_complete already started is above us:
-     * that is only supported if it comes before us in the order
-     * snapshot-access, cbw, dirty-bitmap.
-     */
-    if (id == (int) self || other == NULL || !other->config_started ())
-      continue;
-    if (id > (int) self) {
-      nbdkit_error ("unsupported filter order: --filter=%s must come "
-                    "before --filter=%s (the supported order is "
-                    "--filter=snapshot-access --filter=cbw "
-                    "--filter=dirty-bitmap)",
-                    fleece_filter_name (self), fleece_filter_name (id));
-      return -1;
-    }
-  }
-  return fleece_control_config_complete ();
 }

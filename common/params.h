@@ -38,27 +38,11 @@ extern int fleece_config_path (const char *key, const char *value,
  */
 extern int fleece_check_parent_dir (const char *key, const char *path);
 
-/* Parameters that belong to another project filter: returns the owner,
- * or -1 if key is not one of the project's parameters.
+/* The project filter that owns parameter key (whether or not it is
+ * loaded), or -1 if key is none of the project's parameters.  Asks
+ * each filter's predicate (fleece_filter_rows).  Start-up routing of
+ * parameters is in glue.c.
  */
 extern int fleece_param_owner (const char *key);
-
-/* Common .config tail for every project filter: "control" is taken by
- * the first project filter that sees it; a parameter of another
- * project filter is passed down if that filter is loaded and refused
- * with a clear message if it is not; anything else goes down the
- * stack unchanged.
- */
-extern int fleece_config_other (nbdkit_next_config *next,
-                                nbdkit_backend *nxdata,
-                                const char *key, const char *value);
-
-/* Common head of every project filter's .config_complete: refuses a
- * filter given twice (load_count > 1: nbdkit loads the same module
- * once per --filter) and an unsupported stack order, and checks the
- * control socket's directory.  self is the calling filter.
- */
-extern int fleece_config_complete_common (enum fleece_filter_id self,
-                                          unsigned load_count);
 
 #endif /* FLEECE_PARAMS_H */

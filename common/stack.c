@@ -2,7 +2,8 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * Finding the project's other filters in this nbdkit process.  See
- * fleece-api.h for why an exported versioned symbol is the interface.
+ * fleece-api.h for why an exported versioned symbol is the interface;
+ * the names come from fleece_filter_rows (filters/stack-table.c).
  */
 
 #include <config.h>
@@ -12,32 +13,35 @@
 
 #include "fleece-api.h"
 
-static const char *const filter_names[FLEECE_NR_FILTERS] = {
-  [FLEECE_SNAPSHOT_ACCESS] = "snapshot-access",
-  [FLEECE_CBW] = "cbw",
-  [FLEECE_DIRTY_BITMAP] = "dirty-bitmap",
-};
+const struct fleece_filter_row *
+fleece_filter_row (enum fleece_filter_id id)
+{
+  size_t i;
 
-static const char *const symbol_names[FLEECE_NR_FILTERS] = {
-  [FLEECE_SNAPSHOT_ACCESS] = "fleece_snapshot_access_v1",
-  [FLEECE_CBW] = "fleece_cbw_v1",
-  [FLEECE_DIRTY_BITMAP] = "fleece_dirty_bitmap_v1",
-};
+  for (i = 0; i < FLEECE_NR_FILTERS; i++) {
+    if (fleece_filter_rows[i].id == id)
+      return &fleece_filter_rows[i];
+  }
+  return NULL;
+}
 
 const char *
 fleece_filter_name (enum fleece_filter_id id)
 {
-  return id < FLEECE_NR_FILTERS ? filter_names[id] : "?";
+  const struct fleece_filter_row *row = fleece_filter_row (id);
+
+  return row ? row->name : "?";
 }
 
 const struct fleece_filter_api *
 fleece_find (enum fleece_filter_id id)
 {
+  const struct fleece_filter_row *row = fleece_filter_row (id);
   const struct fleece_filter_api *api;
 
-  if (id >= FLEECE_NR_FILTERS)
+  if (row == NULL)
     return NULL;
-  api = dlsym (RTLD_DEFAULT, symbol_names[id]);
+  api = dlsym (RTLD_DEFAULT, row->symbol);
   /* A struct smaller than ours comes from an older, incompatible build. */
   if (api == NULL || api->size < sizeof *api || api->id != id)
     return NULL;

@@ -24,7 +24,8 @@ AM_LDFLAGS = \
 	-module -avoid-version -shared $(SANITIZER_CFLAGS) \
 	-Wl,--version-script=$(top_srcdir)/filters/filters.syms
 
-FILTER_LIBADD = $(top_builddir)/common/libfleece.la $(PTHREAD_LIBS)
+FILTER_LIBADD = $(top_builddir)/common/libfleece.la \
+	$(top_builddir)/filters/libfleece-stack.la $(PTHREAD_LIBS)
 
 # The man page, nbdkit-NAME-filter.1 from nbdkit-NAME-filter.pod.
 FILTER_BASE = $(filter_LTLIBRARIES:.la=)

@@ -100,11 +100,11 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
 }
 
 /* The dispatcher's dlsym lookups fail in this process (no filters),
- * so glibc gives each client thread a dlerror message buffer, freed
- * when the thread exits.  The server's client thread may still be
- * exiting when libFuzzer looks for leaks after a run, and LSan then
- * reports that buffer.  It is not a leak (200,000 threads doing the
- * same keep the RSS flat), so it is suppressed; nothing else is.
+ * so glibc gives the server thread a dlerror message buffer, freed
+ * when the thread exits (at ctl_server_free, after the last run).
+ * LSan may report that buffer when libFuzzer looks for leaks after a
+ * run.  It is not a leak (one buffer per thread, reused), so it is
+ * suppressed; nothing else is.
  */
 const char *__lsan_default_suppressions (void);
 const char *

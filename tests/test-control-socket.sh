@@ -2,10 +2,12 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# The control socket: created 0600, answers status, bad lines get an
-# error and change nothing, several lines in one write, a last line
-# ended by EOF instead of a newline is answered at once, a client that
-# leaves mid-line runs nothing, removed at exit, never replaces a file.
+# The control socket: created 0600, answers status and help (the
+# commands of the filters in the stack), status without cbw carries
+# cbw's own idle keys, bad lines get an error and change nothing,
+# several lines in one write, a last line ended by EOF instead of a
+# newline is answered at once, a client that leaves mid-line runs
+# nothing, removed at exit, never replaces a file.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires socat jq
@@ -101,6 +103,24 @@ for i in $(seq 8); do
     fail "parallel client $i: $(cat "$tmpdir/par.$i")"
 done
 
+# help: every command of the stack, each with its filter, keys and a
+# line of help; an unknown command lists them all.
+r=$(ctl "$ctl" help)
+echo "help: $r"
+echo "$r" | jq -e '.ok == true
+  and ([.commands[].name] == ["status","help","snapshot-begin",
+       "snapshot-end","checkpoint-create","checkpoint-delete"])
+  and ([.commands[].filter] == [null,null,"cbw","cbw","dirty-bitmap",
+       "dirty-bitmap"])
+  and (.commands[2].keys == ["checkpoint","since"])
+  and (.commands[4].words == 1)
+  and all(.commands[]; (.help | length) > 10)' >/dev/null ||
+  fail "unexpected help reply: $r"
+check_error 'bogus' "^unknown command 'bogus'; the commands of this stack \
+are status, help, snapshot-begin, snapshot-end, checkpoint-create and \
+checkpoint-delete "
+check_error 'help me' "unexpected argument 'me'"
+
 # The server survived all of it and the state is unchanged.
 [ "$(ctl "$ctl" status)" = "$status0" ] || fail "status changed after bad lines"
 
@@ -121,6 +141,29 @@ sock2=$tmpdir/nbd2.sock
 start_nbdkit "$sock2" --filter="$SA" --filter="$CBW" memory 1M control="$ctl"
 ctl "$ctl" status | jq -e '.ok == true and .checkpoints == [] and .filters == ["snapshot-access","cbw"]' \
   >/dev/null || fail "status after replacing a stale socket"
+
+# Without dirty-bitmap its commands are unknown, and help says so.
+ctl "$ctl" help | jq -e '[.commands[].name] == ["status","help",
+  "snapshot-begin","snapshot-end"]' >/dev/null ||
+  fail "help without dirty-bitmap: $(ctl "$ctl" help)"
+check_error 'checkpoint-create c1' "^unknown command 'checkpoint-create'; \
+the commands of this stack are status, help, snapshot-begin and snapshot-end "
+
+# Without cbw, status still carries "snapshot", with exactly the keys
+# and values cbw itself reports with no snapshot (its settings aside).
+sock3=$tmpdir/nbd3.sock
+ctl3=$tmpdir/control3.sock
+start_nbdkit "$sock3" --filter="$DB" memory 1M control="$ctl3"
+r=$(ctl "$ctl3" status)
+echo "status without cbw: $r"
+want=$(echo "$status0" |
+  jq -c '.snapshot | del(.cluster_size, .target_kind, .on_error)')
+[ "$(echo "$r" | jq -c .snapshot)" = "$want" ] ||
+  fail "status without cbw: .snapshot is $(echo "$r" | jq -c .snapshot), \
+expected $want"
+echo "$r" | jq -e '.checkpoints == [] and .filters == ["dirty-bitmap"]' \
+  >/dev/null || fail "status without cbw: $r"
+stop_nbdkit "$sock3"
 
 # A live control socket is never taken over by a second server.
 expect_refused "control=$ctl: .*in use" \

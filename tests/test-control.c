@@ -1,13 +1,15 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * Unit test for common/control.c: the request line parser and its
- * helpers, then a real control server in a temporary directory,
- * driven by plain socket clients: reply format, bad lines, pipelined
- * and split lines, over-long lines, disconnects mid-line, a last line
- * ended by the client's EOF (half-close), the client
- * limit, serialised dispatch, stale/foreign/live files at the socket
- * path, and prompt shutdown with clients still connected.
+ * Unit test for the control server (common/control.c, ctl-parse.c,
+ * ctl-socket.c): the request line parser and its helpers, then a real
+ * control server in a temporary directory, driven by plain socket
+ * clients: reply format, bad lines, pipelined and split lines,
+ * over-long lines, disconnects mid-line, a last line ended by the
+ * client's EOF (half-close), the client limit, serialised dispatch, a
+ * client that never reads its replies beside others, the hook (wake
+ * and deadlines), stale/foreign/live files at the socket path, and
+ * prompt shutdown with clients still connected.
  */
 
 #include <config.h>
@@ -697,6 +699,142 @@ test_serialised (void)
   CHECK (!atomic_load (&overlapped));
 }
 
+/* read_line for a long line: takes the bytes up to the newline in
+ * big pieces, leaving what follows it unread.
+ */
+static char *
+read_big_line (int fd)
+{
+  size_t len = 0, cap = 1 << 20;
+  char *s = malloc (cap), *nl;
+  ssize_t n;
+
+  for (;;) {
+    if (len + 65536 > cap)
+      s = realloc (s, cap *= 2);
+    if (!readable (fd, TIMEOUT_MS) ||
+        (n = recv (fd, s + len, 65536, MSG_PEEK)) <= 0) {
+      free (s);
+      return NULL;
+    }
+    nl = memchr (s + len, '\n', (size_t) n);
+    if (nl)
+      n = nl - (s + len) + 1;
+    if (recv (fd, s + len, (size_t) n, 0) != n) {
+      free (s);
+      return NULL;
+    }
+    len += (size_t) n;
+    if (nl) {
+      s[len - 1] = '\0';
+      return s;
+    }
+  }
+}
+
+/* A client that never reads its replies holds up nobody else, and
+ * gets every reply, in order, once it reads.
+ */
+static void
+test_slow_reader (void)
+{
+  int slow = connect_served (sock_path), fd = connect_served (sock_path);
+  size_t total = 0;
+  char *big, *r;
+  double t;
+  int i;
+
+  CHECK (slow >= 0 && fd >= 0);
+  CHECK (send_str (slow, "big\necho a\n"));
+  sleep_ms (20);                /* the big reply fills the socket */
+  t = now_s ();
+  for (i = 0; i < 20; i++)
+    CHECK (request (fd, "echo x y", "{\"ok\":true,\"n\":2}"));
+  t = now_s () - t;
+  CHECK (t < 1.0);
+  if (t >= 1.0)
+    fprintf (stderr, "  20 requests beside a stalled client: %.3f s\n", t);
+
+  /* Now read it all: the big reply, then the next one. */
+  big = read_big_line (slow);
+  CHECK (big != NULL);
+  if (big)
+    total = strlen (big);
+  CHECK (total == BIG_REPLY + 21);
+  free (big);
+  r = read_line (slow);
+  CHECK (r && strcmp (r, "{\"ok\":true,\"n\":1}") == 0);
+  free (r);
+  close (slow);
+  close (fd);
+}
+
+/* The hook runs on the server thread, never beside a handler: once
+ * after it is set, once per wake, and at each deadline it returns.
+ */
+static atomic_int hook_calls;
+static atomic_bool hook_overlapped;
+static pthread_t main_thread;
+static atomic_bool hook_on_main;
+
+static int64_t
+hook (void *opaque, int64_t now)
+{
+  int n;
+
+  CHECK (opaque == &hook_calls);
+  if (atomic_load (&in_handler) != 0)
+    atomic_store (&hook_overlapped, true);
+  if (pthread_equal (pthread_self (), main_thread))
+    atomic_store (&hook_on_main, true);
+  n = atomic_fetch_add (&hook_calls, 1) + 1;
+  CHECK (now <= ctl_now_ms ());
+  /* Calls 2 and 3 come from deadlines; then none is asked for. */
+  return n == 2 || n == 3 ? now + 30 : -1;
+}
+
+static bool
+wait_calls (int n)
+{
+  double deadline = now_s () + TIMEOUT_MS / 1000.0;
+
+  while (atomic_load (&hook_calls) < n && now_s () < deadline)
+    sleep_ms (2);
+  return atomic_load (&hook_calls) == n;
+}
+
+static void
+test_hook (struct ctl_server *srv)
+{
+  int fd = connect_served (sock_path);
+  double t;
+
+  CHECK (fd >= 0);
+  main_thread = pthread_self ();
+  ctl_server_set_hook (srv, hook, &hook_calls);
+  CHECK (wait_calls (1));
+  sleep_ms (60);
+  CHECK (atomic_load (&hook_calls) == 1);      /* no deadline yet */
+
+  t = now_s ();
+  ctl_server_wake (srv);                       /* call 2, then 3, 4 */
+  CHECK (wait_calls (2));
+  CHECK (request (fd, "echo", "{\"ok\":true,\"n\":0}"));
+  CHECK (wait_calls (4));
+  t = now_s () - t;
+  CHECK (t >= 0.055);           /* two deadlines 30 ms apart */
+  sleep_ms (80);
+  CHECK (atomic_load (&hook_calls) == 4);      /* the last returned -1 */
+
+  ctl_server_set_hook (srv, NULL, NULL);
+  ctl_server_wake (srv);
+  CHECK (request (fd, "echo", "{\"ok\":true,\"n\":0}"));
+  CHECK (atomic_load (&hook_calls) == 4);
+  CHECK (!atomic_load (&hook_overlapped));
+  CHECK (!atomic_load (&hook_on_main));
+  close (fd);
+}
+
 /* A second server on a live socket is refused; the first one is
  * undisturbed.
  */
@@ -805,6 +943,8 @@ test_running_server (void)
   test_eof_ends_line ();
   test_long_line ();
   test_serialised ();
+  test_slow_reader ();
+  test_hook (srv);
   test_live_socket ();
   test_client_limit (fds);
   test_free_busy (srv, fds);

@@ -17,6 +17,7 @@
 #include <nbdkit-filter.h>
 
 #include "cbw.h"
+#include "fleece-api.h"
 #include "params.h"
 #include "size.h"
 
@@ -155,7 +156,7 @@ cbw_config_key (const char *key, const char *value)
     cbw_config.target_limit = v;
     return 1;
   }
-  if (strncmp (key, "cbw-", 4) == 0) {
+  if (fleece_filter_row (FLEECE_CBW)->owns_param (key)) {
     nbdkit_error ("%s: unknown cbw parameter; the cbw filter takes "
                   "cbw-target, cbw-cluster-size, cbw-on-error, "
                   "cbw-timeout and cbw-target-limit", key);

@@ -16,6 +16,7 @@
 
 #include "bmfile.h"
 #include "dirty-bitmap.h"
+#include "fleece-api.h"
 #include "params.h"
 
 struct db_config db_config = {
@@ -59,7 +60,7 @@ db_config_key (const char *key, const char *value)
     }
     return 1;
   }
-  if (strncmp (key, "bitmap-", 7) == 0) {
+  if (fleece_filter_row (FLEECE_DIRTY_BITMAP)->owns_param (key)) {
     nbdkit_error ("%s: unknown dirty-bitmap parameter; the dirty-bitmap "
                   "filter takes bitmap-file, bitmap-granularity and "
                   "bitmap-disk-id", key);

@@ -17,13 +17,12 @@
 
 #include "backend.h"
 #include "checkpoints.h"
-#include "ctl-owner.h"
 #include "debug-flag.h"
 #include "dirty-bitmap.h"
 #include "errors.h"
 #include "fleece-api.h"
+#include "glue.h"
 #include "json.h"
-#include "params.h"
 #include "persist.h"
 #include "size.h"
 #include "stack-rules.h"
@@ -32,58 +31,19 @@
 int db_debug_verbose = 0;
 FLEECE_DEBUG_ALIAS (db_debug_verbose, "dirty-bitmap_debug_verbose");
 
-/* Start-up state, written by nbdkit's single-threaded start-up. */
-static unsigned load_count;
-static bool config_started;
 /* Set once the checkpoints are loaded (after_fork): from then on a
- * clean stop saves them.
+ * clean stop saves them.  Written only by nbdkit's single-threaded
+ * start-up and shutdown callbacks.
  */
 static bool tracking_ready;
 
-static void
-db_load (void)
-{
-  load_count++;
-  ckpt_init ();
-}
+/* Start-up hooks, run by the shared glue (common/glue.h). */
 
 static void
 db_unload (void)
 {
-  fleece_control_cleanup ();
   ckpt_free_all ();
   db_config_free ();
-}
-
-static int
-db_config_cb (nbdkit_next_config *next, nbdkit_backend *nxdata,
-              const char *key, const char *value)
-{
-  int r = db_config_key (key, value);
-
-  if (r != 0)
-    return r == 1 ? 0 : -1;
-  return fleece_config_other (next, nxdata, key, value);
-}
-
-static int
-db_config_complete (nbdkit_next_config_complete *next,
-                    nbdkit_backend *nxdata)
-{
-  config_started = true;
-  if (fleece_config_complete_common (FLEECE_DIRTY_BITMAP,
-                                     load_count) == -1 ||
-      db_config_check () == -1)
-    return -1;
-  return next (nxdata);
-}
-
-static int
-db_get_ready (int thread_model)
-{
-  if (persist_get_ready () == -1)
-    return -1;
-  return fleece_control_get_ready ();
 }
 
 static int
@@ -99,11 +59,11 @@ db_after_fork (nbdkit_backend *backend)
   if (persist_load () == -1)
     return -1;
   tracking_ready = true;
-  return fleece_control_after_fork ();
+  return 0;
 }
 
 static void
-db_cleanup (nbdkit_backend *backend)
+db_cleanup (void)
 {
   const struct fleece_sa_api *sa = fleece_snapshot_access ();
   char *errmsg = NULL;
@@ -114,7 +74,6 @@ db_cleanup (nbdkit_backend *backend)
    */
   if (sa)
     sa->stop_jobs ("nbdkit is shutting down");
-  fleece_control_cleanup ();
   /* A clean stop: the bits are complete, clear the in-use mark. */
   if (tracking_ready && persist_save (false, &errmsg) == -1) {
     nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
@@ -122,6 +81,18 @@ db_cleanup (nbdkit_backend *backend)
   }
   tracking_ready = false;
 }
+
+static struct fleece_glue glue = {
+  .id = FLEECE_DIRTY_BITMAP,
+  .load = ckpt_init,
+  .unload = db_unload,
+  .config = db_config_key,
+  .config_check = db_config_check,
+  .get_ready = persist_get_ready,
+  .after_fork = db_after_fork,
+  .cleanup = db_cleanup,
+};
+FLEECE_GLUE_CALLBACKS (glue)
 
 /* Without snapshot-access above, nothing serves the snapshot names:
  * refuse them rather than hand the live disk to a client that asked
@@ -197,42 +168,59 @@ db_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 
 /* Interface for the other project filters. */
 
-static bool
-api_config_started (void)
-{
-  return config_started;
-}
-
 /* checkpoint-create NAME, checkpoint-delete NAME */
 static int
-api_command (const struct ctl_request *req, struct jbuf *reply,
-             char **errmsg)
+name_word (const struct ctl_request *req, const char **name, char **errmsg)
 {
-  static const char *const no_keys[] = { NULL };
-  const char *name;
-
-  if (ctl_request_check (req, no_keys, 1, errmsg) == -1)
-    return -1;
-  name = ctl_request_word (req, 0);
-  if (name == NULL) {
+  *name = ctl_request_word (req, 0);
+  if (*name == NULL) {
     return fleece_errorf (errmsg, "%s needs a checkpoint name, e.g. '%s c1'",
                           req->command, req->command);
   }
-  if (!fleece_valid_name (name)) {
+  if (!fleece_valid_name (*name)) {
     return fleece_errorf (errmsg, "'%s' is not a valid checkpoint name: use 1 to "
                           "%d characters from A-Z a-z 0-9 _ . - not starting with "
-                          ". or -", name, FLEECE_NAME_MAX);
+                          ". or -", *name, FLEECE_NAME_MAX);
   }
   if (!tracking_ready) {
     return fleece_errorf (errmsg, "the dirty-bitmap filter is not ready");
   }
-  if (strcmp (req->command, "checkpoint-create") == 0)
-    return ckpt_create (name, errmsg);
-  if (strcmp (req->command, "checkpoint-delete") == 0)
-    return ckpt_delete (name, errmsg);
-  return fleece_errorf (errmsg, "dirty-bitmap: unknown command '%s'",
-                        req->command);
+  return 0;
 }
+
+static int
+do_checkpoint_create (const struct ctl_request *req, struct jbuf *reply,
+                      char **errmsg)
+{
+  const char *name;
+
+  if (name_word (req, &name, errmsg) == -1)
+    return -1;
+  return ckpt_create (name, errmsg);
+}
+
+static int
+do_checkpoint_delete (const struct ctl_request *req, struct jbuf *reply,
+                      char **errmsg)
+{
+  const char *name;
+
+  if (name_word (req, &name, errmsg) == -1)
+    return -1;
+  return ckpt_delete (name, errmsg);
+}
+
+/* The control commands of dirty-bitmap (keys and words are checked
+ * before the call).
+ */
+static const struct fleece_command commands[] = {
+  { "checkpoint-create", NULL, 1,
+    "start checkpoint NAME now, without a snapshot", do_checkpoint_create },
+  { "checkpoint-delete", NULL, 1,
+    "remove checkpoint NAME, merging its changes into the one before",
+    do_checkpoint_delete },
+  { .name = NULL }
+};
 
 static uint32_t
 api_granularity (void)
@@ -253,9 +241,9 @@ NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
     .size = sizeof (struct fleece_db_api),
     .id = FLEECE_DIRTY_BITMAP,
     .name = "dirty-bitmap",
-    .config_started = api_config_started,
+    .config_started = glue_config_started,
     .status = ckpt_status,
-    .command = api_command,
+    .commands = commands,
   },
   .freeze = ckpt_freeze,
   .frozen_free = ckpt_frozen_free,
@@ -271,14 +259,8 @@ NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
 static struct nbdkit_filter filter = {
   .name              = "dirty-bitmap",
   .longname          = "nbdkit dirty bitmap (changed block tracking) filter",
-  .load              = db_load,
-  .unload            = db_unload,
-  .config            = db_config_cb,
-  .config_complete   = db_config_complete,
+  FLEECE_GLUE_FILTER_FIELDS,
   .config_help       = DB_CONFIG_HELP,
-  .get_ready         = db_get_ready,
-  .after_fork        = db_after_fork,
-  .cleanup           = db_cleanup,
   .open              = db_open,
   .get_size          = db_get_size,
   .pwrite            = db_pwrite,

@@ -967,20 +967,24 @@ control (const struct ctl_request *req, struct jbuf *reply, char **errmsg)
   return r;
 }
 
-int
-job_command (const struct ctl_request *req, struct jbuf *reply,
-             char **errmsg)
-{
-  if (strcmp (req->command, "backup-start") == 0)
-    return backup_start (req, reply, errmsg);
-  if (strcmp (req->command, "job-cancel") == 0 ||
-      strcmp (req->command, "job-pause") == 0 ||
-      strcmp (req->command, "job-resume") == 0 ||
-      strcmp (req->command, "job-set-speed") == 0)
-    return control (req, reply, errmsg);
-  return fleece_errorf (errmsg, "snapshot-access: unknown command '%s'",
-                        req->command);
-}
+static const char *const start_keys[] = {
+  "target", "sync", "since", "checkpoint", "speed", "target-zeroed", NULL
+};
+static const char *const id_keys[] = { "id", NULL };
+static const char *const speed_keys[] = { "id", "speed", NULL };
+
+const struct fleece_command job_commands[] = {
+  { "backup-start", start_keys, 0,
+    "start a push backup job: target=PATH|URI [sync=full|incremental] "
+    "[since=C] [checkpoint=N] [speed=RATE] [target-zeroed=true]",
+    backup_start },
+  { "job-cancel", id_keys, 0, "cancel backup job id=ID", control },
+  { "job-pause", id_keys, 0, "pause backup job id=ID", control },
+  { "job-resume", id_keys, 0, "resume backup job id=ID", control },
+  { "job-set-speed", speed_keys, 0,
+    "change the speed of backup job id=ID speed=RATE", control },
+  { .name = NULL }
+};
 
 void
 job_status (struct jbuf *reply)

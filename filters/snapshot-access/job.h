@@ -12,6 +12,8 @@
 
 #include <nbdkit-filter.h>
 
+#include "fleece-api.h"
+
 #include "control.h"
 #include "json.h"
 
@@ -25,8 +27,7 @@ extern void job_set_backend (nbdkit_backend *backend);
 /* The control commands above (a ctl_handler-like function, without
  * the opaque pointer; a command table row can point at it).
  */
-extern int job_command (const struct ctl_request *req, struct jbuf *reply,
-                        char **errmsg);
+extern const struct fleece_command job_commands[];
 /* Append ,"jobs":[...] to a status reply. */
 extern void job_status (struct jbuf *reply);
 /* Fail every running job with reason why and wait until it has ended

@@ -17,71 +17,35 @@
 #include <nbdkit-filter.h>
 
 #include "bitmap.h"
-#include "ctl-owner.h"
 #include "debug-flag.h"
 #include "fleece-api.h"
+#include "glue.h"
 #include "job.h"
 #include "json.h"
-#include "params.h"
 #include "snapshot-access.h"
 
 /* -D snapshot-access.verbose=1: log every snapshot request. */
 int sa_debug_verbose = 0;
 FLEECE_DEBUG_ALIAS (sa_debug_verbose, "snapshot-access_debug_verbose");
 
-/* Start-up state, written by nbdkit's single-threaded start-up. */
-static unsigned load_count;
-static bool config_started;
 /* The cbw filter below us; set by .get_ready, read-only afterwards. */
 static const struct fleece_cbw_api *cbw;
 
-static void
-sa_load (void)
-{
-  load_count++;
-}
+/* Start-up hooks, run by the shared glue (common/glue.h). */
 
-static void
-sa_unload (void)
-{
-  fleece_control_cleanup ();
-  sa_config_free ();
-}
+static struct fleece_glue glue;
 
 static int
-sa_config_cb (nbdkit_next_config *next, nbdkit_backend *nxdata,
-              const char *key, const char *value)
+sa_get_ready (void)
 {
-  int r = sa_config_key (key, value);
-
-  if (r != 0)
-    return r == 1 ? 0 : -1;
-  return fleece_config_other (next, nxdata, key, value);
-}
-
-static int
-sa_config_complete (nbdkit_next_config_complete *next,
-                    nbdkit_backend *nxdata)
-{
-  config_started = true;
-  if (fleece_config_complete_common (FLEECE_SNAPSHOT_ACCESS,
-                                     load_count) == -1 ||
-      sa_config_check () == -1)
-    return -1;
-  return next (nxdata);
-}
-
-static int
-sa_get_ready (int thread_model)
-{
-  job_set_thread_model (thread_model);
+  job_set_thread_model (glue.thread_model);
   cbw = fleece_cbw ();
   if (cbw == NULL) {
     nbdkit_error ("the cbw filter below snapshot-access is from an "
                   "incompatible build; install matching filters");
     return -1;
   }
-  return fleece_control_get_ready ();
+  return 0;
 }
 
 /* Backup jobs open their own contexts on backend (the cbw layer),
@@ -91,20 +55,30 @@ static int
 sa_after_fork (nbdkit_backend *backend)
 {
   job_set_backend (backend);
-  return fleece_control_after_fork ();
+  return 0;
 }
 
-/* Stop the control server first, so no backup-start arrives after the
- * jobs stopped; the jobs end their snapshot and merge back their
- * checkpoint before the filters below clean up (they call
+/* The glue stops the control server first, so no backup-start arrives
+ * after the jobs stopped; the jobs end their snapshots and merge back
+ * their checkpoints before the filters below clean up (they call
  * stop_jobs too, in case nbdkit runs .cleanup from the bottom up).
  */
 static void
-sa_cleanup (nbdkit_backend *backend)
+sa_cleanup (void)
 {
-  fleece_control_cleanup ();
   job_stop_all ("nbdkit is shutting down");
 }
+
+static struct fleece_glue glue = {
+  .id = FLEECE_SNAPSHOT_ACCESS,
+  .unload = sa_config_free,
+  .config = sa_config_key,
+  .config_check = sa_config_check,
+  .get_ready = sa_get_ready,
+  .after_fork = sa_after_fork,
+  .cleanup = sa_cleanup,
+};
+FLEECE_GLUE_CALLBACKS (glue)
 
 /* Per connection.  Written by .open, read-only afterwards. */
 struct handle {
@@ -615,12 +589,6 @@ sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
 
 /* Interface for the other project filters. */
 
-static bool
-api_config_started (void)
-{
-  return config_started;
-}
-
 static void
 api_status (struct jbuf *reply)
 {
@@ -634,9 +602,9 @@ NBDKIT_DLL_PUBLIC const struct fleece_sa_api fleece_snapshot_access_v1 = {
     .size = sizeof (struct fleece_sa_api),
     .id = FLEECE_SNAPSHOT_ACCESS,
     .name = "snapshot-access",
-    .config_started = api_config_started,
+    .config_started = glue_config_started,
     .status = api_status,
-    .command = job_command,
+    .commands = job_commands,
   },
   .stop_jobs = job_stop_all,
 };
@@ -644,14 +612,8 @@ NBDKIT_DLL_PUBLIC const struct fleece_sa_api fleece_snapshot_access_v1 = {
 static struct nbdkit_filter filter = {
   .name              = "snapshot-access",
   .longname          = "nbdkit snapshot access filter",
-  .load              = sa_load,
-  .unload            = sa_unload,
-  .config            = sa_config_cb,
-  .config_complete   = sa_config_complete,
+  FLEECE_GLUE_FILTER_FIELDS,
   .config_help       = SA_CONFIG_HELP,
-  .get_ready         = sa_get_ready,
-  .after_fork        = sa_after_fork,
-  .cleanup           = sa_cleanup,
   .list_exports      = sa_list_exports,
   .open              = sa_open,
   .close             = sa_close,
