@@ -108,17 +108,22 @@ done
 r=$(ctl "$ctl" help)
 echo "help: $r"
 echo "$r" | jq -e '.ok == true
-  and ([.commands[].name] == ["status","help","snapshot-begin",
-       "snapshot-end","checkpoint-create","checkpoint-delete"])
-  and ([.commands[].filter] == [null,null,"cbw","cbw","dirty-bitmap",
+  and ([.commands[].name] == ["status","help","backup-start","job-cancel",
+       "job-pause","job-resume","job-set-speed","snapshot-begin",
+       "snapshot-end","quiesce","resume","checkpoint-create",
+       "checkpoint-delete"])
+  and ([.commands[].filter] == [null,null,"snapshot-access",
+       "snapshot-access","snapshot-access","snapshot-access",
+       "snapshot-access","cbw","cbw","cbw","cbw","dirty-bitmap",
        "dirty-bitmap"])
-  and (.commands[2].keys == ["checkpoint","since"])
-  and (.commands[4].words == 1)
+  and (.commands[7].keys == ["name","checkpoint","since"])
+  and (.commands[11].words == 1)
   and all(.commands[]; (.help | length) > 10)' >/dev/null ||
   fail "unexpected help reply: $r"
 check_error 'bogus' "^unknown command 'bogus'; the commands of this stack \
-are status, help, snapshot-begin, snapshot-end, checkpoint-create and \
-checkpoint-delete "
+are status, help, backup-start, job-cancel, job-pause, job-resume, \
+job-set-speed, snapshot-begin, snapshot-end, quiesce, resume, \
+checkpoint-create and checkpoint-delete "
 check_error 'help me' "unexpected argument 'me'"
 
 # The server survived all of it and the state is unchanged.
@@ -144,10 +149,13 @@ ctl "$ctl" status | jq -e '.ok == true and .checkpoints == [] and .filters == ["
 
 # Without dirty-bitmap its commands are unknown, and help says so.
 ctl "$ctl" help | jq -e '[.commands[].name] == ["status","help",
-  "snapshot-begin","snapshot-end"]' >/dev/null ||
+  "backup-start","job-cancel","job-pause","job-resume","job-set-speed",
+  "snapshot-begin","snapshot-end","quiesce","resume"]' >/dev/null ||
   fail "help without dirty-bitmap: $(ctl "$ctl" help)"
 check_error 'checkpoint-create c1' "^unknown command 'checkpoint-create'; \
-the commands of this stack are status, help, snapshot-begin and snapshot-end "
+the commands of this stack are status, help, backup-start, job-cancel, \
+job-pause, job-resume, job-set-speed, snapshot-begin, snapshot-end, quiesce \
+and resume "
 
 # Without cbw, status still carries "snapshot", with exactly the keys
 # and values cbw itself reports with no snapshot (its settings aside).
