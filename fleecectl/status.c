@@ -204,8 +204,8 @@ put_jobs (FILE *fp, const struct jval *jobs, time_t now)
 
     if (!job_id_text (jv_get (j, "id"), id, sizeof id))
       strcpy (id, "?");
-    fprintf (fp, "  %s  %s %s  %s", id, type ? type : "job",
-             sync ? sync : "", state ? state : "?");
+    fprintf (fp, "  %s  %s%s%s  %s", id, type ? type : "job",
+             sync ? " " : "", sync ? sync : "", state ? state : "?");
     put_fraction (fp, j);
     /* The average rate from the job's own times. */
     if (t0 != -1 && t1 != -1 && t1 > t0 &&
