@@ -261,7 +261,7 @@ cmd_backup (struct globals *g, int argc, char **argv)
       if (r == -1)
         return EXIT_USAGE;
       if (r == 1) {
-        fc_usage_error ("backup: unknown option");
+        fc_usage_error ("backup: unknown option or missing value: %s", argv[optind - 1]);
         return EXIT_USAGE;
       }
     }

@@ -157,7 +157,7 @@ cmd_status (struct globals *g, int argc, char **argv)
     if (r == -1)
       return EXIT_USAGE;
     if (r == 1) {
-      fc_usage_error ("status: unknown option");
+      fc_usage_error ("status: unknown option or missing value: %s", argv[optind - 1]);
       return EXIT_USAGE;
     }
   }
@@ -262,6 +262,7 @@ main (int argc, char *argv[])
   const char *cmd;
   int c, r;
 
+  opterr = 0;                   /* our own one-line messages */
   while ((c = getopt_long (argc, argv, "+" GLOBAL_SHORT_OPTS "hV",
                            main_opts, NULL)) != -1) {
     switch (c) {
@@ -276,8 +277,7 @@ main (int argc, char *argv[])
       if (r == -1)
         return EXIT_USAGE;
       if (r == 1) {
-        /* getopt_long already said what was wrong. */
-        fc_usage_error ("bad option");
+        fc_usage_error ("unknown option or missing value: %s", argv[optind - 1]);
         return EXIT_USAGE;
       }
     }

@@ -655,7 +655,7 @@ cmd_pull (struct globals *g, int argc, char **argv)
       if (r == -1)
         return EXIT_USAGE;
       if (r == 1) {
-        fc_usage_error ("pull: unknown option");
+        fc_usage_error ("pull: unknown option or missing value: %s", argv[optind - 1]);
         return EXIT_USAGE;
       }
     }
