@@ -87,6 +87,7 @@ struct pull {
    * and never changes.
    */
   pthread_mutex_t lock;
+  pthread_cond_t finished;      /* signalled when running drops to 0 */
   uint64_t next;                /* offset of the next chunk to hand out */
   uint64_t done;
   uint64_t written;             /* bytes of data written to DEST */
@@ -437,7 +438,8 @@ worker_run (void *opaque)
     count (pl, &pl->done, end - off);
   }
   pthread_mutex_lock (&pl->lock);
-  pl->running--;
+  if (--pl->running == 0)
+    pthread_cond_signal (&pl->finished);
   pthread_mutex_unlock (&pl->lock);
   return NULL;
 }
@@ -625,6 +627,7 @@ cmd_pull (struct globals *g, int argc, char **argv)
   memset (w, 0, sizeof w);
   pl.dest_fd = -1;
   pthread_mutex_init (&pl.lock, NULL);
+  pthread_cond_init (&pl.finished, NULL);
 
   optind = 1;
   while ((c = getopt_long (argc, argv, "+" GLOBAL_SHORT_OPTS, pull_opts,
@@ -697,6 +700,7 @@ cmd_pull (struct globals *g, int argc, char **argv)
   if (pl.delta && dest_zeroed) {
     fc_usage_error ("pull: --dest-zeroed is for full pulls; an incremental "
                     "pull writes over the previous backup");
+    ret = EXIT_USAGE;
     goto out;
   }
 
@@ -753,20 +757,25 @@ cmd_pull (struct globals *g, int argc, char **argv)
       break;
     }
   }
-  for (;;) {
-    uint64_t done;
-    unsigned running;
-    struct timespec ts = { 0, 200 * 1000000L };
+  /* Show progress every 200 ms until the last worker is done. */
+  pthread_mutex_lock (&pl.lock);
+  while (pl.running > 0) {
+    struct timespec ts;
+    uint64_t done = pl.done;
 
-    pthread_mutex_lock (&pl.lock);
-    done = pl.done;
-    running = pl.running;
     pthread_mutex_unlock (&pl.lock);
-    if (running == 0)
-      break;
     progress_update (&prog, done, pl.size, NULL);
-    nanosleep (&ts, NULL);
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock (&pl.lock);
+    if (pl.running > 0)
+      pthread_cond_timedwait (&pl.finished, &pl.lock, &ts);
   }
+  pthread_mutex_unlock (&pl.lock);
   for (i = 0; i < nw; i++)
     pthread_join (w[i].thread, NULL);
 
@@ -811,6 +820,7 @@ cmd_pull (struct globals *g, int argc, char **argv)
     fc_error ("pull: closing %s: %m", dest);
     ret = EXIT_FAIL;
   }
+  pthread_cond_destroy (&pl.finished);
   pthread_mutex_destroy (&pl.lock);
   free (src_uri);
   return ret;
