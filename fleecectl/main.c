@@ -1,0 +1,304 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * fleecectl: options, subcommands, pass-through control lines, the
+ * status command and error reporting.  See fleecectl.pod.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fleecectl.h"
+#include "size.h"
+#include "opts.h"
+
+static const char usage_text[] =
+  "Usage:\n"
+  "  fleecectl -c CTL status [--json]\n"
+  "  fleecectl -c CTL backup [--since C] [--checkpoint N] [--speed RATE]\n"
+  "                          [--target-zeroed] TARGET\n"
+  "  fleecectl [-c CTL] pull [--since C] [--connections N]\n"
+  "                          [--granularity SIZE] [--dest-zeroed] URI DEST\n"
+  "  fleecectl -c CTL COMMAND [KEY=VALUE ...]   (any other control line)\n"
+  "\n"
+  "Talk to the control socket of an nbdkit running the fleece filters\n"
+  "(control=CTL), run and follow push backups, and pull snapshot or\n"
+  "incremental exports to a file or an NBD server.\n"
+  "\n"
+  "Options:\n"
+  "  -c, --control=CTL     the control socket (control= of nbdkit)\n"
+  "      --json            print the raw JSON reply (status)\n"
+  "      --timeout=SECS    longest wait for a control reply (default 30)\n"
+  "      --progress=MODE   auto (bar on a terminal, else lines), bar,\n"
+  "                        lines or none\n"
+  "  -q, --quiet           no progress output (--progress=none)\n"
+  "  -h, --help            this text\n"
+  "  -V, --version         the version\n"
+  "\n"
+  "backup: starts backup-start target=TARGET (a path, made absolute, or\n"
+  "an NBD URI), sync=incremental iff --since, then follows the job;\n"
+  "exit status 0 only if it completed.  Ctrl-C cancels the job.\n"
+  "\n"
+  "pull: reads URI (the snapshot export, nbd+unix:///snapshot?socket=S)\n"
+  "or, with --since C, its delta view snapshot/since/C, and writes DEST\n"
+  "(a file, or an NBD URI).  Full: DEST is created or truncated (a file)\n"
+  "and only data is written.  Incremental: DEST holds the previous\n"
+  "backup and exactly the changed blocks are written, zeroes included.\n"
+  "\n"
+  "Exit status: 0 success, 1 failure, 2 usage error.  See fleecectl(1).\n";
+
+void
+fc_error (const char *fmt, ...)
+{
+  va_list ap;
+
+  fflush (stdout);
+  fprintf (stderr, "fleecectl: ");
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "\n");
+}
+
+void
+fc_usage_error (const char *fmt, ...)
+{
+  va_list ap;
+
+  fflush (stdout);
+  fprintf (stderr, "fleecectl: ");
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, " (fleecectl --help for usage)\n");
+}
+
+int
+fc_parse_size (const char *opt, const char *str, uint64_t *out)
+{
+  const char *why;
+
+  if (fleece_parse_size (str, out, &why) == -1) {
+    fc_usage_error ("%s=%s: %s", opt, str, why);
+    return -1;
+  }
+  return 0;
+}
+
+/* A global option seen by getopt_long (in main or in a subcommand).
+ * Returns 0, -1 for a usage error, 1 if c is not a global option.
+ */
+int
+fc_global_option (struct globals *g, int c, const char *arg)
+{
+  char *end;
+  double secs;
+
+  switch (c) {
+  case 'c':
+    g->ctl = arg;
+    return 0;
+  case OPT_JSON:
+    g->json = true;
+    return 0;
+  case 'q':
+    g->progress = PROGRESS_NONE;
+    return 0;
+  case OPT_PROGRESS:
+    if (strcmp (arg, "auto") == 0) g->progress = PROGRESS_AUTO;
+    else if (strcmp (arg, "bar") == 0) g->progress = PROGRESS_BAR;
+    else if (strcmp (arg, "lines") == 0) g->progress = PROGRESS_LINES;
+    else if (strcmp (arg, "none") == 0) g->progress = PROGRESS_NONE;
+    else {
+      fc_usage_error ("--progress=%s: expected auto, bar, lines or none", arg);
+      return -1;
+    }
+    return 0;
+  case OPT_TIMEOUT:
+    errno = 0;
+    secs = strtod (arg, &end);
+    if (errno || end == arg || *end || !(secs > 0) || secs > 86400) {
+      fc_usage_error ("--timeout=%s: expected seconds, more than 0 and at "
+                      "most 86400", arg);
+      return -1;
+    }
+    g->timeout_ms = (int) (secs * 1000);
+    if (g->timeout_ms == 0)
+      g->timeout_ms = 1;
+    return 0;
+  default:
+    return 1;
+  }
+}
+
+static const struct option status_opts[] = {
+  GLOBAL_LONG_OPTS,
+  { NULL, 0, NULL, 0 }
+};
+
+int
+cmd_status (struct globals *g, int argc, char **argv)
+{
+  struct jval *reply;
+  char *raw, err[1024];
+  int c, r;
+
+  optind = 1;
+  while ((c = getopt_long (argc, argv, "+" GLOBAL_SHORT_OPTS, status_opts,
+                           NULL)) != -1) {
+    r = fc_global_option (g, c, optarg);
+    if (r == -1)
+      return EXIT_USAGE;
+    if (r == 1) {
+      fc_usage_error ("status: unknown option or missing value: %s", argv[optind - 1]);
+      return EXIT_USAGE;
+    }
+  }
+  if (optind != argc) {
+    fc_usage_error ("status takes no arguments, got '%s'", argv[optind]);
+    return EXIT_USAGE;
+  }
+  if (g->ctl == NULL) {
+    fc_usage_error ("status needs the control socket: -c CTL");
+    return EXIT_USAGE;
+  }
+
+  reply = ctl_call (g->ctl, "status", g->timeout_ms, &raw, err, sizeof err);
+  if (reply == NULL) {
+    fc_error ("%s", err);
+    return EXIT_FAIL;
+  }
+  if (!jv_true (jv_get (reply, "ok"))) {
+    const char *e = jv_str (jv_get (reply, "error"));
+    if (g->json)
+      printf ("%s\n", raw);
+    fc_error ("status: %s", e ? e : raw);
+    jv_free (reply);
+    free (raw);
+    return EXIT_FAIL;
+  }
+  if (g->json)
+    printf ("%s\n", raw);
+  else
+    status_print (stdout, reply, time (NULL));
+  jv_free (reply);
+  free (raw);
+  return EXIT_OK;
+}
+
+/* Any other command: the words joined by spaces make one control
+ * line; the reply is printed as it is, exit status 0 iff "ok":true.
+ */
+int
+cmd_passthrough (struct globals *g, int argc, char **argv)
+{
+  size_t len = 1, i;
+  char *line, *raw, err[1024];
+  struct jval *reply;
+  int ret;
+
+  if (g->ctl == NULL) {
+    fc_usage_error ("'%s' is a control command and needs the control "
+                    "socket: -c CTL", argv[0]);
+    return EXIT_USAGE;
+  }
+  for (i = 0; i < (size_t) argc; i++) {
+    if (strchr (argv[i], '\n') || strchr (argv[i], '\r')) {
+      fc_usage_error ("control line words may not contain newlines");
+      return EXIT_USAGE;
+    }
+    len += strlen (argv[i]) + 1;
+  }
+  line = malloc (len);
+  if (line == NULL) {
+    fc_error ("out of memory");
+    return EXIT_FAIL;
+  }
+  line[0] = '\0';
+  for (i = 0; i < (size_t) argc; i++) {
+    if (i)
+      strcat (line, " ");
+    strcat (line, argv[i]);
+  }
+
+  reply = ctl_call (g->ctl, line, g->timeout_ms, &raw, err, sizeof err);
+  if (reply == NULL) {
+    fc_error ("%s", err);
+    free (line);
+    return EXIT_FAIL;
+  }
+  printf ("%s\n", raw);
+  if (jv_true (jv_get (reply, "ok")))
+    ret = EXIT_OK;
+  else {
+    const char *e = jv_str (jv_get (reply, "error"));
+    fc_error ("%s: %s", argv[0], e ? e : "the server answered ok:false");
+    ret = EXIT_FAIL;
+  }
+  jv_free (reply);
+  free (raw);
+  free (line);
+  return ret;
+}
+
+static const struct option main_opts[] = {
+  GLOBAL_LONG_OPTS,
+  { "help", no_argument, NULL, 'h' },
+  { "version", no_argument, NULL, 'V' },
+  { NULL, 0, NULL, 0 }
+};
+
+int
+main (int argc, char *argv[])
+{
+  struct globals g = { NULL, false, 30000, PROGRESS_AUTO };
+  const char *cmd;
+  int c, r;
+
+  opterr = 0;                   /* our own one-line messages */
+  while ((c = getopt_long (argc, argv, "+" GLOBAL_SHORT_OPTS "hV",
+                           main_opts, NULL)) != -1) {
+    switch (c) {
+    case 'h':
+      fputs (usage_text, stdout);
+      return EXIT_OK;
+    case 'V':
+      printf ("fleecectl %s\n", PACKAGE_VERSION);
+      return EXIT_OK;
+    default:
+      r = fc_global_option (&g, c, optarg);
+      if (r == -1)
+        return EXIT_USAGE;
+      if (r == 1) {
+        fc_usage_error ("unknown option or missing value: %s", argv[optind - 1]);
+        return EXIT_USAGE;
+      }
+    }
+  }
+  if (optind >= argc) {
+    fc_usage_error ("no command given");
+    return EXIT_USAGE;
+  }
+
+  cmd = argv[optind];
+  argc -= optind;
+  argv += optind;
+  if (strcmp (cmd, "status") == 0)
+    return cmd_status (&g, argc, argv);
+  if (strcmp (cmd, "backup") == 0)
+    return cmd_backup (&g, argc, argv);
+  if (strcmp (cmd, "pull") == 0)
+    return cmd_pull (&g, argc, argv);
+  if (strcmp (cmd, "help") == 0) {
+    fputs (usage_text, stdout);
+    return EXIT_OK;
+  }
+  return cmd_passthrough (&g, argc, argv);
+}
