@@ -78,6 +78,58 @@ patch64 (struct out *o, size_t at, uint64_t v)
     memcpy (o->p + at, &v, 8);
 }
 
+/* Version 2: everything inline, the CRC-32 last.  Written only when
+ * asked for (f->version == 2: tests, and tools that need the old
+ * format); the filter writes version 3.
+ */
+static unsigned char *
+encode_v2 (const struct bmfile *f, const struct bitmap *const *bitmaps,
+           size_t *len)
+{
+  struct out o = { NULL, 0, 0, false };
+  size_t nlen;
+  uint32_t i;
+
+  put (&o, BMFILE_MAGIC, 8);
+  put32 (&o, 2);
+  put32 (&o, f->in_use ? BMFILE_FLAG_IN_USE : 0);
+  put64 (&o, f->disk_size);
+  put32 (&o, f->granularity);
+  put32 (&o, f->n);
+  put64 (&o, f->next_seq);
+  nlen = strnlen (f->disk_id, BMFILE_DISK_ID_MAX);
+  put8 (&o, nlen);
+  put (&o, f->disk_id, nlen);
+  for (i = 0; i < f->n; i++) {
+    const struct bmfile_checkpoint *c = &f->checkpoints[i];
+    size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
+    size_t blen = bitmap_serialized_size (bitmaps[i]);
+    unsigned char *bits;
+
+    nlen = strlen (c->name);
+    put8 (&o, nlen);
+    put (&o, c->name, nlen);
+    put64 (&o, c->seq);
+    put64 (&o, c->created);
+    put8 (&o, c->consistent);
+    put8 (&o, rlen);
+    put (&o, c->reason, rlen);
+    put64 (&o, blen);
+    bits = reserve (&o, blen);
+    if (bits)
+      bitmap_serialize (bitmaps[i], bits);
+  }
+  if (!o.failed)
+    put32 (&o, fleece_crc32 (0, o.p, o.len));
+  if (o.failed) {
+    free (o.p);
+    errno = ENOMEM;
+    return NULL;
+  }
+  *len = o.len;
+  return o.p;
+}
+
 /* Version 3: the checksummed part ("meta"), then zeroes up to the next
  * multiple of BMFILE_PAGE, then the live region: the newest
  * checkpoint's bits, which the filter updates in place.
@@ -92,6 +144,11 @@ bmfile_encode_live (const struct bmfile *f,
   uint64_t live = 0, live_len = 0;
   uint32_t i, flags = 0;
 
+  if (f->version == 2) {
+    if (live_offset)
+      *live_offset = 0;
+    return encode_v2 (f, bitmaps, len);
+  }
   if (f->in_use)
     flags |= BMFILE_FLAG_IN_USE;
   if (f->write_ahead)
@@ -382,8 +439,14 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
     if (f->n > 0) {
       struct bmfile_checkpoint *c = &f->checkpoints[f->n - 1];
 
+      uint64_t k;
+
       if (c->bits_len != 0)
         goto bad;
+      /* The padding is never written in place: it must be zeroes. */
+      for (k = meta; k < live; k++)
+        if (buf[k] != 0)
+          goto bad;
       c->bits = buf + live;
       c->bits_len = live_len;
     }

@@ -46,7 +46,10 @@ struct bmfile_checkpoint {
 };
 
 struct bmfile {
-  uint32_t version;             /* decoded: 1, 2 or 3; encoding ignores it */
+  /* Decoded: 1, 2 or 3.  Encoding: 2 writes version 2 (no live
+   * region), anything else version 3.
+   */
+  uint32_t version;
   bool in_use;
   bool write_ahead;             /* BMFILE_FLAG_WRITE_AHEAD (version 3) */
   /* The disk the file belongs to (bitmap-disk-id=), or "": none
