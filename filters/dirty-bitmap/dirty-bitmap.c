@@ -79,6 +79,7 @@ db_cleanup (void)
     nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
     free (errmsg);
   }
+  persist_stop ();
   tracking_ready = false;
 }
 
@@ -136,7 +137,11 @@ db_pwrite (nbdkit_next *next, void *handle, const void *buf,
 {
   int r;
 
-  ckpt_before_write (count, offset);
+  if (ckpt_before_write (count, offset) == -1) {
+    ckpt_after_write ();
+    *err = EIO;
+    return -1;
+  }
   r = next->pwrite (next, buf, count, offset, flags, err);
   ckpt_after_write ();
   return r;
@@ -148,7 +153,11 @@ db_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 {
   int r;
 
-  ckpt_before_write (count, offset);
+  if (ckpt_before_write (count, offset) == -1) {
+    ckpt_after_write ();
+    *err = EIO;
+    return -1;
+  }
   r = next->zero (next, count, offset, flags, err);
   ckpt_after_write ();
   return r;
@@ -160,7 +169,11 @@ db_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 {
   int r;
 
-  ckpt_before_write (count, offset);
+  if (ckpt_before_write (count, offset) == -1) {
+    ckpt_after_write ();
+    *err = EIO;
+    return -1;
+  }
   r = next->trim (next, count, offset, flags, err);
   ckpt_after_write ();
   return r;
