@@ -178,7 +178,7 @@ bmfile_encode_live (const struct bmfile *f,
     put (&o, c->name, nlen);
     put64 (&o, c->seq);
     put64 (&o, c->created);
-    put8 (&o, c->consistent);
+    put8 (&o, c->consistent | (c->provisional ? 2 : 0));
     put8 (&o, rlen);
     put (&o, c->reason, rlen);
     if (i == f->n - 1) {        /* the newest: in the live region */
@@ -291,8 +291,11 @@ get_checkpoint (struct in *in, uint32_t version, struct bmfile_checkpoint *c)
   c->name[nlen] = '\0';
   if (strlen (c->name) != nlen || !fleece_valid_name (c->name) ||
       !get64 (in, &seq) || !get64 (in, &created) ||
-      !get8 (in, &consistent) || consistent > 1)
+      !get8 (in, &consistent) || consistent > (version >= 3 ? 3 : 1))
     return false;
+  /* Format 3: bit 1 says provisional (see bmfile.h). */
+  c->provisional = consistent >> 1;
+  consistent &= 1;
   if (version >= 2 &&
       (!get8 (in, &rlen) || (consistent && rlen > 0) ||
        !get_text (in, c->reason, rlen, 0x20)))

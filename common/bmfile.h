@@ -33,6 +33,10 @@ struct bmfile_checkpoint {
   uint64_t seq;
   int64_t created;
   bool consistent;
+  /* Begun by a backup job that has not completed (format 3 only): a
+   * loader merges it back into the checkpoint before it.
+   */
+  bool provisional;
   /* Why it is inconsistent (printable ASCII), or "" (consistent, or
    * not recorded: version 1).  Encoding truncates it to
    * BMFILE_REASON_MAX bytes.

@@ -259,6 +259,13 @@ struct fleece_db_api {
    * Returns 0, or -1 with *errmsg (e.g. no such checkpoint).
    */
   int (*delete_checkpoint) (const char *name, char **errmsg);
+  /* begin_checkpoint for a backup job's snapshot: the checkpoint stays
+   * provisional, also in the bitmap file, until confirm_checkpoint
+   * (the job completed); one still provisional when nbdkit starts
+   * again is merged back, as a failed job's is.
+   */
+  int (*begin_checkpoint_provisional) (const char *name, char **errmsg);
+  int (*confirm_checkpoint) (const char *name, char **errmsg);
 };
 
 /* What the snapshot-access filter offers the others.  Exported as

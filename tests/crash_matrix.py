@@ -644,7 +644,7 @@ def trial(t, rng, disk, chain0, rows):
           % (what, "clean stop" if clean else "SIGKILL",
              [(n, c) for n, c in cps if n in bad], args.sync,
              sorted(final.tainted)))
-    recovered = ctl_raw("status").get("bitmap_file", {}) \
+    recovered = ctl_ok("status").get("bitmap_file", {}) \
         .get("recovered_after_unclean_stop")
     check((recovered is not None) == (not clean and args.sync ==
                                       "write-ahead"),

@@ -12,9 +12,13 @@
 #    checkpoint is gone (merged back before the file was saved), the
 #    older one is consistent and the next incremental since it equals
 #    the disk;
-#  - nbdkit killed with SIGKILL mid-job: after a restart the
-#    checkpoints are inconsistent, an incremental backup is refused
-#    (never silently wrong) and a full one works.
+#  - nbdkit killed with SIGKILL mid-job (bitmap-sync=write-ahead, the
+#    default): after a restart the job's provisional checkpoint is
+#    merged back, the older ones are consistent and the next
+#    incremental since the older one equals the disk;
+#  - the same with bitmap-sync=clean-stop: the checkpoints are
+#    inconsistent, an incremental backup is refused (never silently
+#    wrong) and a full one works.
 
 import argparse
 import os
@@ -41,8 +45,11 @@ def main():
     with open(disk, "wb") as f:
         f.truncate(SIZE)
 
+    bm_args = [""]              # bitmap-sync=..., changed in case 4
+
     def start():
-        return stack(t, disk, sock, ctlp, a.filters, [bm])
+        return stack(t, disk, sock, ctlp, a.filters,
+                     [bm] + [x for x in bm_args if x])
 
     srv = start()
     ctl = Ctl(ctlp)
@@ -111,25 +118,49 @@ def main():
                 "incremental since c2 after SIGTERM mid-job")
     log("SIGTERM mid-job: c3 merged back and saved, next incremental equal")
 
-    # 3. SIGKILL mid-job.
+    # 3. SIGKILL mid-job, write-ahead tracking: the job's checkpoint
+    # was provisional in the file, and is merged back at start-up.
     fill(sock, model, [(4 * MiB, 8 * MiB)], seed=31)
     jid = start_job(ctl, "target=%s since=c3 checkpoint=c4 speed=2M" % raw)
     wait_progress(ctl, jid, 1)
     srv.stop(signal.SIGKILL)
     srv = start()
     cps = ctl.ok("status")["checkpoints"]
+    check([c["name"] for c in cps] == ["c1", "c2", "c3"] and
+          all(c["consistent"] for c in cps),
+          "after SIGKILL mid-job the checkpoints are %s; want c1, c2, c3 "
+          "consistent (c4 merged back at start-up)" % cps)
+    jid = start_job(ctl, "target=%s since=c3 checkpoint=c4" % raw)
+    j = expect_completed(ctl, jid)
+    check(j["bytes_total"] >= 8 * MiB, "incremental after SIGKILL read "
+          "%d bytes" % j["bytes_total"])
+    expect_same(read_file(raw), model.bytes(),
+                "incremental since c3 after SIGKILL mid-job")
+    log("SIGKILL mid-job: c4 merged back at start-up, next incremental equal")
+
+    # 4. SIGKILL mid-job, clean-stop tracking: nothing is trusted.
+    srv.stop()
+    bm_args[0] = "bitmap-sync=clean-stop"
+    srv = start()
+    fill(sock, model, [(4 * MiB, 8 * MiB)], seed=41)
+    jid = start_job(ctl, "target=%s since=c4 checkpoint=c5 speed=2M" % raw)
+    wait_progress(ctl, jid, 1)
+    srv.stop(signal.SIGKILL)
+    srv = start()
+    cps = ctl.ok("status")["checkpoints"]
     check(cps and not any(c["consistent"] for c in cps),
-          "after SIGKILL the checkpoints should all be inconsistent: %s"
-          % cps)
+          "after SIGKILL in clean-stop mode the checkpoints should all be "
+          "inconsistent: %s" % cps)
     for c in cps:
         ctl.refused("backup-start target=%s since=%s" % (raw, c["name"]),
                     "not consistent|inconsistent")
-    check(ctl.ok("status")["snapshot"]["active"] is False,
+    check(ctl.ok("status")["snapshots"] == [],
           "a refused incremental left a snapshot")
     jid = start_job(ctl, "target=%s sync=full checkpoint=f1" % raw)
     expect_completed(ctl, jid)
     expect_same(read_file(raw), model.bytes(), "full backup after SIGKILL")
-    log("SIGKILL mid-job: incremental refused (inconsistent), full equal")
+    log("SIGKILL mid-job, clean-stop: incremental refused (inconsistent), "
+        "full equal")
     srv.stop()
     os.unlink(raw)
 

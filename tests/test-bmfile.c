@@ -98,6 +98,21 @@ main (void)
   CHECK (bitmap_count (&back) == 2 && bitmap_test (&back, 501));
   bmfile_free (&g);
 
+  /* Format 3 carries the provisional flag of a backup job's
+   * checkpoint; format 2 cannot (it is never written there).
+   */
+  cps[0].provisional = true;
+  f.version = 3;
+  copy = bmfile_encode (&f, bms, &i);
+  CHECK (copy != NULL);
+  CHECK (bmfile_decode (copy, i, &g, &why) == 0);
+  CHECK (g.version == 3 && g.checkpoints[0].provisional &&
+         g.checkpoints[0].consistent && !g.checkpoints[1].provisional);
+  bmfile_free (&g);
+  free (copy);
+  cps[0].provisional = false;
+  f.version = 2;
+
   /* No checkpoints at all is fine. */
   f.n = 0;
   copy = bmfile_encode (&f, bms, &i);

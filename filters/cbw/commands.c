@@ -81,7 +81,8 @@ do_snapshot_begin (const struct ctl_request *req, struct jbuf *reply,
       name_arg (req, "since", &since, errmsg) == -1)
     return -1;
   pthread_mutex_lock (&begin_end_lock);
-  r = snapshot_begin (name ? name : "", checkpoint, since, reply, errmsg);
+  r = snapshot_begin (name ? name : "", checkpoint, since, false, reply,
+                      errmsg);
   pthread_mutex_unlock (&begin_end_lock);
   return r;
 }
@@ -161,7 +162,8 @@ cbw_snapshot_begin_owned (const char *who, const char *checkpoint,
     ;
   if (i == MAX_OWNED)
     fleece_errorf (errmsg, "too many backup jobs hold snapshots");
-  else if (snapshot_begin (who, checkpoint, since, &ignored, errmsg) == 0) {
+  else if (snapshot_begin (who, checkpoint, since, true, &ignored,
+                           errmsg) == 0) {
     snapshot_info (who, &info);
     id = info.id;
     snprintf (owned[i], sizeof owned[i], "%s", who);

@@ -235,7 +235,7 @@ target_last (void)
 
 int
 snapshot_begin (const char *name, const char *checkpoint, const char *since,
-                struct jbuf *reply, char **errmsg)
+                bool provisional, struct jbuf *reply, char **errmsg)
 {
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
   struct snapshot *s, *old;
@@ -301,7 +301,9 @@ snapshot_begin (const char *name, const char *checkpoint, const char *since,
         (since &&
          db->changed_since (s->frozen, since, cs (), &s->need,
                             errmsg) == -1) ||
-        (checkpoint && db->begin_checkpoint (checkpoint, errmsg) == -1)) {
+        (checkpoint &&
+         (provisional ? db->begin_checkpoint_provisional (checkpoint, errmsg)
+          : db->begin_checkpoint (checkpoint, errmsg)) == -1)) {
       pthread_rwlock_unlock (&snap_gate);
       snapshot_free (s);
       target_last ();

@@ -10,6 +10,7 @@
 #ifndef FLEECE_CBW_SNAPSHOT_H
 #define FLEECE_CBW_SNAPSHOT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <nbdkit-filter.h>
@@ -35,10 +36,13 @@ extern int snapshot_before_write (nbdkit_next *next, uint32_t count,
 extern void snapshot_after_write (void);
 
 /* Control commands (called from the control thread, serialised). */
-/* name is "" for the default snapshot. */
+/* name is "" for the default snapshot.  provisional: a backup job's
+ * snapshot, whose new checkpoint stays provisional until the job
+ * completes (fleece_db_api.begin_checkpoint_provisional).
+ */
 extern int snapshot_begin (const char *name, const char *checkpoint,
-                           const char *since, struct jbuf *reply,
-                           char **errmsg);
+                           const char *since, bool provisional,
+                           struct jbuf *reply, char **errmsg);
 extern int snapshot_end (const char *name, struct jbuf *reply,
                          char **errmsg);
 extern void snapshot_status (struct jbuf *reply);

@@ -264,8 +264,22 @@ unlink_merge (struct checkpoint *c)
   ckpt_free (c);
 }
 
+static int create (const char *name, bool provisional, char **errmsg);
+
 int
 ckpt_create (const char *name, char **errmsg)
+{
+  return create (name, false, errmsg);
+}
+
+int
+ckpt_create_provisional (const char *name, char **errmsg)
+{
+  return create (name, true, errmsg);
+}
+
+static int
+create (const char *name, bool provisional, char **errmsg)
 {
   struct checkpoint *c;
   uint64_t seq;
@@ -293,6 +307,7 @@ ckpt_create (const char *name, char **errmsg)
     return fleece_errorf (errmsg, "out of memory for checkpoint %s", name);
   }
   seq = c->seq;
+  c->provisional = provisional;
   /* The checkpoint starts here; the file follows outside the gate. */
   r = save_and_unlock (errmsg);
   if (r == -1) {
@@ -312,6 +327,62 @@ ckpt_create (const char *name, char **errmsg)
                   name, seq);
   pthread_mutex_unlock (&save_lock);
   return r;
+}
+
+int
+ckpt_confirm (const char *name, char **errmsg)
+{
+  struct checkpoint *c;
+  int r;
+
+  pthread_mutex_lock (&save_lock);
+  if (gate_for_command (errmsg) == -1) {
+    pthread_mutex_unlock (&save_lock);
+    return -1;
+  }
+  c = find (name);
+  if (c == NULL || !c->provisional) {
+    pthread_rwlock_unlock (&gate);
+    pthread_mutex_unlock (&save_lock);
+    return 0;
+  }
+  c->provisional = false;
+  r = save_and_unlock (errmsg);
+  pthread_mutex_unlock (&save_lock);
+  return r;
+}
+
+void
+ckpt_merge_provisional (void)
+{
+  struct checkpoint *c, *older;
+  char *errmsg = NULL;
+  bool any = false;
+
+  pthread_mutex_lock (&save_lock);
+  pthread_rwlock_wrlock (&gate);
+  for (c = ckpt_newest; c; c = older) {
+    older = c->older;
+    if (c->provisional) {
+      nbdkit_error ("dirty-bitmap: checkpoint %s was begun by a backup job "
+                    "that did not complete before nbdkit stopped; it is "
+                    "merged back, so incremental backups since the "
+                    "checkpoint before it still cover every change",
+                    c->name);
+      unlink_merge (c);
+      any = true;
+    }
+  }
+  if (!any) {
+    pthread_rwlock_unlock (&gate);
+    pthread_mutex_unlock (&save_lock);
+    return;
+  }
+  if (save_and_unlock (&errmsg) == -1) {
+    nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
+    free (errmsg);
+  }
+  pthread_mutex_unlock (&save_lock);
 }
 
 /* How long checkpoint-delete waits for delta connections to close. */

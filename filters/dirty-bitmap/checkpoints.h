@@ -21,6 +21,7 @@ struct checkpoint {
   uint64_t seq;                 /* grows with creation time */
   int64_t created;              /* time () */
   bool consistent;              /* false: may have missed writes */
+  bool provisional;             /* begun by a backup job not yet done */
   /* Why it is not consistent (for status and the bitmap file), set
    * together with consistent = false and kept from then on: the first
    * cause wins.  "" while consistent.
@@ -52,6 +53,14 @@ extern void ckpt_after_write (void);
 
 /* Control (serialised by the control server). */
 extern int ckpt_create (const char *name, char **errmsg);
+/* The same for a backup job: the checkpoint stays provisional until
+ * ckpt_confirm, and a provisional checkpoint found at start-up (the
+ * server stopped during the job) is merged back.
+ */
+extern int ckpt_create_provisional (const char *name, char **errmsg);
+extern int ckpt_confirm (const char *name, char **errmsg);
+/* At start-up: merge back every provisional checkpoint. */
+extern void ckpt_merge_provisional (void);
 extern int ckpt_delete (const char *name, char **errmsg);
 extern void ckpt_status (struct jbuf *reply);
 

@@ -58,6 +58,7 @@ db_after_fork (nbdkit_backend *backend)
   ckpt_set_size (size);
   if (persist_load () == -1)
     return -1;
+  ckpt_merge_provisional ();
   tracking_ready = true;
   return 0;
 }
@@ -267,6 +268,8 @@ NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
   .unhold = ckpt_unhold,
   .granularity = api_granularity,
   .delete_checkpoint = api_delete_checkpoint,
+  .begin_checkpoint_provisional = ckpt_create_provisional,
+  .confirm_checkpoint = ckpt_confirm,
 };
 
 static struct nbdkit_filter filter = {

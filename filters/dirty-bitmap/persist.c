@@ -188,6 +188,7 @@ persist_snapshot (bool in_use, struct persist_image *img, char **errmsg)
     f.checkpoints[i].seq = c->seq;
     f.checkpoints[i].created = c->created;
     f.checkpoints[i].consistent = c->consistent;
+    f.checkpoints[i].provisional = c->provisional;
     snprintf (f.checkpoints[i].reason, sizeof f.checkpoints[i].reason,
               "%s", c->reason);
     bitmaps[i] = &c->bits;
@@ -337,6 +338,8 @@ load_chain (const struct bmfile *f, const char **why)
     struct checkpoint *c;
 
     c = ckpt_append (fc->name, fc->seq, fc->created, fc->consistent);
+    if (c)
+      c->provisional = fc->provisional;
     if (c == NULL) {
       *why = "out of memory";
       goto bad;

@@ -626,6 +626,17 @@ job_main (void *arg)
     pthread_mutex_unlock (&jobs_lock);
     msg = NULL;
   }
+  /* A completed job's checkpoint stops being provisional: from now on
+   * it survives a restart.  If that cannot be saved it stays
+   * provisional, which only means a restart merges it back (safe).
+   */
+  if (final == JOB_COMPLETED && j->checkpoint[0] && db &&
+      db->confirm_checkpoint (j->checkpoint, &msg) == -1) {
+    nbdkit_error ("job %s: keeping checkpoint %s across restarts: %s",
+                  j->id, j->checkpoint, msg ? msg : "failed");
+    free (msg);
+    msg = NULL;
+  }
   if (final != JOB_COMPLETED && j->checkpoint[0] && db) {
     if (db->delete_checkpoint (j->checkpoint, &msg) == -1) {
       why = NULL;
