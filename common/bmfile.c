@@ -2,7 +2,12 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * The bitmap file's encoder and decoder.  All integers are
- * little-endian; the last four bytes are the CRC-32 of the rest.
+ * little-endian.  Versions 1 and 2: the last four bytes are the CRC-32
+ * of the rest.  Version 3: the checksummed part (meta) ends with its
+ * CRC-32, and the live region (the newest checkpoint's bits, updated in
+ * place, not checksummed: its bits only ever go from 0 to 1 between two
+ * rewrites of the whole file) starts at the next multiple of
+ * BMFILE_PAGE and ends the file.
  */
 
 #include <config.h>
@@ -18,7 +23,8 @@
 #include "crc32.h"
 #include "size.h"
 
-#define HEADER_SIZE 40
+#define HEADER_SIZE 40          /* versions 1 and 2, before the disk id */
+#define HEADER3_SIZE 64         /* version 3, before the disk id */
 
 /* An output buffer; failed is sticky. */
 struct out {
@@ -64,16 +70,28 @@ static void put8 (struct out *o, uint8_t v) { put (o, &v, 1); }
 static void put32 (struct out *o, uint32_t v) { v = htole32 (v); put (o, &v, 4); }
 static void put64 (struct out *o, uint64_t v) { v = htole64 (v); put (o, &v, 8); }
 
-unsigned char *
-bmfile_encode (const struct bmfile *f, const struct bitmap *const *bitmaps,
-               size_t *len)
+static void
+patch64 (struct out *o, size_t at, uint64_t v)
+{
+  v = htole64 (v);
+  if (!o->failed)
+    memcpy (o->p + at, &v, 8);
+}
+
+/* Version 2: everything inline, the CRC-32 last.  Written only when
+ * asked for (f->version == 2: tests, and tools that need the old
+ * format); the filter writes version 3.
+ */
+static unsigned char *
+encode_v2 (const struct bmfile *f, const struct bitmap *const *bitmaps,
+           size_t *len)
 {
   struct out o = { NULL, 0, 0, false };
   size_t nlen;
   uint32_t i;
 
   put (&o, BMFILE_MAGIC, 8);
-  put32 (&o, BMFILE_VERSION);
+  put32 (&o, 2);
   put32 (&o, f->in_use ? BMFILE_FLAG_IN_USE : 0);
   put64 (&o, f->disk_size);
   put32 (&o, f->granularity);
@@ -110,6 +128,103 @@ bmfile_encode (const struct bmfile *f, const struct bitmap *const *bitmaps,
   }
   *len = o.len;
   return o.p;
+}
+
+/* Version 3: the checksummed part ("meta"), then zeroes up to the next
+ * multiple of BMFILE_PAGE, then the live region: the newest
+ * checkpoint's bits, which the filter updates in place.
+ */
+unsigned char *
+bmfile_encode_live (const struct bmfile *f,
+                    const struct bitmap *const *bitmaps, size_t *len,
+                    uint64_t *live_offset)
+{
+  struct out o = { NULL, 0, 0, false };
+  size_t nlen, layout, meta_len;
+  uint64_t live = 0, live_len = 0;
+  uint32_t i, flags = 0;
+
+  if (f->version == 2) {
+    if (live_offset)
+      *live_offset = 0;
+    return encode_v2 (f, bitmaps, len);
+  }
+  if (f->in_use)
+    flags |= BMFILE_FLAG_IN_USE;
+  if (f->write_ahead)
+    flags |= BMFILE_FLAG_WRITE_AHEAD;
+  put (&o, BMFILE_MAGIC, 8);
+  put32 (&o, BMFILE_VERSION);
+  put32 (&o, flags);
+  put64 (&o, f->disk_size);
+  put32 (&o, f->granularity);
+  put32 (&o, f->n);
+  put64 (&o, f->next_seq);
+  layout = o.len;
+  put64 (&o, 0);                /* meta length, patched below */
+  put64 (&o, 0);                /* live region offset */
+  put64 (&o, 0);                /* live region length */
+  nlen = strnlen (f->disk_id, BMFILE_DISK_ID_MAX);
+  put8 (&o, nlen);
+  put (&o, f->disk_id, nlen);
+  for (i = 0; i < f->n; i++) {
+    const struct bmfile_checkpoint *c = &f->checkpoints[i];
+    size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
+    size_t blen = bitmap_serialized_size (bitmaps[i]);
+    unsigned char *bits;
+
+    nlen = strlen (c->name);
+    put8 (&o, nlen);
+    put (&o, c->name, nlen);
+    put64 (&o, c->seq);
+    put64 (&o, c->created);
+    put8 (&o, c->consistent);
+    put8 (&o, rlen);
+    put (&o, c->reason, rlen);
+    if (i == f->n - 1) {        /* the newest: in the live region */
+      put64 (&o, 0);
+      live_len = blen;
+      continue;
+    }
+    put64 (&o, blen);
+    bits = reserve (&o, blen);
+    if (bits)
+      bitmap_serialize (bitmaps[i], bits);
+  }
+  meta_len = o.len + 4;
+  if (f->n > 0)
+    live = (meta_len + BMFILE_PAGE - 1) / BMFILE_PAGE * BMFILE_PAGE;
+  patch64 (&o, layout, meta_len);
+  patch64 (&o, layout + 8, live);
+  patch64 (&o, layout + 16, live_len);
+  if (!o.failed)
+    put32 (&o, fleece_crc32 (0, o.p, o.len));
+  if (f->n > 0) {
+    unsigned char *pad = reserve (&o, live - meta_len);
+    unsigned char *bits;
+
+    if (pad)
+      memset (pad, 0, live - meta_len);
+    bits = reserve (&o, live_len);
+    if (bits)
+      bitmap_serialize (bitmaps[f->n - 1], bits);
+  }
+  if (o.failed) {
+    free (o.p);
+    errno = ENOMEM;
+    return NULL;
+  }
+  *len = o.len;
+  if (live_offset)
+    *live_offset = live;
+  return o.p;
+}
+
+unsigned char *
+bmfile_encode (const struct bmfile *f, const struct bitmap *const *bitmaps,
+               size_t *len)
+{
+  return bmfile_encode_live (f, bitmaps, len, NULL);
 }
 
 /* A cursor over the input. */
@@ -193,6 +308,36 @@ get_checkpoint (struct in *in, uint32_t version, struct bmfile_checkpoint *c)
   return true;
 }
 
+static uint64_t
+rd64 (const unsigned char *p)
+{
+  uint64_t v;
+
+  memcpy (&v, p, 8);
+  return le64toh (v);
+}
+
+/* Version 3's layout fields: the checksummed part is [0, *meta), the
+ * live region [live, live + live_len) ends the file.  False if they do
+ * not describe len bytes.
+ */
+static bool
+v3_layout (const unsigned char *buf, size_t len, uint64_t *meta,
+           uint64_t *live, uint64_t *live_len)
+{
+  if (len < HEADER3_SIZE + 1 + 4)
+    return false;
+  *meta = rd64 (buf + 40);
+  *live = rd64 (buf + 48);
+  *live_len = rd64 (buf + 56);
+  if (*meta < HEADER3_SIZE + 1 + 4 || *meta > len)
+    return false;
+  if (*live == 0)
+    return *live_len == 0 && *meta == len;
+  return *live % BMFILE_PAGE == 0 && *live >= *meta && *live <= len &&
+    *live_len == len - *live;
+}
+
 int
 bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
                const char **why)
@@ -200,25 +345,32 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
   struct in in = { buf, len };
   char magic[8];
   uint32_t version, flags, crc, i;
+  uint64_t meta = len, live = 0, live_len = 0;
 
   memset (f, 0, sizeof *f);
   if (len < HEADER_SIZE + 4) {
     *why = "the file is truncated";
     return -1;
   }
-  memcpy (&crc, buf + len - 4, 4);
-  if (le32toh (crc) != fleece_crc32 (0, buf, len - 4)) {
+  memcpy (&version, buf + 8, 4);
+  if (le32toh (version) == 3 &&
+      !v3_layout (buf, len, &meta, &live, &live_len)) {
+    *why = "the file is truncated or its layout is invalid";
+    return -1;
+  }
+  memcpy (&crc, buf + meta - 4, 4);
+  if (le32toh (crc) != fleece_crc32 (0, buf, meta - 4)) {
     *why = "the checksum does not match (damaged or truncated)";
     return -1;
   }
-  in.left -= 4;
+  in.left = meta - 4;
   get (&in, magic, 8);
   if (memcmp (magic, BMFILE_MAGIC, 8) != 0) {
     *why = "it is not a bitmap file of this filter (bad magic)";
     return -1;
   }
   get32 (&in, &version);
-  if (version != 1 && version != 2) {
+  if (version < 1 || version > 3) {
     *why = "unknown format version";
     return -1;
   }
@@ -229,6 +381,16 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
   get32 (&in, &f->n);
   get64 (&in, &f->next_seq);
   f->in_use = flags & BMFILE_FLAG_IN_USE;
+  if (version >= 3) {
+    uint64_t skip;
+
+    f->write_ahead = flags & BMFILE_FLAG_WRITE_AHEAD;
+    get64 (&in, &skip);
+    get64 (&in, &skip);
+    get64 (&in, &skip);
+    f->live_offset = live;
+    f->live_len = live_len;
+  }
   if (version >= 2) {
     uint8_t idlen;
 
@@ -243,13 +405,13 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
   /* Each checkpoint takes at least 27 bytes: a bound before calloc. */
   if (f->n > in.left / 27) {
     *why = "its structure is invalid";
-    f->n = 0;
+    memset (f, 0, sizeof *f);
     return -1;
   }
   f->checkpoints = calloc (f->n ? f->n : 1, sizeof *f->checkpoints);
   if (f->checkpoints == NULL) {
     *why = "out of memory";
-    f->n = 0;
+    memset (f, 0, sizeof *f);
     return -1;
   }
   for (i = 0; i < f->n; i++) {
@@ -268,11 +430,33 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
     goto bad;
   if (in.left != 0)
     goto bad;
+  if (version >= 3) {
+    /* The newest checkpoint, and only it, has its bits in the live
+     * region; without checkpoints there is none.
+     */
+    if ((f->n == 0) != (live == 0))
+      goto bad;
+    if (f->n > 0) {
+      struct bmfile_checkpoint *c = &f->checkpoints[f->n - 1];
+
+      uint64_t k;
+
+      if (c->bits_len != 0)
+        goto bad;
+      /* The padding is never written in place: it must be zeroes. */
+      for (k = meta; k < live; k++)
+        if (buf[k] != 0)
+          goto bad;
+      c->bits = buf + live;
+      c->bits_len = live_len;
+    }
+  }
   return 0;
 
  bad:
   *why = "its structure is invalid";
   bmfile_free (f);
+  memset (f, 0, sizeof *f);
   return -1;
 }
 

@@ -17,8 +17,14 @@
 #include "size.h"
 
 #define BMFILE_MAGIC "FLEECEBM"
-#define BMFILE_VERSION 2          /* written; 1 and 2 are read */
+#define BMFILE_VERSION 3          /* written; 1, 2 and 3 are read */
 #define BMFILE_FLAG_IN_USE 1
+#define BMFILE_FLAG_WRITE_AHEAD 2 /* written with bitmap-sync=write-ahead */
+/* Version 3: the newest checkpoint's bits (the "live region") start at
+ * a multiple of BMFILE_PAGE after the checksummed part, so that they
+ * can be updated in place a page at a time.
+ */
+#define BMFILE_PAGE 4096
 #define BMFILE_DISK_ID_MAX 64     /* bitmap-disk-id= */
 #define BMFILE_REASON_MAX 255     /* why a checkpoint is inconsistent */
 
@@ -40,8 +46,12 @@ struct bmfile_checkpoint {
 };
 
 struct bmfile {
-  uint32_t version;             /* decoded: 1 or 2; encoding ignores it */
+  /* Decoded: 1, 2 or 3.  Encoding: 2 writes version 2 (no live
+   * region), anything else version 3.
+   */
+  uint32_t version;
   bool in_use;
+  bool write_ahead;             /* BMFILE_FLAG_WRITE_AHEAD (version 3) */
   /* The disk the file belongs to (bitmap-disk-id=), or "": none
    * recorded (always so in version 1).
    */
@@ -51,6 +61,11 @@ struct bmfile {
   uint64_t next_seq;
   uint32_t n;                   /* number of checkpoints */
   struct bmfile_checkpoint *checkpoints;  /* n entries, oldest first */
+  /* Version 3 only, set by decoding and by bmfile_encode_live: where
+   * the live region (the newest checkpoint's bits) is in the file, 0
+   * and 0 if there is none (no checkpoints).
+   */
+  uint64_t live_offset, live_len;
 };
 
 /* Encode f, with checkpoint i's bits taken from bitmaps[i], into a
@@ -59,9 +74,19 @@ struct bmfile {
 extern unsigned char *bmfile_encode (const struct bmfile *f,
                                      const struct bitmap *const *bitmaps,
                                      size_t *len);
+/* The same, also saying where the live region is (*live_offset, 0 if
+ * there are no checkpoints); its length is the newest bitmap's
+ * bitmap_serialized_size.
+ */
+extern unsigned char *bmfile_encode_live (const struct bmfile *f,
+                                          const struct bitmap *const *bitmaps,
+                                          size_t *len,
+                                          uint64_t *live_offset);
 
 /* Decode buf.  Returns 0 (f->checkpoints malloc'd, their bits pointing
  * into buf), or -1 with *why saying what is wrong (f left empty).
+ * In version 3 the newest checkpoint's bits point into the live
+ * region, which the checksum does not cover (it is updated in place).
  * Every field is checked: checksum, magic, version, names (valid,
  * without NUL bytes, unique), sequence numbers (growing, below
  * next_seq), disk id (valid, see bmfile_valid_disk_id), reasons

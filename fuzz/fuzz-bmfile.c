@@ -17,15 +17,17 @@
  *   matches that and is at most 1 MiB): bitmap_deserialize must
  *   accept exactly the inputs whose padding bits are zero, and
  *   serialising back must give the same bytes and the same bit count;
- * - versions 1 and 2 decode; the disk id (version 2) and reasons
- *   (version 2, only on inconsistent checkpoints) are exactly their
- *   bytes, printable ASCII (the id without spaces);
+ * - versions 1, 2 and 3 decode; the disk id (version 2 on) and reasons
+ *   (version 2 on, only on inconsistent checkpoints) are exactly their
+ *   bytes, printable ASCII (the id without spaces); in version 3 the
+ *   CRC ends the checksummed part, and the newest checkpoint's bits
+ *   are the live region that ends the file;
  * - the file is encoded again with bmfile_encode (bitmaps of
  *   bits_len * 8 bits, so every decodable file can be re-encoded) and
- *   decoded: every field must survive, and when the flags word is 0
- *   or 1 the new file must be byte for byte the input (version 2; a
- *   version 1 input comes back as version 2, one byte longer per
- *   checkpoint and in the header).
+ *   decoded: every field must survive, and when the flags word has no
+ *   unknown bits the new file must be byte for byte the input
+ *   (versions 2 and 3 are written back as they were; a version 1
+ *   input comes back as version 3).
  */
 
 #include <config.h>
@@ -166,7 +168,7 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
     fprintf (stderr, "re-encoded file does not decode: %s\n", why);
     CHECK (!"decode (encode (x)) succeeds");
   }
-  CHECK (g.version == BMFILE_VERSION);
+  CHECK (g.version == (f->version == 2 ? 2 : 3));
   CHECK (strcmp (g.disk_id, f->disk_id) == 0);
   CHECK (g.in_use == f->in_use);
   CHECK (g.disk_size == f->disk_size);
@@ -184,23 +186,27 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
     CHECK (strcmp (a->reason, b->reason) == 0);
     CHECK (a->bits_len == b->bits_len);
     CHECK (memcmp (a->bits, b->bits, a->bits_len) == 0);
-    CHECK (b->bits >= enc && b->bits + b->bits_len <= enc + enc_len - 4);
+    CHECK (b->bits >= enc && b->bits + b->bits_len <= enc + enc_len);
   }
 
   /* The layout has no freedom except unknown flag bits (which the
    * decoder ignores and the encoder does not keep).
    */
-  if (f->version == 1) {
-    CHECK (enc_len == len + 1 + f->n);
-    CHECK (memcmp (enc, buf, 8) == 0 && rd32 (enc + 8) == 2);
-  }
-  else if (rd32 (buf + 12) <= 1) {
+  if (f->version == 1)
+    CHECK (memcmp (enc, buf, 8) == 0 && rd32 (enc + 8) == 3);
+  else if (rd32 (buf + 12) <= (f->version == 3 ? 3u : 1u)) {
     CHECK (enc_len == len);
     CHECK (memcmp (enc, buf, len) == 0);
   }
-  else
+  else if (f->version == 2)
     CHECK (enc_len == len && memcmp (enc, buf, 12) == 0 &&
            memcmp (enc + 16, buf + 16, len - 20) == 0);
+  else
+    CHECK (enc_len == len && memcmp (enc, buf, 12) == 0 &&
+           memcmp (enc + 16, buf + 16, len - 16 - (len - rd64 (buf + 40)) - 4)
+           == 0 &&
+           (f->n == 0 || memcmp (enc + f->live_offset, buf + f->live_offset,
+                                 f->live_len) == 0));
 
   bmfile_free (&g);
   free (enc);
@@ -215,7 +221,7 @@ decode_and_check (const unsigned char *buf, size_t len)
 {
   struct bmfile f;
   const char *why = NULL;
-  const unsigned char *next;
+  const unsigned char *next, *end;
   uint32_t i;
 
   memset (&f, 0xa5, sizeof f);  /* decode must initialise everything */
@@ -230,19 +236,28 @@ decode_and_check (const unsigned char *buf, size_t len)
   CHECK (len >= HEADER_SIZE + 4);
   CHECK (memcmp (buf, BMFILE_MAGIC, 8) == 0);
   CHECK (rd32 (buf + 8) == f.version);
-  CHECK (f.version == 1 || f.version == 2);
+  CHECK (f.version >= 1 && f.version <= 3);
   CHECK (f.in_use == ((rd32 (buf + 12) & BMFILE_FLAG_IN_USE) != 0));
   CHECK (f.disk_size == rd64 (buf + 16));
   CHECK (f.granularity == rd32 (buf + 24));
   CHECK (f.n == rd32 (buf + 28));
   CHECK (f.next_seq == rd64 (buf + 32));
-  CHECK (rd32 (buf + len - 4) == fleece_crc32 (0, buf, len - 4));
+  end = f.version == 3 ? buf + rd64 (buf + 40) - 4 : buf + len - 4;
+  CHECK (rd32 (end) == fleece_crc32 (0, buf, end - buf));
+  if (f.version == 3) {
+    CHECK (f.write_ahead == ((rd32 (buf + 12) & BMFILE_FLAG_WRITE_AHEAD)
+                             != 0));
+    CHECK (f.live_offset == rd64 (buf + 48) && f.live_len == rd64 (buf + 56));
+    CHECK (f.live_offset % BMFILE_PAGE == 0);
+    CHECK (f.live_offset == 0 ? f.n == 0 && end + 4 == buf + len
+           : f.live_offset + f.live_len == len);
+  }
   CHECK (f.n == 0 || f.checkpoints != NULL);
 
   /* Checkpoints: names valid, fields match the bytes, bits in order
    * and inside the buffer, nothing left over.
    */
-  next = buf + HEADER_SIZE;
+  next = buf + (f.version == 3 ? 64 : HEADER_SIZE);
   if (f.version >= 2) {
     size_t idlen = strlen (f.disk_id);
 
@@ -285,13 +300,19 @@ decode_and_check (const unsigned char *buf, size_t len)
     }
     else
       CHECK (c->reason[0] == '\0');
+    if (f.version == 3 && i == f.n - 1) {
+      CHECK (rd64 (next) == 0);
+      next += 8;
+      CHECK (c->bits == buf + f.live_offset && c->bits_len == f.live_len);
+      continue;
+    }
     CHECK (c->bits_len == rd64 (next));
     next += 8;
     CHECK (c->bits == next);
-    CHECK (c->bits_len <= (size_t) (buf + len - 4 - next));
+    CHECK (c->bits_len <= (size_t) (end - next));
     next += c->bits_len;
   }
-  CHECK (next == buf + len - 4);
+  CHECK (next == end);
 
   for (i = 0; i < f.n; i++)
     check_header_sized (&f, &f.checkpoints[i]);
@@ -308,7 +329,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
   decode_and_check (data, size);
 
-  /* Again with a correct CRC, to get past the checksum. */
+  /* Again with a correct CRC, to get past the checksum: at the end,
+   * and where a version 3 header says the checksummed part ends.
+   */
   if (size >= 4) {
     copy = malloc (size);
     CHECK (copy != NULL);
@@ -316,6 +339,14 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     crc = htole32 (fleece_crc32 (0, copy, size - 4));
     memcpy (copy + size - 4, &crc, 4);
     decode_and_check (copy, size);
+    if (size >= 69 && rd64 (data + 40) >= 4 && rd64 (data + 40) <= size) {
+      size_t m = rd64 (data + 40);
+
+      memcpy (copy, data, size);
+      crc = htole32 (fleece_crc32 (0, copy, m - 4));
+      memcpy (copy + m - 4, &crc, 4);
+      decode_and_check (copy, size);
+    }
     free (copy);
   }
   return 0;

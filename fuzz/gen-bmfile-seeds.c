@@ -2,8 +2,9 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * Writes the seed corpus of fuzz-bmfile: a few valid bitmap files made
- * with bmfile_encode (version 2), and the same files in version 1
- * (v1-NAME: no disk id, no reasons) for the old format's decoder.  Not part of any build; run it only when the
+ * with bmfile_encode (version 2, and v3-NAME in version 3), and the
+ * same files in version 1 (v1-NAME: no disk id, no reasons) for the
+ * old format's decoder.  Not part of any build; run it only when the
  * file format changes (see README.md, "Seeds"):
  *
  *   make -C fuzz regen-bmfile-seeds
@@ -37,15 +38,23 @@ write_seed (const char *dir, const char *name, const struct bmfile *f,
   size_t len;
   FILE *fp;
 
-  buf = bmfile_encode (f, bms, &len);
-  if (buf == NULL)
-    die ("bmfile_encode");
-  snprintf (path, sizeof path, "%s/%s", dir, name);
-  fp = fopen (path, "wb");
-  if (fp == NULL || fwrite (buf, 1, len, fp) != len || fclose (fp) != 0)
-    die (path);
-  printf ("%s: %zu bytes\n", path, len);
-  free (buf);
+  struct bmfile g = *f;
+  int v;
+
+  /* NAME in version 2, v3-NAME in version 3 (what the filter writes). */
+  for (v = 2; v <= 3; v++) {
+    g.version = v;
+    g.write_ahead = v == 3;
+    buf = bmfile_encode (&g, bms, &len);
+    if (buf == NULL)
+      die ("bmfile_encode");
+    snprintf (path, sizeof path, v == 2 ? "%s/%s" : "%s/v3-%s", dir, name);
+    fp = fopen (path, "wb");
+    if (fp == NULL || fwrite (buf, 1, len, fp) != len || fclose (fp) != 0)
+      die (path);
+    printf ("%s: %zu bytes\n", path, len);
+    free (buf);
+  }
 }
 
 /* The same file in format version 1: drop the disk id and every
@@ -71,6 +80,7 @@ write_v1_seed (const char *dir, const char *name, const struct bmfile *f,
     c[i].reason[0] = '\0';
   g.checkpoints = c;
   g.disk_id[0] = '\0';
+  g.version = 2;
   buf = bmfile_encode (&g, bms, &len);
   out = malloc (len);
   if (buf == NULL || out == NULL)

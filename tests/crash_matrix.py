@@ -60,6 +60,9 @@ ap.add_argument("--db", required=True)
 ap.add_argument("--pid-file", required=True)
 ap.add_argument("--trials", type=int, default=20)
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--sync", default="write-ahead",
+                choices=["write-ahead", "clean-stop"],
+                help="bitmap-sync= of the server")
 ap.add_argument("--clean-every", type=int, default=4,
                 help="every Nth trial stops with SIGTERM")
 args = ap.parse_args()
@@ -97,7 +100,7 @@ def start():
         ["nbdkit", "-f", "-v", "-U", SOCK, "-P", args.pid_file,
          "--filter=" + args.sa, "--filter=" + args.cbw,
          "--filter=" + args.db, "file", DISK,
-         "bitmap-file=" + BM, "control=" + CTL],
+         "bitmap-file=" + BM, "bitmap-sync=" + args.sync, "control=" + CTL],
         stdout=logf, stderr=subprocess.STDOUT)
     logf.close()
     t0 = time.time()
@@ -528,8 +531,8 @@ def check_file_after_stop(clean, what):
 
 def main():
     rng = random.Random(args.seed)
-    log("seed %d, %d trial(s), every %dth a clean stop"
-        % (args.seed, args.trials, args.clean_every))
+    log("seed %d, %d trial(s), every %dth a clean stop, bitmap-sync=%s"
+        % (args.seed, args.trials, args.clean_every, args.sync))
     with open(DISK, "wb") as f:
         f.truncate(SIZE)
     start()
@@ -552,7 +555,11 @@ def main():
     log("|---|---|---|---|---|---|---|---|")
     for (kind, moment), (n, nk, ny) in sorted(rows.items()):
         took = "%d of %d" % (ny, nk) if nk else "-"
-        if kind == "SIGKILL":
+        if kind == "SIGKILL" and args.sync == "write-ahead":
+            log("| SIGKILL | %s | %d | %s | flushed writes kept | valid, "
+                "never moved aside | all consistent, recovered, map covers "
+                "every acked write | exact |" % (moment, n, took))
+        elif kind == "SIGKILL":
             log("| SIGKILL | %s | %d | %s | flushed writes kept | valid, "
                 "never moved aside | all consistent:false, delta refused | "
                 "exact |" % (moment, n, took))
@@ -566,6 +573,9 @@ def main():
 def trial(t, rng, disk, chain0, rows):
     names = chain0.names
     clean = args.trials > 1 and t % args.clean_every == args.clean_every - 1
+    # Whether the checkpoints must come back trusted: after a clean
+    # stop, and with write-ahead tracking after any stop.
+    trusted = clean or args.sync == "write-ahead"
     focus = rng.choice(["writes", "snapshot", "checkpoint", "mixed"])
     delay = rng.uniform(0.05, 0.5)
     tag = "t%d" % t
@@ -654,12 +664,22 @@ def trial(t, rng, disk, chain0, rows):
           "the file had %s" % (what, listed, file_names))
     created = created_events(names, ops)
     bad = [n for n, c in cps
-           if c is not (clean and n not in final.tainted)]
+           if c is not (trusted and n not in final.tainted)]
     check(not bad, "%s: after a %s these checkpoints have the wrong "
-          "consistent flag: %s (must be false after SIGKILL, and for %s "
-          "left from an earlier one; true otherwise)"
+          "consistent flag: %s (with bitmap-sync=%s: must be false after "
+          "SIGKILL in clean-stop mode, and for %s left from an earlier "
+          "one; true otherwise)"
           % (what, "clean stop" if clean else "SIGKILL",
-             [(n, c) for n, c in cps if n in bad], sorted(final.tainted)))
+             [(n, c) for n, c in cps if n in bad], args.sync,
+             sorted(final.tainted)))
+    recovered = ctl_raw("status").get("bitmap_file", {}) \
+        .get("recovered_after_unclean_stop")
+    check((recovered is not None) == (not clean and args.sync ==
+                                      "write-ahead"),
+          "%s: status says recovered_after_unclean_stop %r after a %s "
+          "with bitmap-sync=%s" % (what, recovered,
+                                   "clean stop" if clean else "SIGKILL",
+                                   args.sync))
 
     # A checkpoint created now tracks exactly the writes after it.
     ctl_ok("checkpoint-create %s-r" % tag)
@@ -682,7 +702,7 @@ def trial(t, rng, disk, chain0, rows):
                       what + ", checkpoint created after the restart")
     created = created_events(names, ops)
     for n in listed:
-        if not clean or n in final.tainted:
+        if not trusted or n in final.tainted:
             expect_open_refused(SOCK, "snapshot/since/%s" % n,
                                 "%s: delta view of inconsistent %s"
                                 % (what, n))
@@ -694,12 +714,13 @@ def trial(t, rng, disk, chain0, rows):
         ie, re_ = created[n]
         check_delta(n, wlog.surely_after(re_) | wrote,
                     wlog.maybe_after(ie) | wrote, live,
-                    what + ", after the clean stop")
+                    what + ", after the %s" % ("clean stop" if clean
+                                               else "SIGKILL"))
     ctl_ok("snapshot-end")
     # Clean up, but after a SIGKILL keep the oldest checkpoint: the
     # next trial checks that it stays inconsistent.
     keep = Chain(["%s-s" % tag])
-    if not clean and listed:
+    if not trusted and listed:
         keep = Chain([listed[0], "%s-s" % tag], [listed[0]])
     for n in listed + ["%s-r" % tag]:
         if n not in keep.names:

@@ -383,26 +383,43 @@ class Writers:
         self.check()
 
 
-def parse_bitmap_file(path):
-    """Parse a bitmap-file per the documented format.  Returns a dict,
-    or raises TestFailure saying what is wrong."""
-    b = read_file(path)
+def parse_bitmap_file(path, data=None):
+    """Parse a bitmap-file per the documented format (versions 2 and 3;
+    in version 3 the newest checkpoint's bits are the live region after
+    the checksummed part).  Returns a dict, or raises TestFailure saying
+    what is wrong.  data: the file's bytes, if not read from path."""
+    b = read_file(path) if data is None else data
     check(len(b) >= 44, "%s: %d bytes, too short for a bitmap file"
           % (path, len(b)))
-    crc, = struct.unpack_from("<I", b, len(b) - 4)
-    check(crc == zlib.crc32(b[:-4]) & 0xffffffff,
+    version, = struct.unpack_from("<I", b, 8)
+    meta, live, live_len = len(b), 0, 0
+    if version == 3:
+        check(len(b) >= 69, "%s: too short for version 3" % path)
+        meta, live, live_len = struct.unpack_from("<QQQ", b, 40)
+        check(69 <= meta <= len(b), "%s: meta length %d" % (path, meta))
+        if live:
+            check(live % 4096 == 0 and live >= meta
+                  and live + live_len == len(b),
+                  "%s: live region %d+%d in %d bytes"
+                  % (path, live, live_len, len(b)))
+        else:
+            check(live_len == 0 and meta == len(b),
+                  "%s: no live region but %d bytes after %d"
+                  % (path, len(b) - meta, meta))
+    crc, = struct.unpack_from("<I", b, meta - 4)
+    check(crc == zlib.crc32(b[:meta - 4]) & 0xffffffff,
           "%s: CRC-32 %08x does not match the contents (%08x)"
-          % (path, crc, zlib.crc32(b[:-4]) & 0xffffffff))
+          % (path, crc, zlib.crc32(b[:meta - 4]) & 0xffffffff))
     check(b[:8] == b"FLEECEBM", "%s: magic is %r" % (path, b[:8]))
     version, flags, size, gran, n, next_seq = \
         struct.unpack_from("<IIQIIQ", b, 8)
-    check(version == 2, "%s: version %d" % (path, version))
-    p = 40
+    check(version in (2, 3), "%s: version %d" % (path, version))
+    p = 40 if version == 2 else 64
     ln = b[p]
     disk_id = b[p + 1:p + 1 + ln].decode()
     p += 1 + ln
     cps = []
-    for _ in range(n):
+    for i in range(n):
         ln = b[p]
         p += 1
         name = b[p:p + ln].decode()
@@ -417,6 +434,9 @@ def parse_bitmap_file(path):
         check(len(bits) == blen, "%s: bitmap of %s is cut short"
               % (path, name))
         p += blen
+        if version == 3 and i == n - 1:
+            check(blen == 0, "%s: newest checkpoint has inline bits" % path)
+            bits, blen = b[live:live + live_len], live_len
         gs = set()
         for byte_i, v in enumerate(bits):
             if v:
@@ -427,8 +447,9 @@ def parse_bitmap_file(path):
                     "consistent": consistent, "reason": reason,
                     "granules": gs,
                     "bitmap_len": blen})
-    check(p == len(b) - 4, "%s: %d bytes of trailing garbage before the CRC"
-          % (path, len(b) - 4 - p))
+    check(p == meta - 4, "%s: %d bytes of trailing garbage before the CRC"
+          % (path, meta - 4 - p))
     return {"in_use": bool(flags & 1), "flags": flags, "size": size,
+            "version": version, "write_ahead": bool(flags & 2),
             "disk_id": disk_id,
             "granularity": gran, "next_seq": next_seq, "checkpoints": cps}

@@ -246,8 +246,13 @@ def cmd_damage(s, mode):
     p = args.bitmap_file
     b = bytearray(read_file(p))
     rng = random.Random(len(b))
+    # Where the CRC-32 is: last (version 2), or ending the checksummed
+    # part (version 3, whose live region follows).
+    meta = len(b)
+    if struct.unpack_from("<I", b, 8)[0] == 3:
+        meta, = struct.unpack_from("<Q", b, 40)
     if mode == "flip":
-        b[len(b) // 2] ^= 0x10
+        b[meta // 2] ^= 0x10
     elif mode == "truncate":
         b = b[:len(b) // 2]
     elif mode == "random":
@@ -257,12 +262,14 @@ def cmd_damage(s, mode):
     elif mode == "badmagic":
         # Structure and CRC fine, magic wrong.
         b[0:8] = b"FLEECEBX"
-        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])) & 0xffffffff)
+        b[meta - 4:meta] = struct.pack("<I", zlib.crc32(bytes(b[:meta - 4]))
+                                       & 0xffffffff)
     elif mode == "badstruct":
         # CRC fine, but the header claims one more checkpoint than there is.
         n, = struct.unpack_from("<I", b, 28)
         struct.pack_into("<I", b, 28, n + 1)
-        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])) & 0xffffffff)
+        b[meta - 4:meta] = struct.pack("<I", zlib.crc32(bytes(b[:meta - 4]))
+                                       & 0xffffffff)
     else:
         fail("unknown damage mode %s" % mode)
     with open(p, "wb") as f:

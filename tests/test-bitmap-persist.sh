@@ -16,6 +16,8 @@
 # the file's last write time, size change, granularity change; it
 # survives clean restarts.  After each of these, new checkpoints work
 # and a further clean restart leaves a valid file.  See incr_persist.py.
+# All of this with bitmap-sync=clean-stop (what kill -9 does with the
+# default write-ahead mode is test-bitmap-writeahead.sh's).
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires nbdinfo /usr/bin/python3
@@ -34,7 +36,7 @@ start ()
 {
   rm -f "$sock"                 # nbdkit -U leaves its socket file behind
   start_nbdkit "$sock" --filter="$SA" --filter="$CBW" --filter="$DB" \
-    file "$disk" bitmap-file="$bm" control="$ctl" "$@"
+    file "$disk" bitmap-file="$bm" bitmap-sync=clean-stop control="$ctl" "$@"
   # The pid file appears before nbdkit's after_fork, where the filter
   # loads and rewrites the bitmap file; a first connection waits for it.
   nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null ||

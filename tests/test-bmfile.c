@@ -3,7 +3,10 @@
  *
  * Unit tests for common/bmfile.c: a round trip (version 2, with a disk
  * id and a reason), a version 1 file still decodes (no id, no
- * reasons), and every kind of damage is refused.
+ * reasons), and every kind of damage is refused; version 3 (what the
+ * filter writes): the layout of its live region, a round trip, damage
+ * to the checksummed part or the padding refused, and any bits in the
+ * live region accepted (it is updated in place, after the CRC).
  */
 
 #include <config.h>
@@ -51,7 +54,7 @@ main (void)
   };
   struct bmfile f = {
     .disk_id = "vm1-disk0", .in_use = true, .disk_size = 1000 * 65536 + 17, .granularity = 65536,
-    .next_seq = 8, .n = 2, .checkpoints = cps,
+    .next_seq = 8, .n = 2, .checkpoints = cps, .version = 2,
   };
   const struct bitmap *bms[2] = { &a, &b };
   struct bmfile g;
@@ -119,7 +122,7 @@ main (void)
   reseal (copy, len);
   refused (copy, len, "magic");
   memcpy (copy, buf, len);               /* unknown version */
-  copy[8] = 3;
+  copy[8] = 4;
   reseal (copy, len);
   refused (copy, len, "version");
   memcpy (copy, buf, len);               /* too many checkpoints */
@@ -185,7 +188,7 @@ main (void)
       { .name = "c1", .seq = 5 }, { .name = "c2", .seq = 5 },
     };
     struct bmfile h = { .granularity = 65536, .disk_size = 1001 * 65536,
-                        .next_seq = 9, .n = 2 };
+                        .next_seq = 9, .n = 2, .version = 2 };
     unsigned char *e;
     size_t elen;
 
@@ -248,6 +251,66 @@ main (void)
     reseal (longer, len + 1);
     refused (longer, len + 1, "trailing bytes");
     free (longer);
+  }
+
+  {
+    /* Version 3: the meta part, zeroes to a page boundary, then the
+     * newest checkpoint's bits.
+     */
+    uint64_t live, meta;
+    size_t l3, k;
+    unsigned char *v3, *d3;
+
+    f.version = 0;
+    f.write_ahead = true;
+    f.n = 2;
+    v3 = bmfile_encode_live (&f, bms, &l3, &live);
+    CHECK (v3 != NULL && memcmp (v3 + 8, "\3\0\0\0\3\0\0\0", 8) == 0);
+    CHECK (live == BMFILE_PAGE && l3 == live + 126);
+    memcpy (&meta, v3 + 40, 8);
+    meta = le64toh (meta);
+    CHECK (meta == 64 + 1 + 9 + (1 + 2 + 26 + 126) + (1 + 10 + 26 + 27)
+           + 4);
+    CHECK (bmfile_decode (v3, l3, &g, &why) == 0);
+    CHECK (g.version == 3 && g.in_use && g.write_ahead && g.n == 2);
+    CHECK (g.live_offset == live && g.live_len == 126);
+    CHECK (g.checkpoints[1].bits == v3 + live &&
+           g.checkpoints[1].bits_len == 126);
+    CHECK (strcmp (g.checkpoints[1].reason,
+                   "server did not stop cleanly") == 0);
+    CHECK (bitmap_deserialize (&back, g.checkpoints[0].bits,
+                               g.checkpoints[0].bits_len) == 0 &&
+           bitmap_count (&back) == 71);
+    CHECK (bitmap_deserialize (&back, g.checkpoints[1].bits,
+                               g.checkpoints[1].bits_len) == 0 &&
+           bitmap_count (&back) == 2 && bitmap_test (&back, 500));
+    bmfile_free (&g);
+    d3 = malloc (l3);
+    for (k = 0; k < meta; k += 3) {     /* any flipped byte of meta */
+      memcpy (d3, v3, l3);
+      d3[k] ^= 0x08;
+      refused (d3, l3, "v3 flipped byte");
+    }
+    memcpy (d3, v3, l3);                /* padding must be zeroes */
+    d3[meta + 10] = 1;
+    refused (d3, l3, "v3 padding");
+    for (k = 0; k + 1 < l3; k += 97)    /* any truncation */
+      refused (v3, k, "v3 truncated");
+    memcpy (d3, v3, l3);                /* bits set in place: accepted */
+    memset (d3 + live, 0xff, 125);
+    CHECK (bmfile_decode (d3, l3, &g, &why) == 0 && g.n == 2 &&
+           g.checkpoints[1].bits[100] == 0xff);
+    bmfile_free (&g);
+    free (d3);
+    free (v3);
+    /* No checkpoints: no live region. */
+    f.n = 0;
+    v3 = bmfile_encode_live (&f, bms, &l3, &live);
+    CHECK (v3 != NULL && live == 0);
+    CHECK (bmfile_decode (v3, l3, &g, &why) == 0 && g.n == 0 &&
+           g.live_offset == 0);
+    bmfile_free (&g);
+    free (v3);
   }
 
   free (copy);

@@ -20,11 +20,53 @@
  *
  * Marking is lock-free under the read side: bitmap_set_range_atomic on
  * the newest checkpoint's bitmap, which only marking changes while the
- * read side is held.  Anything that reads bitmaps (unions, counts,
- * saving) takes the write side, so it never races with marking.
+ * read side is held.  Anything that needs bitmaps exactly (unions,
+ * frozen copies, the image of a save) takes the write side, so it
+ * never races with marking.
  *
- * The persistence code (persist.c) runs with the write side held or
- * during single-threaded start-up and shutdown.
+ * With bitmap-sync=write-ahead, a writer then waits (still under the
+ * read side) until its granules' bits are durable in the bitmap file
+ * (persist_wait, common/durable-bits.c); it passes at once when they
+ * already are.  So while the write side is held, every bit set in the
+ * newest checkpoint is also durable.
+ *
+ * chain_lock (mutex).  Also held by whoever changes the chain or a
+ * checkpoint's name, time, consistency or bitmap size (always with the
+ * write side of gate too), so that status can read them holding only
+ * chain_lock: it never waits for guest writes and never stalls them.
+ * It counts the recording bitmap's bits with atomic loads, racing only
+ * with marking (each word before or after a write's bits, which is all
+ * a count taken while writes go on can mean).
+ *
+ * save_lock (mutex).  Serialises saves of the bitmap file, so files
+ * reach the disk in the order of their images.  A save takes the image
+ * under the write side of gate (persist_snapshot: CPU only), releases
+ * the gate, and only then writes and syncs the file (persist_write).
+ * That is safe because:
+ *  - the image is the chain at one instant of the gate, and no other
+ *    save can overtake it (save_lock is held until the file is in
+ *    place);
+ *  - in clean-stop mode the file says "in use" anyway: its bits are
+ *    not trusted after a crash, only its chain is, and the chain in the
+ *    file is always one the commands left (the new one once renamed,
+ *    the old one before);
+ *  - in write-ahead mode persist_snapshot begins a switch of the
+ *    durable bits to the new file: a write that arrives after the gate
+ *    is released marks the new chain's recording checkpoint and waits
+ *    until the new file is renamed into place (its bit then goes into
+ *    the new file's live region), or, if writing the file failed, its
+ *    bit goes into the old file's live region, whose checkpoint's
+ *    "since" union covers it; either way no write reaches the disk
+ *    before its bit is durable in the file that is in place.
+ * A save that runs under the gate (a size change, rare) holds it
+ * across the I/O; nothing waits on a switch then.
+ *
+ * Lock order: save_lock, then gate, then chain_lock.  The durable-bits
+ * lock is a leaf (taken by writers under gate's read side).
+ *
+ * The persistence code (persist.c) runs with save_lock and the write
+ * side held (persist_snapshot), with save_lock held (persist_write),
+ * or during single-threaded start-up and shutdown.
  */
 
 #include <config.h>
@@ -55,11 +97,29 @@ uint64_t ckpt_next_seq = 1;
 uint64_t db_disk_size, db_ngranules;
 
 static pthread_rwlock_t gate;
+static pthread_mutex_t chain_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void
 ckpt_init (void)
 {
   fleece_gate_init (&gate);
+}
+
+/* Save outside the gate (see the lock rules above): the caller holds
+ * save_lock and the write side, which this releases.
+ */
+static int
+save_and_unlock (char **errmsg)
+{
+  struct persist_image img;
+  int r;
+
+  r = persist_snapshot (true, &img, errmsg);
+  pthread_rwlock_unlock (&gate);
+  if (r == 0)
+    r = persist_write (&img, errmsg);
+  return r;
 }
 
 static void
@@ -92,7 +152,7 @@ ckpt_set_size (uint64_t size)
  * Marking.
  */
 
-void
+int
 ckpt_before_write (uint32_t count, uint64_t offset)
 {
   struct checkpoint *c;
@@ -101,10 +161,18 @@ ckpt_before_write (uint32_t count, uint64_t offset)
   pthread_rwlock_rdlock (&gate);
   c = ckpt_newest;
   if (c == NULL || count == 0 || offset >= db_disk_size)
-    return;
+    return 0;
   g0 = offset / db_config.granularity;
   g1 = (offset + count - 1) / db_config.granularity;
   bitmap_set_range_atomic (&c->bits, g0, g1 - g0 + 1);
+  if (persist_wait (g0, g1 - g0 + 1) == -1) {
+    nbdkit_error ("dirty-bitmap: bitmap-file=%s cannot be written, so "
+                  "this write's change would not survive a crash: it is "
+                  "refused (fix the file system, or restart with "
+                  "bitmap-sync=clean-stop)", db_config.bitmap_file);
+    return -1;
+  }
+  return 0;
 }
 
 void
@@ -144,44 +212,17 @@ ckpt_append (const char *name, uint64_t seq, int64_t created,
   c->seq = seq;
   c->created = created;
   c->consistent = consistent;
+  pthread_mutex_lock (&chain_lock);
   c->older = ckpt_newest;
   if (ckpt_newest)
     ckpt_newest->newer = c;
   else
     ckpt_oldest = c;
   ckpt_newest = c;
+  pthread_mutex_unlock (&chain_lock);
   if (seq >= ckpt_next_seq)
     ckpt_next_seq = seq + 1;
   return c;
-}
-
-/* Start a checkpoint; caller holds the write side. */
-static int
-create_locked (const char *name, char **errmsg)
-{
-  struct checkpoint *c;
-
-  if (find (name))
-    return fleece_errorf (errmsg, "checkpoint %s already exists", name);
-  if (db_ngranules == 0 && db_disk_size == 0)
-    return fleece_errorf (errmsg, "the disk size is not known yet");
-  c = ckpt_append (name, ckpt_next_seq, time (NULL), true);
-  if (c == NULL)
-    return fleece_errorf (errmsg, "out of memory for checkpoint %s", name);
-  if (persist_save (true, errmsg) == -1) {
-    /* Keep memory and file in step: undo. */
-    ckpt_newest = c->older;
-    if (ckpt_newest)
-      ckpt_newest->newer = NULL;
-    else
-      ckpt_oldest = NULL;
-    ckpt_free (c);
-    return -1;
-  }
-  if (db_debug_verbose)
-    nbdkit_debug ("dirty-bitmap: checkpoint %s (seq %" PRIu64 ") started",
-                  name, c->seq);
-  return 0;
 }
 
 /* Take the gate for a control command, never waiting for ever. */
@@ -195,15 +236,81 @@ gate_for_command (char **errmsg)
   return 0;
 }
 
+/* Unlink c from the chain, merging its bits (and its inconsistency)
+ * into the older neighbour.  Caller holds the write side.
+ */
+static void
+unlink_merge (struct checkpoint *c)
+{
+  pthread_mutex_lock (&chain_lock);
+  if (c->older) {
+    bitmap_merge (&c->older->bits, &c->bits);
+    if (!c->consistent && c->older->consistent) {
+      c->older->consistent = false;
+      if (snprintf (c->older->reason, sizeof c->older->reason,
+                    "merged with inconsistent checkpoint %s (%s)",
+                    c->name, c->reason) < 0)
+        c->older->reason[0] = '\0';
+    }
+    c->older->newer = c->newer;
+  }
+  else
+    ckpt_oldest = c->newer;
+  if (c->newer)
+    c->newer->older = c->older;
+  else
+    ckpt_newest = c->older;     /* the older one records from now on */
+  pthread_mutex_unlock (&chain_lock);
+  ckpt_free (c);
+}
+
 int
 ckpt_create (const char *name, char **errmsg)
 {
+  struct checkpoint *c;
+  uint64_t seq;
   int r;
 
-  if (gate_for_command (errmsg) == -1)
+  pthread_mutex_lock (&save_lock);
+  if (gate_for_command (errmsg) == -1) {
+    pthread_mutex_unlock (&save_lock);
     return -1;
-  r = create_locked (name, errmsg);
-  pthread_rwlock_unlock (&gate);
+  }
+  if (find (name)) {
+    pthread_rwlock_unlock (&gate);
+    pthread_mutex_unlock (&save_lock);
+    return fleece_errorf (errmsg, "checkpoint %s already exists", name);
+  }
+  if (db_ngranules == 0 && db_disk_size == 0) {
+    pthread_rwlock_unlock (&gate);
+    pthread_mutex_unlock (&save_lock);
+    return fleece_errorf (errmsg, "the disk size is not known yet");
+  }
+  c = ckpt_append (name, ckpt_next_seq, time (NULL), true);
+  if (c == NULL) {
+    pthread_rwlock_unlock (&gate);
+    pthread_mutex_unlock (&save_lock);
+    return fleece_errorf (errmsg, "out of memory for checkpoint %s", name);
+  }
+  seq = c->seq;
+  /* The checkpoint starts here; the file follows outside the gate. */
+  r = save_and_unlock (errmsg);
+  if (r == -1) {
+    /* Keep memory and file in step: undo.  Writes since the point
+     * marked c; its bits go back to the one before, which records
+     * again (and in write-ahead mode they went to its file region).
+     * save_lock keeps every other change of the chain out, so c is
+     * still the newest.
+     */
+    pthread_rwlock_wrlock (&gate);
+    if (ckpt_newest && ckpt_newest->seq == seq)
+      unlink_merge (ckpt_newest);
+    pthread_rwlock_unlock (&gate);
+  }
+  else if (db_debug_verbose)
+    nbdkit_debug ("dirty-bitmap: checkpoint %s (seq %" PRIu64 ") started",
+                  name, seq);
+  pthread_mutex_unlock (&save_lock);
   return r;
 }
 
@@ -213,8 +320,11 @@ ckpt_delete (const char *name, char **errmsg)
   struct checkpoint *c;
   int r = 0;
 
-  if (gate_for_command (errmsg) == -1)
+  pthread_mutex_lock (&save_lock);
+  if (gate_for_command (errmsg) == -1) {
+    pthread_mutex_unlock (&save_lock);
     return -1;
+  }
   c = find (name);
   if (c == NULL) {
     r = fleece_errorf (errmsg, "no checkpoint named %s", name);
@@ -237,34 +347,41 @@ ckpt_delete (const char *name, char **errmsg)
    * still covers these changes.  An inconsistent checkpoint taints the
    * one it merges into.
    */
-  if (c->older) {
-    bitmap_merge (&c->older->bits, &c->bits);
-    if (!c->consistent && c->older->consistent) {
-      c->older->consistent = false;
-      if (snprintf (c->older->reason, sizeof c->older->reason,
-                    "merged with inconsistent checkpoint %s (%s)",
-                    c->name, c->reason) < 0)
-        c->older->reason[0] = '\0';
-    }
-    c->older->newer = c->newer;
-  }
-  else
-    ckpt_oldest = c->newer;
-  if (c->newer)
-    c->newer->older = c->older;
-  else
-    ckpt_newest = c->older;     /* the older one records from now on */
-  ckpt_free (c);
+  unlink_merge (c);
   if (db_debug_verbose)
     nbdkit_debug ("dirty-bitmap: checkpoint %s deleted", name);
-  /* The file follows memory; a failure here is reported but the
-   * checkpoint is gone either way (keeping it would lose nothing, but
-   * memory is the truth while nbdkit runs).
+  /* The file follows memory, outside the gate; a failure here is
+   * reported but the checkpoint is gone either way (keeping it would
+   * lose nothing, but memory is the truth while nbdkit runs).
    */
-  r = persist_save (true, errmsg);
+  r = save_and_unlock (errmsg);
+  pthread_mutex_unlock (&save_lock);
+  return r;
  out:
   pthread_rwlock_unlock (&gate);
+  pthread_mutex_unlock (&save_lock);
   return r;
+}
+
+/* The number of set bits, read with atomic loads (see chain_lock). */
+static uint64_t
+count_atomic (const struct bitmap *bm)
+{
+  uint64_t i, n = 0, nw = (bm->nbits + 63) / 64;
+
+  for (i = 0; i < nw; i++)
+    n += __builtin_popcountll (__atomic_load_n (&bm->words[i],
+                                                __ATOMIC_RELAXED));
+  return n;
+}
+
+static bool
+last_bit_atomic (const struct bitmap *bm)
+{
+  uint64_t b = bm->nbits - 1;
+
+  return (__atomic_load_n (&bm->words[b / 64], __ATOMIC_RELAXED)
+          >> (b % 64)) & 1;
 }
 
 void
@@ -272,13 +389,14 @@ ckpt_status (struct jbuf *reply)
 {
   struct checkpoint *c;
 
-  pthread_rwlock_wrlock (&gate);
+  /* chain_lock only: writers go on (see the lock rules). */
+  pthread_mutex_lock (&chain_lock);
   jbuf_key (reply, "checkpoints");
   jbuf_raw (reply, "[");
   for (c = ckpt_oldest; c; c = c->newer) {
-    uint64_t dirty = bitmap_count (&c->bits) * db_config.granularity;
+    uint64_t dirty = count_atomic (&c->bits) * db_config.granularity;
 
-    if (c->bits.nbits && bitmap_test (&c->bits, c->bits.nbits - 1))
+    if (c->bits.nbits && last_bit_atomic (&c->bits))
       dirty -= db_ngranules * db_config.granularity - db_disk_size;
     jbuf_raw (reply, c == ckpt_oldest ? "{" : ",{");
     jbuf_key (reply, "name");
@@ -300,9 +418,10 @@ ckpt_status (struct jbuf *reply)
     jbuf_raw (reply, "}");
   }
   jbuf_raw (reply, "]");
-  pthread_rwlock_unlock (&gate);
+  pthread_mutex_unlock (&chain_lock);
   jbuf_key (reply, "bitmap_granularity");
   jbuf_u64 (reply, db_config.granularity);
+  persist_status (reply);
 }
 
 /*----------------------------------------------------------------------
@@ -376,9 +495,13 @@ ckpt_saw_size (uint64_t size)
   if (size == old)
     return;
 
+  pthread_mutex_lock (&save_lock);
   pthread_rwlock_wrlock (&gate);
+  pthread_mutex_lock (&chain_lock);
   old = db_disk_size;
   if (size != old) {
+    char *errmsg = NULL;
+
     for (c = ckpt_oldest; c; c = c->newer) {
       if (bitmap_resize (&c->bits, n) == -1) {
         c->consistent = false;
@@ -395,6 +518,18 @@ ckpt_saw_size (uint64_t size)
                   " on count as changed", old, size, first);
     db_disk_size = size;
     db_ngranules = n;
+    pthread_mutex_unlock (&chain_lock);
+    /* Write-ahead: the file must describe the new size (and its
+     * newest checkpoint the new space) before a write reaches it.
+     * Saved under the gate: rare, and nothing may write meanwhile.
+     */
+    if (db_config.write_ahead && persist_save (true, &errmsg) == -1) {
+      nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
+      free (errmsg);
+    }
   }
+  else
+    pthread_mutex_unlock (&chain_lock);
   pthread_rwlock_unlock (&gate);
+  pthread_mutex_unlock (&save_lock);
 }

@@ -43,8 +43,11 @@ extern void ckpt_free_all (void);
 /* Set the disk size (after_fork, before any write). */
 extern void ckpt_set_size (uint64_t size);
 
-/* Guest writes: mark, pass the write down, then call ckpt_after_write. */
-extern void ckpt_before_write (uint32_t count, uint64_t offset);
+/* Guest writes: mark, pass the write down, then call ckpt_after_write
+ * (also when ckpt_before_write fails).  -1: the write must fail with
+ * EIO (write-ahead: its bit could not be made durable).
+ */
+extern int ckpt_before_write (uint32_t count, uint64_t offset);
 extern void ckpt_after_write (void);
 
 /* Control (serialised by the control server). */

@@ -2,7 +2,7 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * The dirty-bitmap filter's parameters: bitmap-file,
- * bitmap-granularity and bitmap-disk-id.
+ * bitmap-granularity, bitmap-disk-id and bitmap-sync.
  */
 
 #include <config.h>
@@ -25,6 +25,8 @@ struct db_config db_config = {
 };
 
 static bool granularity_set;
+/* bitmap-sync=: NULL (not given), "write-ahead" or "clean-stop". */
+static const char *sync_mode;
 
 int
 db_config_key (const char *key, const char *value)
@@ -59,10 +61,27 @@ db_config_key (const char *key, const char *value)
     }
     return 1;
   }
+  if (strcmp (key, "bitmap-sync") == 0) {
+    if (sync_mode) {
+      nbdkit_error ("%s: given twice; give it once", key);
+      return -1;
+    }
+    if (strcmp (value, "write-ahead") == 0)
+      sync_mode = "write-ahead";
+    else if (strcmp (value, "clean-stop") == 0)
+      sync_mode = "clean-stop";
+    else {
+      nbdkit_error ("%s=%s: must be write-ahead (checkpoints survive a "
+                    "crash) or clean-stop (saved at a clean stop only)",
+                    key, value);
+      return -1;
+    }
+    return 1;
+  }
   if (strncmp (key, "bitmap-", 7) == 0) {
     nbdkit_error ("%s: unknown dirty-bitmap parameter; the dirty-bitmap "
-                  "filter takes bitmap-file, bitmap-granularity and "
-                  "bitmap-disk-id", key);
+                  "filter takes bitmap-file, bitmap-granularity, "
+                  "bitmap-disk-id and bitmap-sync", key);
     return -1;
   }
   return 0;
@@ -80,8 +99,15 @@ db_config_check (void)
                     db_config.disk_id);
       return -1;
     }
+    if (sync_mode) {
+      nbdkit_error ("bitmap-sync=%s: says how the bitmap file is kept, so "
+                    "it needs bitmap-file=PATH too", sync_mode);
+      return -1;
+    }
     return 0;
   }
+  db_config.write_ahead = sync_mode == NULL ||
+    strcmp (sync_mode, "write-ahead") == 0;
   if (stat (db_config.bitmap_file, &st) == 0 && !S_ISREG (st.st_mode)) {
     nbdkit_error ("bitmap-file=%s: exists and is not a regular file",
                   db_config.bitmap_file);

@@ -113,6 +113,7 @@ db_cleanup (nbdkit_backend *backend)
     nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
     free (errmsg);
   }
+  persist_stop ();
   tracking_ready = false;
 }
 
@@ -158,7 +159,11 @@ db_pwrite (nbdkit_next *next, void *handle, const void *buf,
 {
   int r;
 
-  ckpt_before_write (count, offset);
+  if (ckpt_before_write (count, offset) == -1) {
+    ckpt_after_write ();
+    *err = EIO;
+    return -1;
+  }
   r = next->pwrite (next, buf, count, offset, flags, err);
   ckpt_after_write ();
   return r;
@@ -170,7 +175,11 @@ db_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 {
   int r;
 
-  ckpt_before_write (count, offset);
+  if (ckpt_before_write (count, offset) == -1) {
+    ckpt_after_write ();
+    *err = EIO;
+    return -1;
+  }
   r = next->zero (next, count, offset, flags, err);
   ckpt_after_write ();
   return r;
@@ -182,7 +191,11 @@ db_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 {
   int r;
 
-  ckpt_before_write (count, offset);
+  if (ckpt_before_write (count, offset) == -1) {
+    ckpt_after_write ();
+    *err = EIO;
+    return -1;
+  }
   r = next->trim (next, count, offset, flags, err);
   ckpt_after_write ();
   return r;

@@ -47,6 +47,8 @@
 #include "errors.h"
 #include "filelock.h"
 #include "dirty-bitmap.h"
+#include "durable-bits.h"
+#include "json.h"
 #include "persist.h"
 #include "size.h"
 
@@ -60,13 +62,32 @@ static unsigned char *pending_buf;
 static size_t pending_len;
 static time_t pending_mtime;
 
+/* Write-ahead tracking (bitmap-sync=write-ahead): the newest
+ * checkpoint's bits made durable in the file's live region before the
+ * writes they cover go down.  Set at after_fork, freed at cleanup;
+ * durable-bits.c has its own lock.  NULL in clean-stop mode.
+ */
+static struct durable_bits *wal;
+static bool wal_live;           /* attached to the file: switch on saves */
+
+/* The file found at start-up had been left in use by a write-ahead
+ * server and was trusted (recovered); when it was last written.  Set
+ * at after_fork, read-only afterwards.
+ */
+static bool recovered;
+static time_t recovered_mtime;
+
 /*----------------------------------------------------------------------
  * Writing.
  */
 
-/* Write buf to path atomically: PATH.tmp, fsync, rename, fsync dir. */
+/* Write buf to path atomically: PATH.tmp, fsync, rename, fsync dir.
+ * With keep_fd, the file stays open (read-write) in *keep_fd, for the
+ * in-place updates of write-ahead tracking.
+ */
 static int
-write_atomic (const char *path, const void *buf, size_t len, char **errmsg)
+write_atomic (const char *path, const void *buf, size_t len, int *keep_fd,
+              char **errmsg)
 {
   char *tmp = NULL, *dcopy = NULL;
   const char *p = buf;
@@ -85,7 +106,7 @@ write_atomic (const char *path, const void *buf, size_t len, char **errmsg)
                    tmp, strerror (errno));
     goto out;
   }
-  fd = open (tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  fd = open (tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd == -1) {
     fleece_errorf (errmsg, "bitmap-file: cannot create %s: %s", tmp, strerror (errno));
     goto out;
@@ -100,16 +121,22 @@ write_atomic (const char *path, const void *buf, size_t len, char **errmsg)
     p += n;
     len -= n;
   }
-  if (fsync (fd) == -1 || close (fd) == -1) {
-    fd = -1;
+  if (fsync (fd) == -1) {
     fleece_errorf (errmsg, "bitmap-file: syncing %s: %s", tmp, strerror (errno));
     goto out;
   }
-  fd = -1;
   if (rename (tmp, path) == -1) {
     fleece_errorf (errmsg, "bitmap-file: renaming %s to %s: %s",
                    tmp, path, strerror (errno));
     goto out;
+  }
+  if (keep_fd) {
+    *keep_fd = fd;
+    fd = -1;
+  }
+  else {
+    close (fd);
+    fd = -1;
   }
   dcopy = strdup (path);
   if (dcopy) {
@@ -131,20 +158,20 @@ write_atomic (const char *path, const void *buf, size_t len, char **errmsg)
 }
 
 int
-persist_save (bool in_use, char **errmsg)
+persist_snapshot (bool in_use, struct persist_image *img, char **errmsg)
 {
   struct bmfile f = {
     .in_use = in_use,
+    .write_ahead = db_config.write_ahead,
     .disk_size = db_disk_size,
     .granularity = db_config.granularity,
     .next_seq = ckpt_next_seq,
   };
   const struct bitmap **bitmaps;
   struct checkpoint *c;
-  unsigned char *buf = NULL;
-  size_t len, i;
-  int r = -1;
+  size_t i;
 
+  memset (img, 0, sizeof *img);
   if (db_config.bitmap_file == NULL)
     return 0;
   if (db_config.disk_id)
@@ -165,16 +192,97 @@ persist_save (bool in_use, char **errmsg)
               "%s", c->reason);
     bitmaps[i] = &c->bits;
   }
-  buf = bmfile_encode (&f, bitmaps, &len);
-  if (buf)
-    r = write_atomic (db_config.bitmap_file, buf, len, errmsg);
+  img->buf = bmfile_encode_live (&f, bitmaps, &img->len, &img->live_offset);
+  img->nbits = ckpt_newest ? ckpt_newest->bits.nbits : 0;
  out:
-  if (r == -1 && buf == NULL)
-    fleece_errorf (errmsg, "bitmap-file: out of memory");
-  free (buf);
   free (bitmaps);
   free (f.checkpoints);
+  if (img->buf == NULL)
+    return fleece_errorf (errmsg, "bitmap-file: out of memory");
+  /* Write-ahead: from here on the newest checkpoint's bits go to the
+   * new file; writers wait until it is in place.
+   */
+  if (wal_live && durable_bits_switch_begin (wal, img->nbits,
+                                        img->buf + img->live_offset) == -1) {
+    free (img->buf);
+    img->buf = NULL;
+    return fleece_errorf (errmsg, "bitmap-file: out of memory");
+  }
+  img->switching = wal_live;
+  return 0;
+}
+
+int
+persist_write (struct persist_image *img, char **errmsg)
+{
+  int fd = -1, r;
+
+  if (img->buf == NULL)
+    return 0;
+  r = write_atomic (db_config.bitmap_file, img->buf, img->len,
+                    img->switching ? &fd : NULL, errmsg);
+  if (img->switching)
+    durable_bits_switch_end (wal, r == 0 ? fd : -1, img->live_offset);
+  free (img->buf);
+  img->buf = NULL;
   return r;
+}
+
+int
+persist_save (bool in_use, char **errmsg)
+{
+  struct persist_image img;
+
+  if (persist_snapshot (in_use, &img, errmsg) == -1)
+    return -1;
+  return persist_write (&img, errmsg);
+}
+
+int
+persist_wait (uint64_t first, uint64_t n)
+{
+  return wal_live ? durable_bits_set_wait (wal, first, n) : 0;
+}
+
+void
+persist_status (struct jbuf *reply)
+{
+  struct durable_bits_stats st = { 0, 0, 0 };
+
+  if (db_config.bitmap_file == NULL)
+    return;
+  jbuf_key (reply, "bitmap_file");
+  jbuf_raw (reply, "{");
+  jbuf_key (reply, "path");
+  jbuf_string (reply, db_config.bitmap_file);
+  jbuf_key (reply, "sync");
+  jbuf_string (reply, db_config.write_ahead ? "write-ahead" : "clean-stop");
+  /* When the file found at start-up was last written, if nbdkit had
+   * not stopped cleanly and the file (written in write-ahead mode)
+   * was recovered with every checkpoint consistent; else null.
+   */
+  jbuf_key (reply, "recovered_after_unclean_stop");
+  if (recovered)
+    jbuf_time (reply, recovered_mtime);
+  else
+    jbuf_raw (reply, "null");
+  if (wal)
+    durable_bits_get_stats (wal, &st);
+  jbuf_key (reply, "syncs");
+  jbuf_u64 (reply, st.syncs);
+  jbuf_key (reply, "pages_written");
+  jbuf_u64 (reply, st.pages_written);
+  jbuf_key (reply, "writes_waited");
+  jbuf_u64 (reply, st.waits);
+  jbuf_raw (reply, "}");
+}
+
+void
+persist_stop (void)
+{
+  durable_bits_free (wal);
+  wal = NULL;
+  wal_live = false;
 }
 
 /*----------------------------------------------------------------------
@@ -420,6 +528,20 @@ persist_load (void)
                     "full one", path, why);
     free (aside);
   }
+  else if (f.in_use && f.write_ahead &&
+           f.disk_size == db_disk_size &&
+           f.granularity == db_config.granularity) {
+    /* Written with bitmap-sync=write-ahead: every bit a write that
+     * reached the disk depended on is in the file (see the man page),
+     * so the checkpoints are what they were, each a superset of the
+     * writes since its point.
+     */
+    recovered = true;
+    recovered_mtime = pending_mtime;
+    nbdkit_debug ("bitmap-file=%s: nbdkit did not stop cleanly; the file "
+                  "was written with bitmap-sync=write-ahead, so its "
+                  "checkpoints are recovered as they were", path);
+  }
   else if (f.in_use) {
     char when[64];
     struct tm tm;
@@ -453,10 +575,37 @@ persist_load (void)
   free (buf);
 
   /* From now on the file says "in use" until a clean stop. */
-  if (persist_save (true, &errmsg) == -1) {
-    nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot write it");
-    free (errmsg);
-    return -1;
+  if (db_config.write_ahead) {
+    struct persist_image img;
+    int fd = -1;
+
+    wal = durable_bits_new ();
+    if (wal == NULL) {
+      nbdkit_error ("bitmap-file: out of memory");
+      return -1;
+    }
+    if (persist_snapshot (true, &img, &errmsg) == 0) {
+      /* Attach directly, not by a switch: nothing runs yet. */
+      if (write_atomic (path, img.buf, img.len, &fd, &errmsg) == 0 &&
+          durable_bits_attach (wal, fd, img.live_offset, img.nbits,
+                               img.buf + img.live_offset) == -1) {
+        close (fd);
+        fleece_errorf (&errmsg, "bitmap-file: cannot start its commit "
+                       "thread: %s", strerror (errno));
+        fd = -1;
+      }
+      free (img.buf);
+      if (fd == -1)
+        goto err;
+      wal_live = true;
+      return 0;
+    }
+    goto err;
   }
-  return 0;
+  if (persist_save (true, &errmsg) == 0)
+    return 0;
+ err:
+  nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot write it");
+  free (errmsg);
+  return -1;
 }
