@@ -30,6 +30,9 @@ static const struct {
   { "resume", FLEECE_CBW },
   { "checkpoint-create", FLEECE_DIRTY_BITMAP },
   { "checkpoint-delete", FLEECE_DIRTY_BITMAP },
+  { "stream-pause", FLEECE_STREAM },
+  { "stream-resume", FLEECE_STREAM },
+  { "stream-set-speed", FLEECE_STREAM },
 };
 
 static int
@@ -58,6 +61,10 @@ do_status (const struct ctl_request *req, struct jbuf *reply,
     jbuf_raw (reply, ",\"checkpoints\":[]");
 
   api = fleece_find (FLEECE_SNAPSHOT_ACCESS);
+  if (api && api->status)
+    api->status (reply);
+
+  api = fleece_find (FLEECE_STREAM);
   if (api && api->status)
     api->status (reply);
 
@@ -96,6 +103,7 @@ fleece_dispatch (const struct ctl_request *req, void *opaque,
   }
   return fleece_errorf (errmsg, "unknown command '%s'; commands are status, "
                         "snapshot-begin, snapshot-end, quiesce, resume, "
-                        "checkpoint-create and checkpoint-delete",
+                        "checkpoint-create, checkpoint-delete, stream-pause, "
+                        "stream-resume and stream-set-speed",
                         req->command);
 }

@@ -137,6 +137,8 @@ fleece_param_owner (const char *key)
     return FLEECE_SNAPSHOT_ACCESS;
   if (strncmp (key, "bitmap-", 7) == 0)
     return FLEECE_DIRTY_BITMAP;
+  if (strncmp (key, "stream-", 7) == 0)
+    return FLEECE_STREAM;
   return -1;
 }
 
@@ -178,7 +180,7 @@ fleece_config_complete_common (enum fleece_filter_id self,
 
     /* A filter whose .config_complete already started is above us:
      * that is only supported if it comes before us in the order
-     * snapshot-access, cbw, dirty-bitmap.
+     * snapshot-access, cbw, dirty-bitmap, stream.
      */
     if (id == (int) self || other == NULL || !other->config_started ())
       continue;
@@ -186,7 +188,7 @@ fleece_config_complete_common (enum fleece_filter_id self,
       nbdkit_error ("unsupported filter order: --filter=%s must come "
                     "before --filter=%s (the supported order is "
                     "--filter=snapshot-access --filter=cbw "
-                    "--filter=dirty-bitmap)",
+                    "--filter=dirty-bitmap --filter=stream)",
                     fleece_filter_name (self), fleece_filter_name (id));
       return -1;
     }

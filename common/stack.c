@@ -16,12 +16,14 @@ static const char *const filter_names[FLEECE_NR_FILTERS] = {
   [FLEECE_SNAPSHOT_ACCESS] = "snapshot-access",
   [FLEECE_CBW] = "cbw",
   [FLEECE_DIRTY_BITMAP] = "dirty-bitmap",
+  [FLEECE_STREAM] = "stream",
 };
 
 static const char *const symbol_names[FLEECE_NR_FILTERS] = {
   [FLEECE_SNAPSHOT_ACCESS] = "fleece_snapshot_access_v1",
   [FLEECE_CBW] = "fleece_cbw_v1",
   [FLEECE_DIRTY_BITMAP] = "fleece_dirty_bitmap_v1",
+  [FLEECE_STREAM] = "fleece_stream_v1",
 };
 
 const char *
