@@ -396,20 +396,20 @@ def mode_crash():
         base = fresh(seed)
         model = bytearray(base)
         base_srv.start()
-        kills = rng.randint(1, 3)
+        kills = rng.randint(2, 3)
         log("trial %d: seed %d, %d kills" % (trial, seed, kills))
         for k in range(kills + 1):
-            srv = stream_srv("4M")
+            srv = stream_srv("1M")
             srv.start(wait_ctl=True)
             cl = Clients(model, base, seed * 10 + k, args.clients)
             cl.start()
             if k < kills:
-                time.sleep(rng.uniform(0.05, 1.2))
+                time.sleep(rng.uniform(0.1, 0.8))
                 srv.kill()
                 cl.stop()
                 check(not cl.bad, "; ".join(cl.bad))
                 settle_after = cl.uncertain
-                srv = stream_srv("4M")
+                srv = stream_srv("1M")
                 srv.start(wait_ctl=True)
                 cl.uncertain = settle_after
                 cl.settle()
