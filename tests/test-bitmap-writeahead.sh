@@ -8,7 +8,7 @@
 # delta view maps exactly the granules written before the kill and
 # after the restart (the next backup is incremental); with
 # bitmap-sync=clean-stop a kill -9 still leaves them inconsistent.
-# Status never waits for guest writes: with a write held for 3 s in the
+# Status never waits for guest writes: with a write held for 5 s in the
 # plugin (delay filter) status answers at once.
 
 source "${abs_top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
@@ -92,10 +92,12 @@ echo "=== status during a stuck write"
 stop_nbdkit "$sock"
 rm -f "$sock" "$ctl"
 start_nbdkit "$sock" --filter="$DB" --filter=delay file "$disk" \
-  bitmap-file="$bm" control="$ctl" delay-write=3
+  bitmap-file="$bm" control="$ctl" delay-write=5
 nbdsh -u "$live" -c 'h.pwrite(b"d" * 4096, 0)' &
 writer=$!
-sleep 0.7
+# Until the write is surely in the delay (nbdsh starts in well under
+# 2 s; the write is marked before it goes down).
+sleep 2
 t0=$(date +%s%N)
 st=$(ctl "$ctl" status)
 t1=$(date +%s%N)
