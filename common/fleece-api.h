@@ -8,6 +8,7 @@
  *   const struct fleece_filter_api fleece_cbw_v1;
  *   const struct fleece_filter_api fleece_snapshot_access_v1;
  *   const struct fleece_filter_api fleece_dirty_bitmap_v1;
+ *   const struct fleece_filter_api fleece_stream_v1;
  *
  * nbdkit loads filters with RTLD_GLOBAL, so any filter finds the
  * others with dlsym (RTLD_DEFAULT, name) whatever the order on the
@@ -38,8 +39,9 @@
 enum fleece_filter_id {
   FLEECE_SNAPSHOT_ACCESS = 0,   /* top of the supported stack */
   FLEECE_CBW = 1,
-  FLEECE_DIRTY_BITMAP = 2,      /* bottom */
-  FLEECE_NR_FILTERS = 3,
+  FLEECE_DIRTY_BITMAP = 2,
+  FLEECE_STREAM = 3,            /* bottom: directly above the plugin */
+  FLEECE_NR_FILTERS = 4,
 };
 
 /* One control command of a filter.  The dispatcher (ctl-dispatch.c)

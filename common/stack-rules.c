@@ -180,7 +180,7 @@ fleece_stack_verdict (char *const *filters, size_t n,
         return verdict ("unsupported filter order: --filter=%s must come "
                         "before --filter=%s (the supported order is "
                         "--filter=snapshot-access --filter=cbw "
-                        "--filter=dirty-bitmap)",
+                        "--filter=dirty-bitmap --filter=stream)",
                         fleece_filter_name (id), fleece_filter_name (later));
   }
 
@@ -213,6 +213,16 @@ fleece_stack_verdict (char *const *filters, size_t n,
                       "below --filter=%s or leave it out",
                       f, filters[first], filters[last], reason (f),
                       filters[last]);
+    /* The stream filter populates the disk the plugin serves: what it
+     * writes below must land there unchanged, so only pass-through
+     * filters may sit between it and the plugin.
+     */
+    if (pos[FLEECE_STREAM] >= 0 && s > pos[FLEECE_STREAM] &&
+        !in (f, transparent))
+      return verdict ("--filter=%s cannot sit below --filter=stream: %s, "
+                      "and the stream filter must sit directly above the "
+                      "plugin that serves the local disk; put it above "
+                      "--filter=stream or leave it out", f, reason (f));
     if (s > last && in (f, never_below))
       return verdict ("--filter=%s cannot sit below --filter=%s: %s, and "
                       "the project's filters read the disk under the "
@@ -249,7 +259,7 @@ char *
 fleece_plugin_verdict (const struct fleece_cmdline *c)
 {
   char *plugin;
-  const char *disk = NULL, *target, *bitmaps, *v;
+  const char *disk = NULL, *target, *bitmaps, *state, *v;
   char *why = NULL;
 
   if (c->plugin == NULL)
@@ -291,6 +301,12 @@ fleece_plugin_verdict (const struct fleece_cmdline *c)
                     "there would overwrite the disk", target);
   if (same_file (bitmaps, disk))
     return verdict ("bitmap-file=%s is the disk itself", bitmaps);
+  state = param (c, "stream-state");
+  if (same_file (state, disk))
+    return verdict ("stream-state=%s is the disk itself", state);
+  if (same_file (state, bitmaps) || same_file (state, target))
+    return verdict ("stream-state=%s is also the bitmap file or the "
+                    "fleecing target; give each its own file", state);
   if (same_file (bitmaps, target))
     return verdict ("bitmap-file=%s and cbw-target=%s are the same file",
                     bitmaps, target);

@@ -52,6 +52,12 @@ sa_param (const char *key)
     strcmp (key, "snapshot-discard") == 0;
 }
 
+static bool
+stream_param (const char *key)
+{
+  return has_prefix (key, "stream-");
+}
+
 const struct fleece_filter_row fleece_filter_rows[FLEECE_NR_FILTERS] = {
   {
     .id = FLEECE_CBW,
@@ -75,5 +81,12 @@ const struct fleece_filter_row fleece_filter_rows[FLEECE_NR_FILTERS] = {
     .symbol = "fleece_snapshot_access_v1",
     .absent_status = NULL,
     .owns_param = sa_param,
+  },
+  {
+    .id = FLEECE_STREAM,
+    .name = "stream",
+    .symbol = "fleece_stream_v1",
+    .absent_status = NULL,
+    .owns_param = stream_param,
   },
 };

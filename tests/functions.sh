@@ -18,6 +18,7 @@
 #   stop_nbdkit SOCK           stop that server and wait for it
 #   expect_refused REGEX ARGS  nbdkit ARGS must fail at start-up with an
 #                              error line matching REGEX
+#   expect_refused_fg REGEX ARGS  the same for errors of .after_fork
 #   fail MESSAGE               report and exit 1
 #
 # The part before "The test harness" below is a library of its own:
@@ -258,6 +259,24 @@ expect_refused ()
   local regex=$1; shift
   local log=$tmpdir/refused.log
   if timeout 20 nbdkit -U - "$@" --run true >"$log" 2>&1; then
+    cat "$log" >&2
+    fail "nbdkit $* was accepted, expected an error matching /$regex/"
+  fi
+  if ! grep -Eq -- "$regex" "$log"; then
+    cat "$log" >&2
+    fail "nbdkit $*: the error does not match /$regex/"
+  fi
+}
+
+# expect_refused_fg REGEX ARGS...: the same for errors found in
+# .after_fork (nbdkit --run starts its command before .after_fork, so
+# expect_refused cannot see them): nbdkit -f must exit non-zero.
+expect_refused_fg ()
+{
+  local regex=$1; shift
+  local log=$tmpdir/refused.log sock=$tmpdir/refused.sock
+  rm -f "$sock"
+  if timeout 20 nbdkit -f -U "$sock" "$@" >"$log" 2>&1; then
     cat "$log" >&2
     fail "nbdkit $* was accepted, expected an error matching /$regex/"
   fi

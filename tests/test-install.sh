@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
 # make install DESTDIR=...: nbdkit's filter directory gets exactly the
-# three filter modules (no libtool .la archives), which nbdkit loads;
+# four filter modules (no libtool .la archives), which nbdkit loads;
 # the man pages and systemd units are installed; make uninstall
 # removes every file again.
 
@@ -30,9 +30,9 @@ run_make install
 echo "installed:"
 (cd "$dest" && find . ! -type d | sort)
 
-# The filter directory: exactly the three modules.
+# The filter directory: exactly the four modules.
 got=$(cd "$dest$filterdir" && ls -A | sort | tr '\n' ' ')
-want="nbdkit-cbw-filter.so nbdkit-dirty-bitmap-filter.so nbdkit-snapshot-access-filter.so "
+want="nbdkit-cbw-filter.so nbdkit-dirty-bitmap-filter.so nbdkit-snapshot-access-filter.so nbdkit-stream-filter.so "
 [ "$got" = "$want" ] ||
   fail "$filterdir holds '$got', expected '$want' (no .la files)"
 [ -z "$(find "$dest" -name '*.la')" ] ||
@@ -46,7 +46,7 @@ expect_accepted --filter="$dest$filterdir/nbdkit-snapshot-access-filter.so" \
 # The man pages (built when configure found pod2man) and the systemd
 # units.
 if [ -f "$top/filters/cbw/nbdkit-cbw-filter.1" ]; then
-  for f in cbw snapshot-access dirty-bitmap; do
+  for f in cbw snapshot-access dirty-bitmap stream; do
     [ -f "$dest$prefix/share/man/man1/nbdkit-$f-filter.1" ] ||
       fail "man page nbdkit-$f-filter.1 not installed"
   done

@@ -1,0 +1,209 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * The stream filter's guest I/O callbacks.  Before the restore is
+ * complete they go through populate.c; afterwards straight through.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <nbdkit-filter.h>
+
+#include "backend.h"
+#include "fleece-api.h"
+#include "stack-rules.h"
+#include "stream.h"
+#include "stream-glue.h"
+
+struct stream_state st;
+
+/* Without snapshot-access above, nothing serves the snapshot names:
+ * refuse them rather than hand the live disk to a client that asked
+ * for a snapshot.
+ */
+void *
+stream_open (nbdkit_next_open *next, nbdkit_context *nxdata,
+             int readonly, const char *exportname, int is_tls)
+{
+  if (fleece_find (FLEECE_SNAPSHOT_ACCESS) == NULL &&
+      fleece_reserved_export (exportname, NULL)) {
+    nbdkit_error ("export %s: this stack serves no snapshots (it has no "
+                  "snapshot-access filter); names beginning with "
+                  "\"snapshot\" are reserved for snapshots", exportname);
+    errno = ENOENT;
+    return NULL;
+  }
+  if (next (nxdata, readonly, exportname) == -1)
+    return NULL;
+  return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+/* NBD_CMD_CACHE becomes a read, so it populates. */
+int
+stream_can_cache (nbdkit_next *next, void *handle)
+{
+  return NBDKIT_CACHE_EMULATE;
+}
+
+int
+stream_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
+              uint64_t offset, uint32_t flags, int *err)
+{
+  return pop_pread (next, buf, count, offset, flags, err);
+}
+
+int
+stream_pwrite (nbdkit_next *next, void *handle, const void *buf,
+               uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  return pop_modify (next, POP_WRITE, buf, count, offset, flags, err);
+}
+
+int
+stream_zero (nbdkit_next *next, void *handle, uint32_t count,
+             uint64_t offset, uint32_t flags, int *err)
+{
+  return pop_modify (next, POP_ZERO, NULL, count, offset, flags, err);
+}
+
+int
+stream_trim (nbdkit_next *next, void *handle, uint32_t count,
+             uint64_t offset, uint32_t flags, int *err)
+{
+  return pop_modify (next, POP_TRIM, NULL, count, offset, flags, err);
+}
+
+/* Block status: populated clusters as the disk says; an unpopulated
+ * run is reported as data (its contents are the base's, not the
+ * disk's holes).  One run per call; the client asks again for more.
+ */
+int
+stream_extents (nbdkit_next *next, void *handle, uint32_t count,
+                uint64_t offset, uint32_t flags,
+                struct nbdkit_extents *extents, int *err)
+{
+  uint64_t end = offset + count, c, c1, k, run_end;
+  struct nbdkit_extents *mine;
+  size_t i, n;
+
+  if (stream_is_complete ())
+    return next->extents (next, count, offset, flags, extents, err);
+  c = cluster_of (offset);
+  c1 = cluster_of (end - 1);
+  if (!is_filled (c)) {
+    for (k = c + 1; k <= c1 && !is_filled (k); k++)
+      ;
+    run_end = cluster_start (k) < end ? cluster_start (k) : end;
+    if (nbdkit_add_extent (extents, offset, run_end - offset, 0) == -1) {
+      *err = errno;
+      return -1;
+    }
+    return 0;
+  }
+  for (k = c + 1; k <= c1 && is_filled (k); k++)
+    ;
+  run_end = cluster_start (k) < end ? cluster_start (k) : end;
+  mine = nbdkit_extents_new (offset, run_end);
+  if (mine == NULL) {
+    *err = errno;
+    return -1;
+  }
+  if (next->extents (next, run_end - offset, offset, flags, mine, err)
+      == -1) {
+    nbdkit_extents_free (mine);
+    return -1;
+  }
+  n = nbdkit_extents_count (mine);
+  for (i = 0; i < n; i++) {
+    struct nbdkit_extent x = nbdkit_get_extent (mine, i);
+
+    if (nbdkit_add_extent (extents, x.offset, x.length, x.type) == -1) {
+      *err = errno;
+      nbdkit_extents_free (mine);
+      return -1;
+    }
+  }
+  nbdkit_extents_free (mine);
+  return 0;
+}
+
+/* .after_fork: open the state file, load the maps, reach the base,
+ * start the job.
+ */
+int
+stream_start (nbdkit_backend *backend)
+{
+  unsigned char *initial = NULL;
+  bool complete;
+  int64_t size;
+  int fd, r;
+
+  if (state_after_fork_pid () == -1)
+    return -1;
+  size = fleece_disk_size (backend);
+  if (size == -1) {
+    nbdkit_error ("stream: cannot find the size of the disk");
+    return -1;
+  }
+  if (state_open (size, stream_config.base_uri != NULL, &complete,
+                  &initial, &fd) == -1)
+    return -1;
+  rangelock_init (&st.locks);
+  if (complete) {
+    __atomic_store_n (&st.complete, true, __ATOMIC_RELEASE);
+    return 0;
+  }
+
+  if (bitmap_init (&st.filled, st.nclusters) == -1 ||
+      bitmap_deserialize (&st.filled, initial,
+                          bitmap_serialized_size (&st.filled)) == -1) {
+    nbdkit_error ("stream-state=%s: cannot load the map: %m",
+                  stream_config.state_path);
+    free (initial);
+    close (fd);
+    return -1;
+  }
+  st.filled_count = bitmap_count (&st.filled);
+  st.durable = durable_bits_new ();
+  if (st.durable == NULL ||
+      durable_bits_attach (st.durable, fd, STATE_BITS_OFFSET, st.nclusters,
+                           initial) == -1) {
+    nbdkit_error ("stream-state=%s: cannot start the map writer: %m",
+                  stream_config.state_path);
+    free (initial);
+    return -1;
+  }
+  free (initial);
+  nbdkit_debug ("stream: %" PRIu64 " of %" PRIu64 " clusters already "
+                "populated", st.filled_count, st.nclusters);
+
+  if (base_init (stream_config.base_uri, size) == -1)
+    return -1;
+  r = base_probe ();
+  if (r == -1)
+    return -1;
+  return job_start (backend);
+}
+
+void
+stream_stop (void)
+{
+  job_stop ();
+  if (!stream_is_complete () && st.durable)
+    base_shutdown ();
+}
+
+void
+stream_free (void)
+{
+  if (st.durable)
+    durable_bits_free (st.durable);
+  st.durable = NULL;
+  bitmap_free (&st.filled);
+  state_close ();
+}
