@@ -28,8 +28,8 @@
 int sa_debug_verbose = 0;
 FLEECE_DEBUG_ALIAS (sa_debug_verbose, "snapshot-access_debug_verbose");
 
-/* The cbw filter below us; set by .get_ready, read-only afterwards. */
-static const struct fleece_cbw_api *cbw;
+/* The cbw filter below us (snapshot-access.h). */
+const struct fleece_cbw_api *cbw;
 
 /* Start-up hooks, run by the shared glue (common/glue.h). */
 
@@ -79,59 +79,6 @@ static struct fleece_glue glue = {
   .cleanup = sa_cleanup,
 };
 FLEECE_GLUE_CALLBACKS (glue)
-
-/* Per connection.  Written by .open, read-only afterwards. */
-struct handle {
-  enum sa_view view;
-  uint64_t id;                  /* the snapshot, for both views */
-  char snap[FLEECE_NAME_BUF];   /* its name, "" for the default one */
-  uint64_t size;
-  /* SA_VIEW_DELTA: one bit per granule of `unit` bytes, set where the
-   * disk changed between the checkpoint and the snapshot point.
-   */
-  struct bitmap changed;
-  uint32_t unit;
-  uint64_t hold;                /* dirty-bitmap's hold on the checkpoint */
-  const char *checkpoint;       /* SA_VIEW_DELTA: its name (interned) */
-};
-
-/* Fill the changed-block map of a delta view: the clusters written
- * between checkpoint name and the snapshot point, as they were at that
- * point (cbw and dirty-bitmap keep that fixed), and hold the
- * checkpoint while the connection is open.
- */
-static int
-open_delta (struct handle *h, const struct fleece_snapshot_info *info,
-            const char *name)
-{
-  const struct fleece_db_api *db = fleece_dirty_bitmap ();
-  char *msg = NULL;
-
-  if (db == NULL) {
-    nbdkit_error ("export %s%s%s: delta views need the dirty-bitmap filter "
-                  "(--filter=dirty-bitmap below cbw)",
-                  sa_config.export_name, SA_SINCE, name);
-    return -1;
-  }
-  h->unit = db->granularity ();
-  if (bitmap_init (&h->changed, (info->size + h->unit - 1) / h->unit) == -1) {
-    nbdkit_error ("out of memory for the changed-block map");
-    return -1;
-  }
-  if (cbw->snapshot_changed_since (info->id, name, h->unit, &h->changed,
-                                   &msg) == -1) {
-    nbdkit_error ("export %s%s%s: %s", sa_config.export_name, SA_SINCE,
-                  name, msg ? msg : "cannot be served");
-    free (msg);
-    return -1;
-  }
-  h->hold = db->hold (name, FLEECE_HOLD_VIEW);
-  if (sa_debug_verbose)
-    nbdkit_debug ("snapshot-access: delta since %s: %" PRIu64 " of %"
-                  PRIu64 " granules changed", name,
-                  bitmap_count (&h->changed), h->changed.nbits);
-  return 0;
-}
 
 static void *
 sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
@@ -299,37 +246,6 @@ sa_can_cache (nbdkit_next *next, void *handle)
   return SNAP (handle) ? NBDKIT_CACHE_NONE : next->can_cache (next);
 }
 
-/* What nbdinfo --list shows for the snapshot export. */
-static const char *
-describe_snapshot (const struct fleece_snapshot_info *info)
-{
-  char when[FLEECE_TIME_BUF];
-
-  fleece_format_time (info->started, when);
-  return nbdkit_printf_intern ("point-in-time snapshot %" PRIu64 "%s%s of "
-                               "the disk, taken %s%s%s%s%s", info->id,
-                               info->name[0] ? " " : "", info->name, when,
-                               info->checkpoint[0] ? "; started checkpoint " : "",
-                               info->checkpoint,
-                               info->since[0] ? "; preserves changes since "
-                               : "", info->since);
-}
-
-/* What nbdinfo --list and nbdinfo on the export show for the delta
- * view of checkpoint name.
- */
-static const char *
-describe_delta (const struct fleece_snapshot_info *info, const char *name)
-{
-  char when[FLEECE_TIME_BUF];
-
-  fleece_format_time (info->started, when);
-  return nbdkit_printf_intern ("changes since checkpoint %s, up to "
-                               "snapshot %" PRIu64 "%s%s taken %s",
-                               name, info->id, info->name[0] ? " " : "",
-                               info->name, when);
-}
-
 static const char *
 sa_export_description (nbdkit_next *next, void *handle)
 {
@@ -350,7 +266,7 @@ sa_export_description (nbdkit_next *next, void *handle)
  * snapshot has ended, even one that would touch no data (a delta
  * view's unchanged ranges read as zeroes without asking cbw).
  */
-static int
+int
 check_alive (const struct handle *h, int *err)
 {
   struct fleece_snapshot_info info;
@@ -362,77 +278,6 @@ check_alive (const struct handle *h, int *err)
                 "after the next snapshot-begin", h->id);
   *err = EIO;
   return -1;
-}
-
-/* The run of units starting at u that are all changed or all
- * unchanged, ending no later than limit.
- */
-static uint64_t
-delta_run (const struct handle *h, uint64_t u, uint64_t limit, bool *changed)
-{
-  uint64_t e;
-
-  *changed = bitmap_test (&h->changed, u);
-  e = *changed ? bitmap_next_clear (&h->changed, u)
-    : bitmap_next_set (&h->changed, u);
-  return e < limit ? e : limit;
-}
-
-/* Changed units read as the snapshot, the rest as zeroes. */
-static int
-delta_pread (struct handle *h, nbdkit_next *next, char *buf, uint32_t count,
-             uint64_t offset, int *err)
-{
-  const uint64_t end = offset + count;
-  const uint64_t u1 = (end - 1) / h->unit + 1;
-  uint64_t u = offset / h->unit, run_end, from, to;
-  bool changed;
-
-  if (check_alive (h, err) == -1)
-    return -1;
-  while (u < u1) {
-    run_end = delta_run (h, u, u1, &changed);
-    from = u * h->unit > offset ? u * h->unit : offset;
-    to = run_end * h->unit < end ? run_end * h->unit : end;
-    if (!changed)
-      memset (buf + (from - offset), 0, to - from);
-    else if (cbw->snapshot_pread (h->id, next, buf + (from - offset),
-                                  to - from, from, err) == -1)
-      return -1;
-    u = run_end;
-  }
-  /* The zeroes are only true while the snapshot lives. */
-  return check_alive (h, err);
-}
-
-/* Changed units are data (never zero, even if their contents are), the
- * rest holes reading as zeroes: base:allocation is the changed-block
- * map.
- */
-static int
-delta_extents (struct handle *h, uint32_t count, uint64_t offset,
-               uint32_t flags, struct nbdkit_extents *extents, int *err)
-{
-  const uint64_t end = offset + count < h->size ? offset + count : h->size;
-  const uint64_t u1 = end > offset ? (end - 1) / h->unit + 1 : 0;
-  uint64_t u = offset / h->unit, run_end, from, to;
-  bool changed;
-
-  while (u < u1) {
-    run_end = delta_run (h, u, u1, &changed);
-    from = u * h->unit > offset ? u * h->unit : offset;
-    to = run_end * h->unit < end ? run_end * h->unit : end;
-    if (nbdkit_add_extent (extents, from, to - from,
-                           changed ? 0
-                           : NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) == -1) {
-      *err = errno;
-      return -1;
-    }
-    if (flags & NBDKIT_FLAG_REQ_ONE)
-      break;
-    u = run_end;
-  }
-  return 0;
 }
 
 static int
@@ -529,62 +374,6 @@ sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   if (SNAP (handle))
     return check_alive (handle, err);
   return next->cache (next, count, offset, flags, err);
-}
-
-/* The export name of snapshot info's view (delta: since checkpoint). */
-static const char *
-view_name (const struct fleece_snapshot_info *info, const char *checkpoint)
-{
-  return nbdkit_printf_intern ("%s%s%s%s%s", sa_config.export_name,
-                               info->name[0] ? "@" : "", info->name,
-                               checkpoint ? SA_SINCE : "",
-                               checkpoint ? checkpoint : "");
-}
-
-/* The snapshot view and the delta views of one snapshot. */
-static int
-list_snapshot (struct nbdkit_exports *exports, const char *name)
-{
-  struct fleece_snapshot_info info;
-  char **names;
-  size_t i;
-  int r;
-
-  cbw->snapshot_info (name, &info);
-  if (info.id == 0)
-    return 0;                   /* ended meanwhile */
-  r = nbdkit_add_export (exports, view_name (&info, NULL),
-                         describe_snapshot (&info));
-  names = cbw->snapshot_delta_names (info.id);
-  for (i = 0; names && names[i]; i++) {
-    if (r == 0)
-      r = nbdkit_add_export (exports, view_name (&info, names[i]),
-                             describe_delta (&info, names[i]));
-    free (names[i]);
-  }
-  free (names);
-  return r;
-}
-
-/* The plugin's exports, plus the views of every active snapshot. */
-static int
-sa_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
-                 int readonly, int is_tls, struct nbdkit_exports *exports)
-{
-  char **names;
-  size_t i;
-  int r = 0;
-
-  if (next (nxdata, readonly, exports) == -1)
-    return -1;
-  names = cbw->snapshot_names ();
-  for (i = 0; names && names[i]; i++) {
-    if (r == 0)
-      r = list_snapshot (exports, names[i]);
-    free (names[i]);
-  }
-  free (names);
-  return r;
 }
 
 /* Interface for the other project filters. */

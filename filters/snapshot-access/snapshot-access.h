@@ -9,6 +9,11 @@
 
 #include <stdbool.h>
 
+#include <stdint.h>
+
+#include <nbdkit-filter.h>
+
+#include "bitmap.h"
 #include "fleece-api.h"
 
 /* Parameters.  Written only during nbdkit's single-threaded start-up,
@@ -43,6 +48,46 @@ enum sa_view {
  */
 extern enum sa_view sa_classify (const char *name, char *snap,
                                  const char **checkpoint);
+
+/* The cbw filter below us; set by .get_ready, read-only afterwards. */
+extern const struct fleece_cbw_api *cbw;
+
+/* Per connection.  Written by .open, read-only afterwards. */
+struct handle {
+  enum sa_view view;
+  uint64_t id;                  /* the snapshot, for both views */
+  char snap[FLEECE_NAME_BUF];   /* its name, "" for the default one */
+  uint64_t size;
+  /* SA_VIEW_DELTA: one bit per granule of `unit` bytes, set where the
+   * disk changed between the checkpoint and the snapshot point.
+   */
+  struct bitmap changed;
+  uint32_t unit;
+  uint64_t hold;                /* dirty-bitmap's hold on the checkpoint */
+  const char *checkpoint;       /* SA_VIEW_DELTA: its name (interned) */
+};
+
+
+/* snapshot-access.c */
+extern int check_alive (const struct handle *h, int *err);
+
+/* describe.c: what nbdinfo shows for the views. */
+extern const char *describe_snapshot (const struct fleece_snapshot_info *info);
+extern const char *describe_delta (const struct fleece_snapshot_info *info,
+                                   const char *name);
+extern int sa_list_exports (nbdkit_next_list_exports *next,
+                            nbdkit_backend *nxdata, int readonly, int is_tls,
+                            struct nbdkit_exports *exports);
+
+/* delta.c: the delta views. */
+extern int open_delta (struct handle *h,
+                       const struct fleece_snapshot_info *info,
+                       const char *name);
+extern int delta_pread (struct handle *h, nbdkit_next *next, char *buf,
+                        uint32_t count, uint64_t offset, int *err);
+extern int delta_extents (struct handle *h, uint32_t count, uint64_t offset,
+                          uint32_t flags, struct nbdkit_extents *extents,
+                          int *err);
 
 #define SA_CONFIG_HELP                                                  \
   "snapshot-export=NAME       Export name of the snapshot (default\n"   \
