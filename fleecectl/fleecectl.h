@@ -12,6 +12,7 @@
  *   backup.c    backup-start and following the job
  *   progress.c  progress bar / progress lines, byte and time formatting
  *   pull.c      pull a snapshot or delta export with libnbd
+ *   group.c     group-snapshot: one point across several servers
  *
  * The tool is single-threaded except pull.c's workers, whose shared
  * state is documented there.
@@ -123,6 +124,7 @@ extern void fmt_duration (char *buf, size_t len, double secs);
 extern int cmd_status (struct globals *g, int argc, char **argv);
 extern int cmd_backup (struct globals *g, int argc, char **argv);
 extern int cmd_pull (struct globals *g, int argc, char **argv);
+extern int cmd_group_snapshot (struct globals *g, int argc, char **argv);
 extern int cmd_passthrough (struct globals *g, int argc, char **argv);
 
 #endif /* FLEECECTL_H */

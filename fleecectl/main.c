@@ -26,6 +26,8 @@ static const char usage_text[] =
   "                          [--target-zeroed] TARGET\n"
   "  fleecectl [-c CTL] pull [--since C] [--connections N]\n"
   "                          [--granularity SIZE] [--dest-zeroed] URI DEST\n"
+  "  fleecectl group-snapshot [--checkpoint N] [--name NAME] [--timeout S]\n"
+  "                          [--json] CTL...\n"
   "  fleecectl -c CTL COMMAND [KEY=VALUE ...]   (any other control line)\n"
   "\n"
   "Talk to the control socket of an nbdkit running the fleece filters\n"
@@ -51,6 +53,13 @@ static const char usage_text[] =
   "(a file, or an NBD URI).  Full: DEST is created or truncated (a file)\n"
   "and only data is written.  Incremental: DEST holds the previous\n"
   "backup and exactly the changed blocks are written, zeroes included.\n"
+  "\n"
+  "group-snapshot: one consistent point across several servers (the\n"
+  "disks of one VM): quiesce every CTL (writes are held, never failed,\n"
+  "for at most --timeout S seconds, default 10), snapshot-begin on each\n"
+  "[name=NAME] [checkpoint=N], resume each; on any failure, or if a hold\n"
+  "ended at its timeout first, roll back (snapshot-end, checkpoint-delete\n"
+  "N) and exit 1.  Prints the hold time per server.\n"
   "\n"
   "Exit status: 0 success, 1 failure, 2 usage error.  See fleecectl(1).\n";
 
@@ -296,6 +305,8 @@ main (int argc, char *argv[])
     return cmd_backup (&g, argc, argv);
   if (strcmp (cmd, "pull") == 0)
     return cmd_pull (&g, argc, argv);
+  if (strcmp (cmd, "group-snapshot") == 0)
+    return cmd_group_snapshot (&g, argc, argv);
   if (strcmp (cmd, "help") == 0) {
     fputs (usage_text, stdout);
     return EXIT_OK;
