@@ -123,6 +123,7 @@ extern void fmt_duration (char *buf, size_t len, double secs);
 /* Subcommands. */
 extern int cmd_status (struct globals *g, int argc, char **argv);
 extern int cmd_backup (struct globals *g, int argc, char **argv);
+extern int cmd_restore (struct globals *g, int argc, char **argv);
 extern int cmd_pull (struct globals *g, int argc, char **argv);
 extern int cmd_group_snapshot (struct globals *g, int argc, char **argv);
 extern int cmd_passthrough (struct globals *g, int argc, char **argv);

@@ -26,6 +26,7 @@ static const char usage_text[] =
   "                          [--target-zeroed] TARGET\n"
   "  fleecectl [-c CTL] pull [--since C] [--connections N]\n"
   "                          [--granularity SIZE] [--dest-zeroed] URI DEST\n"
+  "  fleecectl -c CTL restore\n"
   "  fleecectl group-snapshot [--checkpoint N] [--name NAME] [--timeout S]\n"
   "                          [--json] CTL...\n"
   "  fleecectl -c CTL COMMAND [KEY=VALUE ...]   (any other control line)\n"
@@ -53,6 +54,9 @@ static const char usage_text[] =
   "(a file, or an NBD URI).  Full: DEST is created or truncated (a file)\n"
   "and only data is written.  Incremental: DEST holds the previous\n"
   "backup and exactly the changed blocks are written, zeroes included.\n"
+  "\n"
+  "restore: follows a live restore (the stream filter's population)\n"
+  "with a progress bar; exit status 0 once every cluster is populated.\n"
   "\n"
   "group-snapshot: one consistent point across several servers (the\n"
   "disks of one VM): quiesce every CTL (writes are held, never failed,\n"
@@ -305,6 +309,8 @@ main (int argc, char *argv[])
     return cmd_backup (&g, argc, argv);
   if (strcmp (cmd, "pull") == 0)
     return cmd_pull (&g, argc, argv);
+  if (strcmp (cmd, "restore") == 0)
+    return cmd_restore (&g, argc, argv);
   if (strcmp (cmd, "group-snapshot") == 0)
     return cmd_group_snapshot (&g, argc, argv);
   if (strcmp (cmd, "help") == 0) {
