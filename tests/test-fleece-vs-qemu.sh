@@ -8,7 +8,7 @@
 # sequence of writes, zeroes and trims (unaligned, cluster-crossing,
 # repeated on a hot area) goes to both live exports; then both snapshots
 # must equal the initial image and both live disks the Python model;
-# done twice: ours with a file target, then with cbw-buffer=256K in
+# done twice: ours with a file target, then with cbw-buffer=512K in
 # front of a slow NBD target;
 # our snapshot's base:allocation must agree with its data, and after
 # snapshot-end our snapshot connections fail and the live disk is intact.
@@ -103,12 +103,12 @@ round ()
 round file cbw-target="$tmpdir/file/ours-fleece.img"
 
 # cbw-buffer: copies wait in memory in front of an NBD target whose
-# writes take 2 ms, so snapshot reads are served from the buffer; a
-# buffer of 4 clusters fills, and writes then wait for room.
+# writes take 20 ms: the buffer of 8 clusters fills, writes then wait
+# for room, and the final snapshot read finds copies still in it.
 tsock=$tmpdir/target.sock
-start_nbdkit "$tsock" --filter=delay memory 64M delay-write=2ms
-round buffer cbw-target="nbd+unix:///?socket=$tsock" cbw-buffer=256K
-jq -e '.size == 262144 and .flushed_bytes > 0 and .waits > 0 and
+start_nbdkit "$tsock" --filter=delay memory 64M delay-write=20ms
+round buffer cbw-target="nbd+unix:///?socket=$tsock" cbw-buffer=512K
+jq -e '.size == 524288 and .flushed_bytes > 0 and .waits > 0 and
        .lost_bytes == 0' <<<"$buffer" >/dev/null ||
   fail "cbw-buffer was not exercised: $buffer"
 stop_nbdkit "$tsock"
