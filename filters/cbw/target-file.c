@@ -12,14 +12,18 @@
  * fresh sparse file took 0.17-1.5 s of system time, 0.1 s after
  * fallocate in 8 MiB steps).  So a large copy (>= PREALLOC_MIN, the
  * sign of a sequential stream) first allocates the PREALLOC_STEP
- * aligned chunks it touches, once each.  Small scattered copies do
- * not, so a since= snapshot's few copies do not grow the file by a
- * chunk each.
+ * aligned chunks it touches, once each.  Small copies allocate their
+ * chunk once it has received PREALLOC_DENSE bytes of copies (first-
+ * touch writes all over the disk), so a since= snapshot's few
+ * scattered copies do not grow the file by a chunk each: the file's
+ * allocation is at most PREALLOC_STEP / PREALLOC_DENSE = 4 times the
+ * bytes copied into a chunk, and at most one chunk more per large
+ * copy.
  *
  * State: every field but the preallocation map is set by
  * target_file_open (start-up) and never changes until close, and
  * pread/pwrite/fallocate on one descriptor are safe from many threads.
- * The preallocation map (prealloc, prealloc_off) is protected by
+ * The preallocation map (prealloc, hits, prealloc_off) is protected by
  * prealloc_lock; fallocate runs outside it (allocating a range that
  * a concurrent pwrite fills changes no data).
  */
@@ -57,13 +61,19 @@ struct file_target {
 
   pthread_mutex_t prealloc_lock;
   struct bitmap prealloc;       /* chunk i was preallocated */
+  uint8_t *hits;                /* small copies into chunk i, in units
+                                 * of PREALLOC_UNIT, saturating; as
+                                 * many as prealloc has bits */
   bool prealloc_off;            /* fallocate unsupported: stop trying */
 };
 
 #define PREALLOC_STEP (8 * 1024 * 1024)
 #define PREALLOC_MIN (1024 * 1024)
+#define PREALLOC_DENSE (PREALLOC_STEP / 4)
+#define PREALLOC_UNIT 65536     /* PREALLOC_DENSE / PREALLOC_UNIT < 256 */
 
 static const struct target_ops file_ops;
+static int prealloc_grow (struct file_target *ft, uint64_t n);
 
 static int
 open_temp (struct file_target *ft)
@@ -138,6 +148,7 @@ file_close (struct target *t)
   if (ft->lock_fd >= 0)
     close (ft->lock_fd);
   bitmap_free (&ft->prealloc);
+  free (ft->hits);
   pthread_mutex_destroy (&ft->prealloc_lock);
   free (ft);
 }
@@ -196,9 +207,10 @@ file_begin (struct target *t, uint64_t size,
                             strerror (errno));
     pthread_mutex_lock (&ft->prealloc_lock);
     bitmap_free (&ft->prealloc);
+    free (ft->hits);
+    ft->hits = NULL;
     /* Without memory for the map, copies are simply not preallocated. */
-    if (bitmap_init (&ft->prealloc,
-                     (size + PREALLOC_STEP - 1) / PREALLOC_STEP) == -1)
+    if (prealloc_grow (ft, (size + PREALLOC_STEP - 1) / PREALLOC_STEP) == -1)
       nbdkit_debug ("cbw: no memory for the preallocation map");
     pthread_mutex_unlock (&ft->prealloc_lock);
     return 0;
@@ -232,6 +244,9 @@ file_release (struct target *t, uint64_t offset, uint64_t count,
   if (c1 > c0) {
     pthread_mutex_lock (&ft->prealloc_lock);
     bitmap_clear_range (&ft->prealloc, c0, c1 - c0);
+    if (c0 < ft->prealloc.nbits)
+      memset (ft->hits + c0, 0,
+              (c1 < ft->prealloc.nbits ? c1 : ft->prealloc.nbits) - c0);
     pthread_mutex_unlock (&ft->prealloc_lock);
   }
   return 0;
@@ -249,6 +264,8 @@ file_end (struct target *t, const struct timespec *deadline)
       nbdkit_debug ("cbw: truncating the target: %m");
     pthread_mutex_lock (&ft->prealloc_lock);
     bitmap_free (&ft->prealloc);
+    free (ft->hits);
+    ft->hits = NULL;
     pthread_mutex_unlock (&ft->prealloc_lock);
     return;
   }
@@ -283,6 +300,43 @@ file_io (struct file_target *ft, bool write, void *buf, uint32_t count,
   return 0;
 }
 
+/* Make the map cover n chunks.  Caller holds prealloc_lock. */
+static int
+prealloc_grow (struct file_target *ft, uint64_t n)
+{
+  uint64_t old = ft->prealloc.nbits;
+  uint8_t *h;
+
+  if (ft->hits == NULL)
+    old = 0;
+  h = realloc (ft->hits, n ? n : 1);
+  if (h == NULL)
+    return -1;
+  ft->hits = h;
+  if (n > old)
+    memset (h + old, 0, n - old);
+  return bitmap_resize (&ft->prealloc, n);
+}
+
+/* A small copy to offset: is its chunk dense enough now? */
+static bool
+dense (struct file_target *ft, uint64_t offset, uint32_t count)
+{
+  const uint64_t c = offset / PREALLOC_STEP;
+  unsigned units = (count + PREALLOC_UNIT - 1) / PREALLOC_UNIT, h;
+  bool r = false;
+
+  pthread_mutex_lock (&ft->prealloc_lock);
+  if (!ft->prealloc_off && c < ft->prealloc.nbits &&
+      !bitmap_test (&ft->prealloc, c)) {
+    h = ft->hits[c] + units;
+    ft->hits[c] = h > 255 ? 255 : h;
+    r = h * PREALLOC_UNIT >= PREALLOC_DENSE;
+  }
+  pthread_mutex_unlock (&ft->prealloc_lock);
+  return r;
+}
+
 /* Allocate the chunks [c0, c1) that are not yet allocated, once. */
 static void
 preallocate (struct file_target *ft, uint64_t offset, uint32_t count)
@@ -298,8 +352,7 @@ preallocate (struct file_target *ft, uint64_t offset, uint32_t count)
       return;
     }
     /* Overflow slots lie past the disk's end: grow the map. */
-    if (c1 > ft->prealloc.nbits &&
-        bitmap_resize (&ft->prealloc, c1 + c1 / 4) == -1) {
+    if (c1 > ft->prealloc.nbits && prealloc_grow (ft, c1 + c1 / 4) == -1) {
       pthread_mutex_unlock (&ft->prealloc_lock);
       return;
     }
@@ -333,7 +386,8 @@ file_write (struct target *t, const void *buf, uint32_t count,
 {
   struct file_target *ft = (struct file_target *) t;
 
-  if (!ft->is_blockdev && count >= PREALLOC_MIN)
+  if (!ft->is_blockdev &&
+      (count >= PREALLOC_MIN || dense (ft, offset, count)))
     preallocate (ft, offset, count);
   /* file_io does not write through buf when write is true. */
   if (file_io ((struct file_target *) t, true, (void *) buf, count, offset,
