@@ -200,8 +200,14 @@ file_begin (struct target *t, uint64_t size,
   off_t end;
 
   if (!ft->is_blockdev) {
-    /* Empty, then sparse at the disk's size. */
-    if (ftruncate (ft->fd, 0) == -1 || ftruncate (ft->fd, size) == -1)
+    /* Empty, then sparse at the disk's size.  The size is only a
+     * convenience (a read past the end reads zeroes): a file system
+     * whose files cannot be that large (ext4 with 4K blocks stops just
+     * short of 16 TiB) still takes copies below its limit, and a copy
+     * past it fails with EFBIG, which cbw-on-error handles.
+     */
+    if (ftruncate (ft->fd, 0) == -1 ||
+        (ftruncate (ft->fd, size) == -1 && errno != EFBIG))
       return fleece_errorf (errmsg, "cbw-target: cannot size the target "
                             "file to %" PRIu64 " bytes: %s", size,
                             strerror (errno));
