@@ -44,15 +44,39 @@
 #              when every cluster has been copied to the target (after
 #              sync, so the writeback of the copies does not compete)
 #
+# Latency (issue 13): p50 and p99 completion latency of BENCH_LAT_WRITES
+# (default 1000) first-touch 4 KiB writes (one per cluster, seeded
+# random order) at QD1 and at QD16, in five configurations:
+#   nosnap   the stack, no snapshot
+#   snapfile the stack, snapshot to a local file target
+#   slow     the stack, snapshot to an NBD target behind nbdkit's delay
+#            filter (delay-write=5ms, memory plugin)
+#   slowbuf  the same with cbw-buffer=256M (1000 copies of 64K fit, so
+#            this is "until the buffer fills")
+#   qsdslow  qemu-storage-daemon's copy-before-write to the same slow
+#            NBD target
+# Server CPU time: for every fio and nbdcopy run, user+system ticks of
+# the server process (/proc/PID/stat) over the run, reported as CPU ms
+# per 1000 requests (writes) or per GiB (reads); it moves far less than
+# throughput on a shared machine.
+# snapshot-begin on a 16 TiB disk (nbdkit memory plugin, temporary file
+# target): the time of the control command and the server's resident
+# memory before and after, median of BENCH_REPEAT.
+#
 # The disk is a sparse raw file pre-filled with data once (nbdkit's
 # pattern plugin), so copies read real data; writes keep it allocated.
-# Every measurement is repeated BENCH_REPEAT times (default 3) and the
-# median is reported.  Results: a table on stdout and in
-# bench/results/latest.md.
+# Rounds are interleaved (each round runs every configuration once, in
+# a rotating order) and every figure is the median of BENCH_REPEAT
+# rounds (default 5).  Results: a table on stdout, in
+# bench/results/latest.md, and a chart of every ratio against its
+# target in bench/results/latest.png (gnuplot; gnuplot-nox is installed
+# through tools/install-packages.sh when missing).
 #
 # Environment: BENCH_SIZE (disk size, default 1G, a multiple of 1M),
-# BENCH_REPEAT (default 3), TMPDIR (where the disk and targets live),
-# BENCH_NO_QSD=1 to leave qemu-storage-daemon out.
+# BENCH_REPEAT (default 5), BENCH_LAT_WRITES (default 1000), TMPDIR
+# (where the disk and targets live), BENCH_NO_QSD=1 to leave
+# qemu-storage-daemon out, BENCH_NO_LATENCY=1 to skip the latency
+# rounds.
 
 set -euo pipefail
 
@@ -62,13 +86,16 @@ top=$(cd "$here/.." && pwd)
 export PATH="/usr/bin:$PATH"
 
 size_arg=${BENCH_SIZE:-1G}
-repeat=${BENCH_REPEAT:-3}
+repeat=${BENCH_REPEAT:-5}
+lat_writes=${BENCH_LAT_WRITES:-1000}
 cluster=65536
 qd=16
 
 die () { echo "bench-fleece.sh: $*" >&2; exit 1; }
 
 # ---- prerequisites ---------------------------------------------------
+"$top/tools/install-packages.sh" bench-fleece.sh gnuplot-nox ||
+  echo "bench-fleece.sh: could not install gnuplot-nox; no chart" >&2
 for cmd in nbdkit nbdcopy nbdinfo fio socat jq numfmt /usr/bin/python3; do
   command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is not installed (./check.sh installs it)"
 done
@@ -121,10 +148,15 @@ stop_server ()
   fi
 }
 
+slow_pid=
 cleanup ()
 {
   local rc=$?
   stop_server || rc=1
+  if [ -n "$slow_pid" ]; then
+    kill "$slow_pid" 2>/dev/null || true
+    wait "$slow_pid" 2>/dev/null || true
+  fi
   if [ $rc -ne 0 ]; then
     for f in "$tmp"/*.log; do
       [ -f "$f" ] || continue
@@ -140,14 +172,16 @@ trap 'exit 130' INT TERM
 # Private copies of the modules, so a rebuild in the tree during the
 # run cannot swap them under a running server.
 mkdir "$tmp/mod"
-cp "$SA_SRC" "$tmp/mod/sa.so"
-cp "$CBW_SRC" "$tmp/mod/cbw.so"
-SA=$tmp/mod/sa.so
-CBW=$tmp/mod/cbw.so
+# They keep their names: the filters find each other's place in the
+# stack by them.
+cp "$SA_SRC" "$CBW_SRC" "$tmp/mod/"
+SA=$tmp/mod/nbdkit-snapshot-access-filter.so
+CBW=$tmp/mod/nbdkit-cbw-filter.so
 
 disk=$tmp/disk.img
 sock=$tmp/nbd.sock
 ctlsock=$tmp/ctl.sock
+slowsock=$tmp/slow.sock
 fleece=$tmp/fleece.img
 results=$tmp/results.tsv
 : >"$results"
@@ -176,12 +210,15 @@ start_plain ()
   wait_socket "$server_pid" "$sock" "$server_log"
 }
 
+# start_ours [CBW-ARGS...]: the stack; cbw-target=FLEECE unless given.
 start_ours ()
 {
-  rm -f "$sock" "$ctlsock" "$fleece"
+  local args=("$@")
+  [ ${#args[@]} -gt 0 ] || args=(cbw-target="$fleece")
+  rm -f "$sock" "$ctlsock" "$fleece" "$fleece.lock"
   nbdkit -f -U "$sock" --filter="$SA" --filter="$CBW" file "$disk" \
-    control="$ctlsock" cbw-target="$fleece" \
-    cbw-cluster-size=$cluster >"$tmp/ours.log" 2>&1 &
+    control="$ctlsock" cbw-cluster-size=$cluster "${args[@]}" \
+    >"$tmp/ours.log" 2>&1 &
   server_pid=$!
   server_log=$tmp/ours.log
   wait_socket "$server_pid" "$sock" "$server_log"
@@ -190,14 +227,19 @@ start_ours ()
 }
 
 qsd_cmd=()
+# start_qsd [slow]: with "slow", the fleecing target is the slow NBD
+# target of the latency rounds.
 start_qsd ()
 {
+  local target=("--blockdev" "driver=file,node-name=fleece-file,filename=$fleece")
   rm -f "$sock" "$fleece"
   truncate -s "$size" "$fleece"
+  [ "${1:-}" != slow ] ||
+    target=("--blockdev" "driver=nbd,node-name=fleece-file,server.type=unix,server.path=$slowsock")
   qsd_cmd=(qemu-storage-daemon
     --blockdev "driver=file,node-name=disk-file,filename=$disk"
     --blockdev "driver=raw,node-name=disk,file=disk-file"
-    --blockdev "driver=file,node-name=fleece-file,filename=$fleece"
+    "${target[@]}"
     --blockdev "driver=raw,node-name=fleece,file=fleece-file"
     --blockdev "driver=copy-before-write,node-name=cbw,file=disk,target=fleece"
     --blockdev "driver=snapshot-access,node-name=snap,file=cbw"
@@ -239,16 +281,29 @@ snap_uri () { echo "nbd+unix:///snapshot?socket=$sock"; }
 # record WORKLOAD CONFIG VALUE
 record () { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$round" "$3" >>"$results"; }
 
+# Server CPU time (user+system) in clock ticks.
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks () { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
+# record_cpu WORKLOAD CONFIG TICKS PER: CPU ms per PER units.
+record_cpu ()
+{
+  record "cpu-$1" "$2" "$(awk -v t="$3" -v hz="$clk_tck" -v per="$4" \
+    'BEGIN { printf "%.2f", t * 1000 / hz * per }')"
+}
+
 # fio_run WORKLOAD CONFIG URI FIO-ARGS...: run one fio job, record
 # MB/s (seqwrite) or IOPS (firsttouch).
 fio_run ()
 {
   local w=$1 c=$2 uri=$3; shift 3
-  local out=$tmp/fio-$w-$c.json
+  local out=$tmp/fio-$w-$c.json t0
   sync
+  t0=$(cpu_ticks)
   fio --name=t --ioengine=nbd --uri="$uri" --iodepth=$qd \
     --output-format=json --output="$out" "$@" >>"$tmp/fio.log" 2>&1 ||
     die "fio $w on $c failed (see $tmp/fio.log)"
+  record_cpu "$w" "$c" $(($(cpu_ticks) - t0)) \
+    "$(jq '1000 / .jobs[0].write.total_ios' "$out")"
   local err
   err=$(jq '.jobs[0].error' "$out")
   [ "$err" = 0 ] || die "fio $w on $c: job error $err"
@@ -269,12 +324,14 @@ fio_run ()
 # copy_run WORKLOAD CONFIG URI: nbdcopy URI null:, record MB/s.
 copy_run ()
 {
-  local w=$1 c=$2 uri=$3 t0 t1
+  local w=$1 c=$2 uri=$3 t0 t1 c0
   sync
+  c0=$(cpu_ticks)
   t0=$(date +%s.%N)
   nbdcopy "$uri" null: 2>>"$tmp/nbdcopy.log" || die "nbdcopy $uri null: failed ($w on $c)"
   t1=$(date +%s.%N)
   record "$w" "$c" "$(echo "$size $t0 $t1" | awk '{ printf "%.1f", $1 / ($3 - $2) / 1e6 }')"
+  record_cpu "$w" "$c" $(($(cpu_ticks) - c0)) "$(awk -v s="$size" 'BEGIN { print 1073741824 / s }')"
 }
 
 seq_args=(--rw=write --bs=1M)
@@ -418,6 +475,106 @@ done
 echo "measured in $((SECONDS - t_start)) s"
 echo
 
+# ---- latency ---------------------------------------------------------
+# lat_run CONFIG QD: BENCH_LAT_WRITES first-touch 4K writes at queue
+# depth QD on the live export; record p50 and p99 completion latency
+# in microseconds.
+lat_run ()
+{
+  local c=$1 q=$2 out=$tmp/lat-$1-$2.json t0 uri
+  uri=$(live_uri "$c")
+  [ "$c" != qsdslow ] || uri=$(live_uri qsd)
+  t0=$(cpu_ticks)
+  fio --name=t --ioengine=nbd --uri="$uri" --iodepth="$q" \
+    --output-format=json --output="$out" \
+    --read_iolog="$tmp/lat.iolog" --thinktime=1 \
+    "--thinktime_blocks=$lat_writes" --thinktime_blocks_type=issue \
+    >>"$tmp/fio.log" 2>&1 || die "fio latency QD$q on $c failed (see $tmp/fio.log)"
+  [ "$(jq '.jobs[0].write.total_ios' "$out")" = "$lat_writes" ] ||
+    die "fio latency QD$q on $c: not every write completed"
+  record "lat-qd$q-p50" "$c" "$(jq '.jobs[0].write.clat_ns.percentile["50.000000"] / 1000' "$out")"
+  record "lat-qd$q-p99" "$c" "$(jq '.jobs[0].write.clat_ns.percentile["99.000000"] / 1000' "$out")"
+  record_cpu "lat-qd$q" "$c" $(($(cpu_ticks) - t0)) "$(awk -v n="$lat_writes" 'BEGIN { print 1000 / n }')"
+}
+
+lat_ours ()
+{
+  local c=$1; shift
+  start_ours "$@"
+  for q in 1 16; do
+    [ "$c" = nosnap ] || fresh_snapshot
+    lat_run "$c" $q
+  done
+  [ "$c" = nosnap ] || ctl snapshot-end >/dev/null
+  stop_server || die "server failed"
+}
+lat_nosnap () { lat_ours nosnap; }
+lat_snapfile () { lat_ours snapfile; }
+lat_slow () { lat_ours slow cbw-target="nbd+unix:///?socket=$slowsock"; }
+lat_slowbuf () {
+  lat_ours slowbuf cbw-target="nbd+unix:///?socket=$slowsock" cbw-buffer=256M
+}
+lat_qsdslow ()
+{
+  for q in 1 16; do
+    start_qsd slow
+    lat_run qsdslow $q
+    stop_server || die "server failed"
+  done
+}
+
+if [ "${BENCH_NO_LATENCY:-0}" != 1 ]; then
+  # The first BENCH_LAT_WRITES clusters of another seeded order.
+  /usr/bin/python3 - "$size" "$cluster" "$lat_writes" >"$tmp/lat.iolog" <<'EOF2'
+import random, sys
+size, cluster, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+offs = list(range(0, size, cluster))
+random.Random(13).shuffle(offs)
+out = ["fio version 2 iolog", "t.0.0 add", "t.0.0 open"]
+out += ["t.0.0 write %d 4096" % o for o in offs[:n]]
+print("\n".join(out))
+EOF2
+  rm -f "$slowsock"
+  nbdkit -f -U "$slowsock" --filter=delay memory "$size" delay-write=5ms \
+    >"$tmp/slow.log" 2>&1 &
+  slow_pid=$!
+  wait_socket "$slow_pid" "$slowsock" "$tmp/slow.log"
+  lconfigs=(nosnap snapfile slow slowbuf)
+  [ $use_qsd = 0 ] || lconfigs+=(qsdslow)
+  t_start=$SECONDS
+  for round in $(seq "$repeat"); do
+    n=${#lconfigs[@]}
+    for i in $(seq 0 $((n - 1))); do
+      c=${lconfigs[$(((i + round - 1) % n))]}
+      echo "latency round $round/$repeat: $c"
+      "lat_$c"
+    done
+  done
+  kill "$slow_pid"; wait "$slow_pid" 2>/dev/null || true; slow_pid=
+  echo "latency measured in $((SECONDS - t_start)) s"
+  echo
+fi
+
+# ---- snapshot-begin on a 16 TiB disk ---------------------------------
+rss_kib () { awk '/^VmRSS/ { print $2 }' "/proc/$server_pid/status"; }
+rm -f "$sock" "$ctlsock"
+TMPDIR=$tmp nbdkit -f -U "$sock" --filter="$SA" --filter="$CBW" memory 16T \
+  control="$ctlsock" >"$tmp/big.log" 2>&1 &
+server_pid=$!
+server_log=$tmp/big.log
+wait_socket "$server_pid" "$sock" "$server_log"
+for _ in $(seq 100); do [ -S "$ctlsock" ] && break; sleep 0.05; done
+rss0=$(rss_kib)
+for round in $(seq "$repeat"); do
+  t0=$(date +%s%N)
+  ctl snapshot-begin >/dev/null
+  t1=$(date +%s%N)
+  record begin16t stack "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')"
+  record begin16t-rss stack "$(awk -v a="$rss0" -v b="$(rss_kib)" 'BEGIN { printf "%.1f", (b - a) / 1024 }')"
+  ctl snapshot-end >/dev/null
+done
+stop_server || die "server failed"
+
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average at the end: $load_end"
 mkdir -p "$here/results"
@@ -430,6 +587,7 @@ fi
   --results "$results" --date "$started" --machine "$machine" \
   --versions "$versions" --size "$size" --repeat "$repeat" \
   --load "$load_start -> $load_end" \
-  --qsd-cmd "$qsd_line" --markdown "$here/results/latest.md"
+  --qsd-cmd "$qsd_line" --markdown "$here/results/latest.md" \
+  --chart "$here/results/latest.png" --lat-writes "$lat_writes"
 echo
-echo "written: $here/results/latest.md"
+echo "written: $here/results/latest.md, $here/results/latest.png"

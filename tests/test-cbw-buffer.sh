@@ -37,7 +37,7 @@ start_nbdkit "$tsock" --filter=error --filter=delay memory 8M \
   delay-write=200ms error-pwrite=EIO error-pwrite-rate=100% \
   error-pwrite-file="$tmpdir/fail"
 start_nbdkit "$sock" --filter="$SA" --filter="$CBW" file "$disk" \
-  control="$ctl" snapshot-discard=true cbw-buffer=256K \
+  control="$ctl" snapshot-discard=true cbw-buffer=1M \
   cbw-target="nbd+unix:///?socket=$tsock"
 timeout 120 /usr/bin/python3 "$abs_top_srcdir/tests/cbw_buffer.py" \
   --sock "$sock" --ctl "$ctl" --point "$tmpdir/point.img" \

@@ -4,15 +4,23 @@
  * cbw-buffer=SIZE: a layer over the target (see target.h) that lets a
  * copy's old contents wait in memory, so that a guest write need not
  * wait for a slow target.  A write is queued (its bytes copied into
- * the buffer) and returns; one writer thread writes the queue to the
- * target below in order.  When the queue holds SIZE bytes, a write
- * waits for room until its deadline: guest writes then wait for the
- * target as they do without a buffer.
+ * the buffer) and returns; writer threads write the queue to the
+ * target below.  When the queue holds SIZE bytes, a write waits for
+ * room until its deadline: guest writes then wait for the target as
+ * they do without a buffer.
+ *
+ * Writers: BUFFER_WRITERS threads write entries below in parallel (a
+ * slow NBD target answers many writes at once).  Each takes the oldest
+ * entry nobody is writing; if it overlaps an entry being written (a
+ * slot released and written again), it waits for that one, so bytes
+ * of one slot reach the target in the order they were queued.  Since
+ * entries are taken in queue order, every older entry is then already
+ * written or being written, so checking those being written suffices.
  *
  * Entries: every queued write is one entry (a write larger than SIZE
  * is queued in pieces of at most SIZE).  An entry's bytes never change
  * once queued (release may only cut bytes off its ends).  It stays in
- * the queue, and reads see it, until the writer has written it below;
+ * the queue, and reads see it, until a writer has written it below;
  * so at any time a byte of the target is either in a queued entry (the
  * newest one holding it wins) or already below.
  *
@@ -26,7 +34,7 @@
  *
  * Release drops queued entries inside the range (and cuts entries that
  * stick out of it at one end), then passes the release down.  An entry
- * the writer is writing is left alone: its write may land after the
+ * a writer is writing is left alone: its write may land after the
  * release, leaving bytes in released space, which is allowed (target-
  * ops.h: released contents are unspecified) and costs space only until
  * the slot is written again.  A later write to a reused slot is queued
@@ -42,7 +50,8 @@
  * state).  It is never held across I/O, and never taken with
  * state_lock held (the writer calls snapshot_target_lost without it).
  * Invariants: used == the sum of the queued entries' counts <= size;
- * the entry being written (writing) is the queue's head.
+ * an entry being written has writing set and stays queued, unchanged,
+ * until its writer takes it out.
  */
 
 #include <config.h>
@@ -63,8 +72,12 @@
 #include "snapshot.h"
 #include "target-ops.h"
 
+/* Threads writing the queue below. */
+#define BUFFER_WRITERS 8
+
 struct entry {
   struct entry *next;
+  bool writing;                 /* a writer is writing it below */
   uint64_t offset;
   uint32_t count;
   char *data;                   /* count bytes at data (+ cut bytes) */
@@ -77,16 +90,16 @@ struct buffer_target {
 
   pthread_mutex_t lock;
   pthread_cond_t room;          /* used went down, or the writer stopped */
-  pthread_cond_t work;          /* something queued, or stop */
+  pthread_cond_t work;          /* something queued or written, or stop */
   struct entry *head, *tail;    /* the queue, oldest first */
-  bool writing;                 /* the writer is writing head below */
   uint64_t used;                /* bytes queued */
   uint64_t flushed_bytes;       /* bytes written below (lifetime) */
   uint64_t waits;               /* writes that waited for room */
   uint64_t lost_bytes;          /* background writes that failed */
-  bool running;                 /* the writer thread exists */
-  bool stop;                    /* the writer should exit */
-  pthread_t writer;
+  unsigned running;              /* writer threads that exist */
+  bool stop;                    /* the writers should exit */
+  pthread_t writer[BUFFER_WRITERS];
+  unsigned nwriters;            /* started by begin */
 };
 
 static const struct target_ops buffer_ops;
@@ -98,20 +111,56 @@ entry_free (struct entry *e)
   free (e);
 }
 
-/* Drop every queued entry but one being written.  Caller holds lock. */
+/* Take e out of the queue.  Caller holds lock. */
+static void
+unlink_entry (struct buffer_target *bt, struct entry *e)
+{
+  struct entry **p = &bt->head, *prev = NULL;
+
+  while (*p != e) {
+    prev = *p;
+    p = &(*p)->next;
+  }
+  *p = e->next;
+  if (bt->tail == e)
+    bt->tail = prev;
+  bt->used -= e->count;
+}
+
+/* Drop every queued entry but those being written.  Caller holds lock. */
 static void
 discard_queued (struct buffer_target *bt)
 {
-  struct entry **p = bt->writing ? &bt->head->next : &bt->head;
-  struct entry *e;
+  struct entry *e, *next;
 
-  while ((e = *p) != NULL) {
-    *p = e->next;
-    bt->used -= e->count;
-    entry_free (e);
+  for (e = bt->head; e; e = next) {
+    next = e->next;
+    if (!e->writing) {
+      unlink_entry (bt, e);
+      entry_free (e);
+    }
   }
-  bt->tail = bt->writing ? bt->head : NULL;
   pthread_cond_broadcast (&bt->room);
+}
+
+/* The oldest entry nobody writes, if it may be written now (it
+ * overlaps no entry being written); else NULL.  *any: there is an
+ * entry nobody writes.  Caller holds lock.
+ */
+static struct entry *
+next_to_write (struct buffer_target *bt, bool *any)
+{
+  struct entry *e, *w;
+
+  for (e = bt->head; e && e->writing; e = e->next)
+    ;
+  *any = e != NULL;
+  if (e == NULL)
+    return NULL;
+  for (w = bt->head; w != e; w = w->next)
+    if (w->offset < e->offset + e->count && e->offset < w->offset + w->count)
+      return NULL;
+  return e;
 }
 
 static void *
@@ -121,16 +170,16 @@ writer_main (void *arg)
   struct target *below = bt->t.below;
   struct timespec ts, *dl;
   struct entry *e;
+  bool any;
   int err = 0, r;
 
   pthread_mutex_lock (&bt->lock);
   for (;;) {
-    while (bt->head == NULL && !bt->stop)
+    while ((e = next_to_write (bt, &any)) == NULL && !(bt->stop && !any))
       pthread_cond_wait (&bt->work, &bt->lock);
-    if (bt->head == NULL)
-      break;                    /* stop, and nothing left */
-    e = bt->head;
-    bt->writing = true;
+    if (e == NULL)
+      break;                    /* stop, and nothing left to take */
+    e->writing = true;
     pthread_mutex_unlock (&bt->lock);
 
     dl = NULL;
@@ -149,40 +198,38 @@ writer_main (void *arg)
     }
 
     pthread_mutex_lock (&bt->lock);
-    bt->writing = false;
-    bt->head = e->next;
-    if (bt->head == NULL)
-      bt->tail = NULL;
-    bt->used -= e->count;
+    unlink_entry (bt, e);
     if (r == -1)
       bt->lost_bytes += e->count;
     else
       bt->flushed_bytes += e->count;
     entry_free (e);
     pthread_cond_broadcast (&bt->room);
+    pthread_cond_broadcast (&bt->work);   /* a waiting overlap may go */
   }
-  bt->running = false;
+  bt->running--;
   pthread_cond_broadcast (&bt->room);
   pthread_mutex_unlock (&bt->lock);
   return NULL;
 }
 
-/* Stop the writer: queued entries are dropped (the target is being
- * emptied), the one being written finishes.
+/* Stop the writers: queued entries are dropped (the target is being
+ * emptied), those being written finish.
  */
 static void
 writer_stop (struct buffer_target *bt)
 {
-  bool running;
+  unsigned i, n;
 
   pthread_mutex_lock (&bt->lock);
-  running = bt->running;
+  n = bt->nwriters;
+  bt->nwriters = 0;
   discard_queued (bt);
   bt->stop = true;
-  pthread_cond_signal (&bt->work);
+  pthread_cond_broadcast (&bt->work);
   pthread_mutex_unlock (&bt->lock);
-  if (running)
-    pthread_join (bt->writer, NULL);
+  for (i = 0; i < n; i++)
+    pthread_join (bt->writer[i], NULL);
 }
 
 static void
@@ -210,16 +257,22 @@ buffer_begin (struct target *t, uint64_t size,
               const struct timespec *deadline, char **errmsg)
 {
   struct buffer_target *bt = (struct buffer_target *) t;
-  int e;
+  int e = 0;
 
   if (t->below->ops->begin (t->below, size, deadline, errmsg) == -1)
     return -1;
   pthread_mutex_lock (&bt->lock);
   bt->stop = false;
-  e = pthread_create (&bt->writer, NULL, writer_main, bt);
-  bt->running = e == 0;
+  while (e == 0 && bt->nwriters < BUFFER_WRITERS) {
+    e = pthread_create (&bt->writer[bt->nwriters], NULL, writer_main, bt);
+    if (e == 0) {
+      bt->nwriters++;
+      bt->running++;
+    }
+  }
   pthread_mutex_unlock (&bt->lock);
   if (e != 0) {
+    writer_stop (bt);
     t->below->ops->end (t->below, deadline);
     if (asprintf (errmsg, "cbw-buffer: cannot start the writer thread: %s",
                   strerror (e)) == -1)
@@ -265,6 +318,7 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
     memcpy (e->alloc, buf, n);
     e->data = e->alloc;
     e->offset = offset;
+    e->writing = false;
     e->count = n;
     e->next = NULL;
 
@@ -379,22 +433,24 @@ buffer_release (struct target *t, uint64_t offset, uint64_t count,
   uint64_t e_end, cut;
 
   pthread_mutex_lock (&bt->lock);
-  p = bt->writing ? &bt->head->next : &bt->head;
-  bt->tail = bt->writing ? bt->head : NULL;
+  p = &bt->head;
+  bt->tail = NULL;
   while ((e = *p) != NULL) {
     e_end = e->offset + e->count;
-    if (e->offset >= offset && e_end <= end) {
+    if (e->writing || e_end <= offset || e->offset >= end)
+      ;                         /* untouched */
+    else if (e->offset >= offset && e_end <= end) {
       *p = e->next;             /* inside: drop it */
       bt->used -= e->count;
       entry_free (e);
       continue;
     }
-    if (e->offset < offset && e_end > offset && e_end <= end) {
+    else if (e->offset < offset && e_end <= end) {
       cut = e_end - offset;     /* its tail is released */
       e->count -= cut;
       bt->used -= cut;
     }
-    else if (e->offset >= offset && e->offset < end && e_end > end) {
+    else if (e->offset >= offset && e_end > end) {
       cut = end - e->offset;    /* its head is released */
       e->data += cut;
       e->offset += cut;
