@@ -59,6 +59,12 @@ struct file_target {
    */
   int lock_fd;
 
+  /* A second descriptor of the same file opened O_DIRECT for large
+   * copies, or -1 (not wanted, or the file system refuses O_DIRECT).
+   * Opened by the first begin (serialised), read-only afterwards.
+   */
+  int direct_fd;
+
   pthread_mutex_t prealloc_lock;
   struct bitmap prealloc;       /* chunk i was preallocated */
   uint8_t *hits;                /* small copies into chunk i, in units
@@ -66,6 +72,16 @@ struct file_target {
                                  * many as prealloc has bits */
   bool prealloc_off;            /* fallocate unsupported: stop trying */
 };
+
+/* Large copies (>= PREALLOC_MIN) to a regular-file target
+ * are written with O_DIRECT through a second descriptor: the profile
+ * (docs/performance.md) showed most of a sequential copy's CPU time in
+ * copying into freshly allocated page-cache pages of the target, data
+ * nobody reads soon (a backup reads it once, later).  Small copies go
+ * through the page cache, where O_DIRECT costs more than it saves.
+ * -D cbw.direct=0 turns it off.
+ */
+NBDKIT_DLL_PUBLIC int cbw_debug_direct = 1;
 
 #define PREALLOC_STEP (8 * 1024 * 1024)
 #define PREALLOC_MIN (1024 * 1024)
@@ -147,6 +163,8 @@ file_close (struct target *t)
     close (ft->fd);
   if (ft->lock_fd >= 0)
     close (ft->lock_fd);
+  if (ft->direct_fd >= 0)
+    close (ft->direct_fd);
   bitmap_free (&ft->prealloc);
   free (ft->hits);
   pthread_mutex_destroy (&ft->prealloc_lock);
@@ -164,7 +182,7 @@ target_file_open (const char *path)
   }
   ft->t.ops = &file_ops;
   ft->path = path;
-  ft->fd = ft->lock_fd = -1;
+  ft->fd = ft->lock_fd = ft->direct_fd = -1;
   pthread_mutex_init (&ft->prealloc_lock, NULL);
   if ((path ? open_path (ft) : open_temp (ft)) == -1) {
     file_close (&ft->t);
@@ -211,6 +229,18 @@ file_begin (struct target *t, uint64_t size,
       return fleece_errorf (errmsg, "cbw-target: cannot size the target "
                             "file to %" PRIu64 " bytes: %s", size,
                             strerror (errno));
+    if (cbw_debug_direct && ft->direct_fd == -1) {
+      char p[64];
+
+      snprintf (p, sizeof p, "/proc/self/fd/%d", ft->fd);
+      ft->direct_fd = open (p, O_RDWR | O_DIRECT | O_CLOEXEC);
+      if (ft->direct_fd == -1)
+        nbdkit_debug ("cbw: cannot open the target O_DIRECT (%m): every "
+                      "copy goes through the page cache");
+      else
+        nbdkit_debug ("cbw: copies of 1 MiB or more bypass the page cache "
+                      "(O_DIRECT)");
+    }
     pthread_mutex_lock (&ft->prealloc_lock);
     bitmap_free (&ft->prealloc);
     free (ft->hits);
@@ -396,9 +426,21 @@ file_write (struct target *t, const void *buf, uint32_t count,
       (count >= PREALLOC_MIN || dense (ft, offset, count)))
     preallocate (ft, offset, count);
   /* file_io does not write through buf when write is true. */
+  /* Direct when it can be (aligned); if the direct write fails for
+   * any reason, the ordinary one below says what is wrong.
+   */
+  if (ft->direct_fd >= 0 && count >= PREALLOC_MIN &&
+      offset % 4096 == 0 && count % 4096 == 0 &&
+      (uintptr_t) buf % 4096 == 0) {
+    ssize_t n = pwrite (ft->direct_fd, buf, count, offset);
+
+    if (n == (ssize_t) count)
+      goto done;
+  }
   if (file_io ((struct file_target *) t, true, (void *) buf, count, offset,
                err) == -1)
     return -1;
+ done:
   if (target_ms_left (deadline) == 0) {
     *err = ETIMEDOUT;
     return -1;
