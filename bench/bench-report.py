@@ -265,7 +265,7 @@ set terminal pngcairo size 1100,%d font ",9"
 set output "%s"
 set title "nbdkit-fleece bench: measured / target (>= 1 meets it)\\n%s"
 set style fill solid 0.6
-set yrange [-1:%d] reverse
+set yrange [%d:-1]
 set xrange [0:*]
 set ytics nomirror
 set grid x
