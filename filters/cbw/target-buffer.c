@@ -307,8 +307,11 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
     struct entry *e = malloc (sizeof *e);
     int r = 0;
 
-    if (e)
-      e->alloc = malloc (n);
+    /* Page-aligned, so that a large copy can still go to a file
+     * target with O_DIRECT (target-file.c).
+     */
+    if (e && posix_memalign ((void **) &e->alloc, 4096, n) != 0)
+      e->alloc = NULL;
     if (e == NULL || e->alloc == NULL) {
       if (e)
         free (e);
