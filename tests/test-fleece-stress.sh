@@ -9,8 +9,11 @@
 # paused at snapshot-begin (the snapshot must equal the recorded model)
 # and not paused (every 4K block must hold one generation between what
 # had completed before snapshot-begin and what had started before its
-# reply, no write half in within a cluster).  Two phases: 64K clusters,
-# then 1M clusters (many writers wait on one copy).
+# reply, no write half in within a cluster).  Three phases: 64K clusters,
+# then 1M clusters (many writers wait on one copy), then 64K clusters
+# with cbw-buffer=1M in front of an NBD target whose writes take 2 ms
+# (nbdkit's delay filter): copies wait in memory, snapshot reads are
+# served from the buffer, the buffer fills and writers wait for room.
 # About 20 s; FLEECE_STRESS_SECONDS=N runs longer, FLEECE_SEED=N|random
 # picks the seed.
 
@@ -24,17 +27,26 @@ echo "seed: $seed, duration: $seconds s"
 
 SECONDS=0
 phase=0
-for cluster in 65536 1048576; do
-  if [ $phase -eq 0 ]; then secs=$(( seconds * 2 / 3 )); else secs=$(( seconds / 3 )); fi
+for cluster in 65536 1048576 buffer; do
+  if [ $phase -eq 0 ]; then secs=$(( seconds / 2 )); else secs=$(( seconds / 4 )); fi
   [ $secs -ge 5 ] || secs=5
   disk=$tmpdir/disk$phase.img
   truncate -s 32M "$disk"
   sock=$tmpdir/nbd$phase.sock
   ctl=$tmpdir/ctl$phase.sock
-  echo "== phase $phase: cbw-cluster-size=$cluster, $secs s"
+  target=$tmpdir/fleece$phase.img
+  extra=()
+  if [ $cluster = buffer ]; then
+    cluster=65536
+    tsock=$tmpdir/target$phase.sock
+    start_nbdkit "$tsock" --filter=delay memory 64M delay-write=2ms
+    target="nbd+unix:///?socket=$tsock"
+    extra=(cbw-buffer=1M)
+  fi
+  echo "== phase $phase: cbw-cluster-size=$cluster ${extra[*]}, $secs s"
   start_nbdkit "$sock" --filter="$SA" --filter="$CBW" \
-    file "$disk" cbw-target="$tmpdir/fleece$phase.img" \
-    cbw-cluster-size=$cluster control="$ctl"
+    file "$disk" cbw-target="$target" \
+    cbw-cluster-size=$cluster control="$ctl" "${extra[@]}"
   timeout $((secs * 3 + 120)) /usr/bin/python3 \
     "$abs_top_srcdir/tests/fleece_stress.py" \
     --live "nbd+unix:///?socket=$sock" \
@@ -45,6 +57,15 @@ for cluster in 65536 1048576; do
   # nbdkit survived it all.
   nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null ||
     fail "nbdkit no longer serves after the stress run"
+  if [ ${#extra[@]} -gt 0 ]; then
+    # The buffer was really used, and filled up at least once.
+    st=$(ctl "$ctl" status)
+    echo "buffer: $(jq -c .buffer <<<"$st")"
+    jq -e '.buffer.size == 1048576 and .buffer.flushed_bytes > 0 and
+           .buffer.waits > 0 and .buffer.lost_bytes == 0' <<<"$st" \
+      >/dev/null || fail "cbw-buffer was not exercised: $st"
+    stop_nbdkit "$tsock"
+  fi
   stop_nbdkit "$sock"
   phase=$((phase + 1))
 done

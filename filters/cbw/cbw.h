@@ -31,6 +31,7 @@ struct cbw_config {
   enum cbw_on_error on_error;
   uint64_t timeout;             /* seconds, 0 = none */
   uint64_t target_limit;        /* bytes all snapshots may hold, 0 = none */
+  uint64_t buffer;              /* cbw-buffer bytes, 0 = off */
 };
 
 extern struct cbw_config cbw_config;
@@ -50,6 +51,8 @@ extern const char *cbw_target_kind_name (enum cbw_target_kind k);
   "cbw-timeout=SECONDS        Longest a copy may take (default 0: none).\n" \
   "cbw-target-limit=SIZE      Most bytes the snapshots may hold in the\n" \
   "                           target (default: no limit).\n"          \
+  "cbw-buffer=SIZE            Memory for copies on their way to the\n" \
+  "                           target (default 0: none).\n"            \
   "control=SOCKET             Control socket for the whole stack."
 
 #endif /* FLEECE_CBW_H */

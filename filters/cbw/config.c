@@ -2,7 +2,7 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * The cbw filter's parameters: cbw-target, cbw-cluster-size,
- * cbw-on-error, cbw-timeout.
+ * cbw-on-error, cbw-timeout, cbw-target-limit, cbw-buffer.
  */
 
 #include <config.h>
@@ -31,6 +31,7 @@ struct cbw_config cbw_config = {
 };
 
 static bool cluster_size_set, on_error_set, timeout_set, limit_set;
+static bool buffer_set;
 
 const char *
 cbw_on_error_name (enum cbw_on_error e)
@@ -156,10 +157,23 @@ cbw_config_key (const char *key, const char *value)
     cbw_config.target_limit = v;
     return 1;
   }
+  if (strcmp (key, "cbw-buffer") == 0) {
+    const char *why;
+
+    if (config_once (key, &buffer_set) == -1)
+      return -1;
+    if (fleece_parse_size (value, &v, &why) == -1) {
+      nbdkit_error ("%s=%s: %s; expected a size such as 256M (0 for no "
+                    "buffer)", key, value, why);
+      return -1;
+    }
+    cbw_config.buffer = v;
+    return 1;
+  }
   if (fleece_filter_row (FLEECE_CBW)->owns_param (key)) {
     nbdkit_error ("%s: unknown cbw parameter; the cbw filter takes "
                   "cbw-target, cbw-cluster-size, cbw-on-error, "
-                  "cbw-timeout and cbw-target-limit", key);
+                  "cbw-timeout, cbw-target-limit and cbw-buffer", key);
     return -1;
   }
   return 0;
@@ -201,6 +215,25 @@ cbw_config_check (void)
                   "(cbw-cluster-size=%" PRIu32 ")", cbw_config.target_limit,
                   cbw_config.cluster_size);
     return -1;
+  }
+  if (cbw_config.buffer) {
+    long pages = sysconf (_SC_PHYS_PAGES), psize = sysconf (_SC_PAGESIZE);
+    uint64_t half = pages > 0 && psize > 0
+      ? (uint64_t) pages * psize / 2 : UINT64_MAX;
+
+    if (cbw_config.buffer < cbw_config.cluster_size) {
+      nbdkit_error ("cbw-buffer=%" PRIu64 ": smaller than one cluster "
+                    "(cbw-cluster-size=%" PRIu32 "); give at least that, "
+                    "or 0 for no buffer", cbw_config.buffer,
+                    cbw_config.cluster_size);
+      return -1;
+    }
+    if (cbw_config.buffer > half) {
+      nbdkit_error ("cbw-buffer=%" PRIu64 ": more than half of this "
+                    "machine's memory (%" PRIu64 " bytes); give a smaller "
+                    "size", cbw_config.buffer, half);
+      return -1;
+    }
   }
   if (cbw_config.target_kind == CBW_TARGET_FILE)
     return check_file_target (cbw_config.target);

@@ -28,6 +28,69 @@ extern int cbw_debug_copy;
 /* Largest piece copied in one go. */
 #define COPY_CHUNK (4 * 1024 * 1024)
 
+/* Each nbdkit worker thread keeps one page-aligned copy buffer, grown
+ * to the largest copy it made, freed when the thread exits: no
+ * malloc/free per copy.  (The profile, docs/performance.md, showed
+ * glibc serving the per-copy malloc from the heap after the first few,
+ * so this saves little; it keeps the path free of allocator locks and
+ * of the mmap/munmap a large first copy costs.)  Thread-local, so no
+ * lock.
+ */
+static pthread_key_t copybuf_key;
+static pthread_once_t copybuf_once = PTHREAD_ONCE_INIT;
+
+struct copybuf {
+  void *p;
+  size_t cap;
+};
+
+static void
+copybuf_free (void *v)
+{
+  struct copybuf *b = v;
+
+  free (b->p);
+  free (b);
+}
+
+static void
+copybuf_init (void)
+{
+  if (pthread_key_create (&copybuf_key, copybuf_free) != 0)
+    abort ();
+}
+
+/* A buffer of at least len bytes for this thread, or NULL (errno). */
+static void *
+copybuf_get (size_t len)
+{
+  struct copybuf *b;
+  void *p;
+  int e;
+
+  pthread_once (&copybuf_once, copybuf_init);
+  b = pthread_getspecific (copybuf_key);
+  if (b == NULL) {
+    b = calloc (1, sizeof *b);
+    if (b == NULL || pthread_setspecific (copybuf_key, b) != 0) {
+      free (b);
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  if (b->cap < len) {
+    e = posix_memalign (&p, 4096, len);
+    if (e != 0) {
+      errno = e;
+      return NULL;
+    }
+    free (b->p);
+    b->p = p;
+    b->cap = len;
+  }
+  return b->p;
+}
+
 /* Which snapshots still need cluster c: a bit per index in snaps[].
  * Caller holds state_lock.
  */
@@ -154,7 +217,7 @@ copy_clusters (nbdkit_next *next, unsigned mask, uint64_t c, uint64_t n,
         break_shrunk (snaps[i], size);
     return 1;
   }
-  buf = malloc (len);
+  buf = copybuf_get (len);
   if (buf == NULL) {
     *err = errno;
     return -1;
@@ -165,6 +228,11 @@ copy_clusters (nbdkit_next *next, unsigned mask, uint64_t c, uint64_t n,
     goto out;
 
   pthread_mutex_lock (&state_lock);
+  if (store_lost_take (slot, slot + n, err)) {
+    /* cbw-buffer's writer already failed to write it (target-buffer.c). */
+    pthread_mutex_unlock (&state_lock);
+    goto out;
+  }
   r = record_copy (mask, c, n, slot);
   pthread_mutex_unlock (&state_lock);
   if (r == -1) {
@@ -176,7 +244,6 @@ copy_clusters (nbdkit_next *next, unsigned mask, uint64_t c, uint64_t n,
                   PRIu64 " for %u snapshot(s)", len, offset, slot,
                   (unsigned) __builtin_popcount (mask));
  out:
-  free (buf);
   return r;
 }
 
@@ -364,4 +431,58 @@ void
 snapshot_after_write (void)
 {
   pthread_rwlock_unlock (&snap_gate);
+}
+
+/* Does s hold a copy in slots [lo, hi)?  Caller holds state_lock. */
+static bool
+holds_slots (const struct snapshot *s, uint64_t lo, uint64_t hi)
+{
+  uint64_t c;
+
+  /* Identity slots: slot c holds cluster c unless c was moved. */
+  for (c = lo < s->nclusters ? bitmap_next_set (&s->copied, lo)
+         : s->nclusters;
+       c < hi && c < s->nclusters;
+       c = bitmap_next_set (&s->copied, c + 1))
+    if (!is_moved (s, c))
+      return true;
+  return s->moved.nbits != 0 && slotmap_any_in (&s->slots, lo, hi);
+}
+
+void
+snapshot_target_lost (uint64_t offset, uint64_t count, int err)
+{
+  const uint64_t lo = offset / cs ();
+  const uint64_t hi = (offset + count + cs () - 1) / cs ();
+  unsigned i;
+  char *why;
+  bool held = false, any = false;
+
+  pthread_mutex_lock (&state_lock);
+  for (i = 0; i < SNAP_MAX; i++) {
+    struct snapshot *s = snaps[i];
+
+    if (s == NULL)
+      continue;
+    any = true;
+    if (!holds_slots (s, lo, hi))
+      continue;
+    held = true;
+    if (s->broken)
+      continue;
+    set_last_error (s, "writing buffered copies to the target", offset, err);
+    s->copy_errors++;
+    if (asprintf (&why, "writing buffered copies (cbw-buffer) to the "
+                  "fleecing target at %" PRIu64 " failed after the guest "
+                  "writes completed: %s", offset, strerror (err)) == -1)
+      why = NULL;
+    break_locked (s, why);
+  }
+  /* Not recorded yet: the copy that queued it is still on its way and
+   * fails when it records (or the slot was released: nothing to do,
+   * and the next reservation of the slot forgets it).
+   */
+  if (!held && any && store_lost_add (lo, hi, err) == -1)
+    nbdkit_error ("cbw-buffer: out of memory recording a lost write");
+  pthread_mutex_unlock (&state_lock);
 }

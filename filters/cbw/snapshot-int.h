@@ -30,7 +30,11 @@
  *   snapshot_end hold it for writing, so they wait for requests in
  *   flight and no request straddles a snapshot point.  Only the control
  *   thread changes snaps[], so the control thread may read it without
- *   the gate.
+ *   the gate.  The control thread also changes snaps[] only under
+ *   state_lock, and frees a snapshot only after taking it out, so a
+ *   thread holding state_lock alone may use snaps[] (the cbw-buffer
+ *   writer does, in snapshot_target_lost: it cannot take the gate,
+ *   which snapshot_end holds while it waits for that thread).
  *
  * ranges (range lock over disk bytes, cluster aligned).  Invariants:
  *   - a need bit goes from 1 to 0 only under an EXCLUSIVE hold of the

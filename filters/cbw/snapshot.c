@@ -75,8 +75,13 @@ snapshot_cleanup (void)
   unsigned i;
 
   for (i = 0; i < SNAP_MAX; i++) {
-    snapshot_free (snaps[i]);
+    struct snapshot *s;
+
+    pthread_mutex_lock (&state_lock);
+    s = snaps[i];
     snaps[i] = NULL;
+    pthread_mutex_unlock (&state_lock);
+    snapshot_free (s);
   }
   nsnaps = 0;
   store_end ();
@@ -316,7 +321,9 @@ snapshot_begin (const char *name, const char *checkpoint, const char *since,
   s->started = time (NULL);
   /* Count before publishing: from then on writers clear bits. */
   needed = bitmap_count (&s->need);
+  pthread_mutex_lock (&state_lock);
   snaps[slot] = s;
+  pthread_mutex_unlock (&state_lock);
   nsnaps++;
   pthread_rwlock_unlock (&snap_gate);
 
@@ -357,9 +364,11 @@ snapshot_end (const char *name, struct jbuf *reply, char **errmsg)
    */
   if (nsnaps > 1)
     snapshot_drop_range (s, 0, s->nclusters, NULL);
+  pthread_mutex_lock (&state_lock);
   for (i = 0; i < SNAP_MAX; i++)
     if (snaps[i] == s)
       snaps[i] = NULL;
+  pthread_mutex_unlock (&state_lock);
   nsnaps--;
   target_last ();
   pthread_rwlock_unlock (&snap_gate);
@@ -457,6 +466,10 @@ snapshot_status (struct jbuf *reply)
     jbuf_u64 (reply, cbw_config.target_limit);
   else
     jbuf_raw (reply, "null");
+  jbuf_raw (reply, "}");
+  jbuf_key (reply, "buffer");
+  jbuf_raw (reply, "{");
+  target_status (reply);
   jbuf_raw (reply, "}");
   pthread_rwlock_unlock (&snap_gate);
   quiesce_status (reply);

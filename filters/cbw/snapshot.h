@@ -70,4 +70,12 @@ extern char **snapshot_delta_names (uint64_t id);
  */
 extern void snapshot_saw_size (int64_t size);
 
+/* cbw-buffer: a background write of target bytes [offset,
+ * offset+count) failed with err after the guest writes that queued
+ * them completed.  Every snapshot holding a copy in that range breaks
+ * (whatever cbw-on-error says: the guest writes cannot fail any more).
+ * Called by the buffer's writer thread holding no lock.
+ */
+extern void snapshot_target_lost (uint64_t offset, uint64_t count, int err);
+
 #endif /* FLEECE_CBW_SNAPSHOT_H */

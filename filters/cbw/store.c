@@ -26,6 +26,11 @@ static uint64_t *free_over;     /* overflow slots given back */
 static size_t nfree, free_cap;
 static uint64_t slots_used;
 
+/* Lost background writes not yet claimed by their copy (store.h). */
+struct lost { uint64_t lo, hi; int err; };
+static struct lost *lost;
+static size_t nlost;
+
 /*----------------------------------------------------------------------
  * slotmap: open addressing, linear probing, tombstones.
  */
@@ -136,6 +141,18 @@ slotmap_del (struct slotmap *m, uint64_t cluster)
   }
 }
 
+bool
+slotmap_any_in (const struct slotmap *m, uint64_t lo, uint64_t hi)
+{
+  uint64_t j;
+
+  for (j = 0; j < m->cap; j++)
+    if (m->keys[j] != 0 && m->keys[j] != GONE &&
+        m->vals[j] >= lo && m->vals[j] < hi)
+      return true;
+  return false;
+}
+
 /*----------------------------------------------------------------------
  * Slots.
  */
@@ -157,6 +174,9 @@ store_end (void)
   bitmap_free (&ident_used);
   free (free_over);
   free_over = NULL;
+  free (lost);
+  lost = NULL;
+  nlost = 0;
   nfree = free_cap = 0;
   slots_used = 0;
   base = next_over = 0;
@@ -193,6 +213,8 @@ store_reserve (uint64_t c, uint64_t *n, uint64_t *slot, int *err)
     bitmap_set_range (&ident_used, c, *n);
     *slot = c;
     slots_used += *n;
+    if (nlost)
+      store_lost_take (c, c + *n, NULL);
     return 0;
   }
   *n = 1;
@@ -205,6 +227,8 @@ store_reserve (uint64_t c, uint64_t *n, uint64_t *slot, int *err)
     return -1;
   }
   slots_used++;
+  if (nlost)
+    store_lost_take (*slot, *slot + 1, NULL);
   return 0;
 }
 
@@ -231,6 +255,37 @@ store_unreserve (uint64_t c, uint64_t n, uint64_t slot)
   if (nfree < free_cap)
     free_over[nfree++] = slot;
   slots_used--;
+}
+
+int
+store_lost_add (uint64_t lo, uint64_t hi, int err)
+{
+  struct lost *l = realloc (lost, (nlost + 1) * sizeof *l);
+
+  if (l == NULL)
+    return -1;
+  lost = l;
+  lost[nlost++] = (struct lost) { lo, hi, err };
+  return 0;
+}
+
+bool
+store_lost_take (uint64_t lo, uint64_t hi, int *err)
+{
+  bool found = false;
+  size_t i = 0;
+
+  while (i < nlost) {
+    if (lost[i].lo < hi && lo < lost[i].hi) {
+      found = true;
+      if (err)
+        *err = lost[i].err;
+      lost[i] = lost[--nlost];
+    }
+    else
+      i++;
+  }
+  return found;
 }
 
 bool

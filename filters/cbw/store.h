@@ -36,6 +36,9 @@ extern int slotmap_put (struct slotmap *m, uint64_t cluster, uint64_t slot);
 extern bool slotmap_get (const struct slotmap *m, uint64_t cluster,
                          uint64_t *slot);
 extern void slotmap_del (struct slotmap *m, uint64_t cluster);
+/* Does m map some cluster to a slot in [lo, hi)?  Scans the map. */
+extern bool slotmap_any_in (const struct slotmap *m, uint64_t lo,
+                            uint64_t hi);
 
 /* The first snapshot begins (target_begin is done by the caller):
  * identity slots exist for clusters below nclusters, and the target
@@ -54,6 +57,15 @@ extern int store_reserve (uint64_t c, uint64_t *n, uint64_t *slot,
                           int *err);
 /* Give back reserved or used slots [slot, slot+n) for clusters from c. */
 extern void store_unreserve (uint64_t c, uint64_t n, uint64_t slot);
+
+/* cbw-buffer lost the background write of slots [lo, hi) before the
+ * copy that wrote them was recorded: remember it, so that the copy
+ * fails when it records (store_lost_take).  store_reserve forgets
+ * losses in the slots it hands out (they were of an older write).
+ */
+extern int store_lost_add (uint64_t lo, uint64_t hi, int err);
+/* Was a write to slots [lo, hi) lost?  Forgets it; *err gets why. */
+extern bool store_lost_take (uint64_t lo, uint64_t hi, int *err);
 
 /* Is identity slot c in use? */
 extern bool store_identity_used (uint64_t c);

@@ -26,8 +26,13 @@
 #include "errors.h"
 #include "target-ops.h"
 
-/* A small pool of handles, so that copies run in parallel. */
-#define POOL_SIZE 4
+/* A pool of handles, so that copies run in parallel: as many as
+ * nbdkit's default worker threads per connection (16), since each
+ * handle carries one command at a time.  With 4, sixteen guest writes
+ * in flight that each need a copy queued behind four 5 ms target
+ * writes (docs/performance.md).  Handles connect on first use.
+ */
+#define POOL_SIZE 16
 
 /* Lock: lock protects the slots' busy flags.
  * Invariants: a busy slot's handle belongs to the thread that took it

@@ -30,6 +30,7 @@
 #include <time.h>
 
 struct target;
+struct jbuf;
 
 struct target_ops {
   const char *name;             /* "file", "nbd", ... for debug messages */
@@ -64,6 +65,9 @@ struct target_ops {
    */
   int (*release) (struct target *t, uint64_t offset, uint64_t count,
                   const struct timespec *deadline, int *err);
+
+  /* The members of the "buffer" status object.  NULL in a backend. */
+  void (*status) (struct target *t, struct jbuf *reply);
 };
 
 /* Backends and layers embed this as their first member. */
@@ -82,6 +86,12 @@ extern struct target *target_file_open (const char *path);
  * after nbdkit_error.
  */
 extern struct target *target_nbd_open (const char *uri);
+
+/* cbw-buffer=SIZE over below (target-buffer.c), which it owns from
+ * now on (also on failure).  Returns NULL after nbdkit_error.
+ */
+extern struct target *target_buffer_open (struct target *below,
+                                          uint64_t size);
 
 /* Milliseconds until deadline: -1 if deadline is NULL, 0 if it has
  * passed, else at least 1 (at most INT32_MAX).

@@ -16,6 +16,7 @@
 #include <nbdkit-filter.h>
 
 #include "cbw.h"
+#include "json.h"
 #include "target.h"
 #include "target-ops.h"
 
@@ -66,6 +67,8 @@ target_open (void)
   case CBW_TARGET_FILE: top = target_file_open (cbw_config.target); break;
   case CBW_TARGET_NBD: top = target_nbd_open (cbw_config.target); break;
   }
+  if (top && cbw_config.buffer)
+    top = target_buffer_open (top, cbw_config.buffer);
   if (top == NULL)
     return -1;
   nbdkit_debug ("cbw: %s target ready", top->ops->name);
@@ -135,4 +138,15 @@ target_release (uint64_t offset, uint64_t count)
                          &err) == -1)
     nbdkit_debug ("cbw: releasing target space at %" PRIu64 ": %s",
                   offset, strerror (err));
+}
+
+void
+target_status (struct jbuf *reply)
+{
+  if (top && top->ops->status)
+    top->ops->status (top, reply);
+  else {
+    jbuf_key (reply, "size");
+    jbuf_u64 (reply, 0);
+  }
 }

@@ -13,23 +13,24 @@
  *      target.c     the wrappers below; owns the top of the stack and
  *        |          the one cbw-timeout rule (every operation but a
  *        v          copy's write is bounded by now + cbw-timeout)
- *   [ layers ]      none today; each holds `below`, the target under it
+ *   [ layers ]      target-buffer.c (cbw-buffer=SIZE) or none; a layer
+ *        |          holds `below`, the target under it
  *        |
  *        v
  *   target-file.c   temporary or named file, or block device
  *   target-nbd.c    NBD server through a pool of libnbd handles
  *
- * How the cbw-buffer layer (issue 13) will plug in: target-buffer.c
- * defines a third `struct target_ops` and a constructor taking the
- * backend it stacks on; target_open makes it the top when cbw-buffer=
- * is set.  Its write stores the cluster in memory (or, when the buffer
- * is full, waits for room until the write's deadline, which is
- * "guest writes wait for the target as without it") and a writer
+ * The cbw-buffer layer (target-buffer.c) defines a third `struct
+ * target_ops` over the backend; target_open makes it the top when
+ * cbw-buffer= is set.  Its write stores the copy in memory (or, when
+ * the buffer is full, waits for room until the write's deadline, which
+ * is "guest writes wait for the target as without it") and a writer
  * thread calls below->ops->write; its read serves buffered bytes and
  * passes the rest to below; release and end drop buffered clusters
- * before passing down; begin starts the writer, end drains or discards
- * it.  Status keys of buffer use come through a status op added then.
- * The snapshot engine sees no difference.
+ * before passing down; begin starts the writer, end discards the queue
+ * and stops it.  Its status op gives the "buffer" status keys.  The
+ * snapshot engine sees no difference, except that a background write
+ * that fails calls snapshot_target_lost.
  *
  * Several snapshots sharing one target (issue 12) need space allocated
  * per shared copy instead of "cluster N at offset N": that is another
@@ -80,5 +81,11 @@ extern int target_read (void *buf, uint32_t count, uint64_t offset,
                         int *err);
 /* Give back the space of [offset, offset+count); best effort. */
 extern void target_release (uint64_t offset, uint64_t count);
+
+struct jbuf;
+/* The members of status's "buffer" object (cbw-buffer use); size 0
+ * and nothing else without cbw-buffer.
+ */
+extern void target_status (struct jbuf *reply);
 
 #endif /* FLEECE_CBW_TARGET_H */
