@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
 #include "size.h"
@@ -83,7 +83,7 @@ patch64 (struct out *o, size_t at, uint64_t v)
  * format); the filter writes version 3.
  */
 static unsigned char *
-encode_v2 (const struct bmfile *f, const struct bitmap *const *bitmaps,
+encode_v2 (const struct bmfile *f, const struct bitset *const *bitmaps,
            size_t *len)
 {
   struct out o = { NULL, 0, 0, false };
@@ -103,7 +103,7 @@ encode_v2 (const struct bmfile *f, const struct bitmap *const *bitmaps,
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
     size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
-    size_t blen = bitmap_serialized_size (bitmaps[i]);
+    size_t blen = bitset_serialized_size (bitmaps[i]);
     unsigned char *bits;
 
     nlen = strlen (c->name);
@@ -117,7 +117,7 @@ encode_v2 (const struct bmfile *f, const struct bitmap *const *bitmaps,
     put64 (&o, blen);
     bits = reserve (&o, blen);
     if (bits)
-      bitmap_serialize (bitmaps[i], bits);
+      bitset_serialize (bitmaps[i], bits);
   }
   if (!o.failed)
     put32 (&o, fleece_crc32 (0, o.p, o.len));
@@ -136,7 +136,7 @@ encode_v2 (const struct bmfile *f, const struct bitmap *const *bitmaps,
  */
 unsigned char *
 bmfile_encode_live (const struct bmfile *f,
-                    const struct bitmap *const *bitmaps, size_t *len,
+                    const struct bitset *const *bitmaps, size_t *len,
                     uint64_t *live_offset)
 {
   struct out o = { NULL, 0, 0, false };
@@ -170,7 +170,7 @@ bmfile_encode_live (const struct bmfile *f,
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
     size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
-    size_t blen = bitmap_serialized_size (bitmaps[i]);
+    size_t blen = bitset_serialized_size (bitmaps[i]);
     unsigned char *bits;
 
     nlen = strlen (c->name);
@@ -189,7 +189,7 @@ bmfile_encode_live (const struct bmfile *f,
     put64 (&o, blen);
     bits = reserve (&o, blen);
     if (bits)
-      bitmap_serialize (bitmaps[i], bits);
+      bitset_serialize (bitmaps[i], bits);
   }
   meta_len = o.len + 4;
   if (f->n > 0)
@@ -207,7 +207,7 @@ bmfile_encode_live (const struct bmfile *f,
       memset (pad, 0, live - meta_len);
     bits = reserve (&o, live_len);
     if (bits)
-      bitmap_serialize (bitmaps[f->n - 1], bits);
+      bitset_serialize (bitmaps[f->n - 1], bits);
   }
   if (o.failed) {
     free (o.p);
@@ -221,7 +221,7 @@ bmfile_encode_live (const struct bmfile *f,
 }
 
 unsigned char *
-bmfile_encode (const struct bmfile *f, const struct bitmap *const *bitmaps,
+bmfile_encode (const struct bmfile *f, const struct bitset *const *bitmaps,
                size_t *len)
 {
   return bmfile_encode_live (f, bitmaps, len, NULL);

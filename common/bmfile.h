@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "size.h"
 
 #define BMFILE_MAGIC "FLEECEBM"
@@ -76,14 +76,14 @@ struct bmfile {
  * malloc'd buffer (*len bytes).  NULL with errno on failure.
  */
 extern unsigned char *bmfile_encode (const struct bmfile *f,
-                                     const struct bitmap *const *bitmaps,
+                                     const struct bitset *const *bitmaps,
                                      size_t *len);
 /* The same, also saying where the live region is (*live_offset, 0 if
  * there are no checkpoints); its length is the newest bitmap's
- * bitmap_serialized_size.
+ * bitset_serialized_size.
  */
 extern unsigned char *bmfile_encode_live (const struct bmfile *f,
-                                          const struct bitmap *const *bitmaps,
+                                          const struct bitset *const *bitmaps,
                                           size_t *len,
                                           uint64_t *live_offset);
 

@@ -8,7 +8,7 @@
  * stable storage before the I/O they describe (the stream filter's
  * populated-cluster map).
  *
- * The region holds the bits serialised as in bitmap_serialize (bit i
+ * The region holds the bits serialised as in bitset_serialize (bit i
  * is bit i % 8 of byte i / 8).  Within an era (one file region, from
  * durable_bits_attach or durable_bits_switch_end to the next switch)
  * bits only ever go from 0 to 1, and the region is written a page

@@ -139,7 +139,7 @@ struct fleece_snapshot_info {
   char since[FLEECE_NAME_BUF];      /* begun with since=, or "" */
 };
 
-struct bitmap;
+struct bitset;
 
 struct fleece_cbw_api {
   struct fleece_filter_api base;
@@ -174,7 +174,7 @@ struct fleece_cbw_api {
    * Returns 0, or -1 with *errmsg saying why it cannot be served.
    */
   int (*snapshot_changed_since) (uint64_t id, const char *name,
-                                 uint32_t unit, struct bitmap *out,
+                                 uint32_t unit, struct bitset *out,
                                  char **errmsg);
   /* Checkpoints whose delta view snapshot id can serve, oldest first:
    * a NULL-terminated malloc'd array of malloc'd strings, or NULL.
@@ -234,7 +234,7 @@ struct fleece_db_api {
    * (unknown, began later, not preserved with since=, inconsistent).
    */
   int (*changed_since) (const struct fleece_frozen *f, const char *name,
-                        uint32_t unit, struct bitmap *out, char **errmsg);
+                        uint32_t unit, struct bitset *out, char **errmsg);
   /* Names changed_since would serve from f, oldest first, as
    * snapshot_delta_names.
    */

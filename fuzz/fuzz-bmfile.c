@@ -14,7 +14,7 @@
  *   names, bits pointing inside the buffer in order;
  * - each checkpoint's bits are loaded the way the filter loads them
  *   (a bitmap of ceil(disk_size / granularity) bits, when bits_len
- *   matches that and is at most 1 MiB): bitmap_deserialize must
+ *   matches that and is at most 1 MiB): bitset_deserialize must
  *   accept exactly the inputs whose padding bits are zero, and
  *   serialising back must give the same bytes and the same bit count;
  * - versions 1, 2 and 3 decode; the disk id (version 2 on) and reasons
@@ -41,7 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
 #include "size.h"
@@ -93,7 +93,7 @@ popcount_bytes (const unsigned char *p, size_t n)
 static void
 check_header_sized (const struct bmfile *f, const struct bmfile_checkpoint *c)
 {
-  struct bitmap bm;
+  struct bitset bm;
   uint64_t granules;
   unsigned char *out;
   bool padding_clear;
@@ -106,40 +106,40 @@ check_header_sized (const struct bmfile *f, const struct bmfile_checkpoint *c)
       c->bits_len > MAX_BITS_BYTES)
     return;
 
-  CHECK (bitmap_init (&bm, granules) == 0);
-  CHECK (bitmap_serialized_size (&bm) == c->bits_len);
+  CHECK (bitset_init (&bm, granules) == 0);
+  CHECK (bitset_serialized_size (&bm) == c->bits_len);
   padding_clear = granules % 8 == 0 ||
     (c->bits[c->bits_len - 1] >> (granules % 8)) == 0;
-  if (bitmap_deserialize (&bm, c->bits, c->bits_len) == -1) {
+  if (bitset_deserialize (&bm, c->bits, c->bits_len) == -1) {
     CHECK (!padding_clear);
-    CHECK (bitmap_count (&bm) == 0);     /* left unchanged */
-    bitmap_free (&bm);
+    CHECK (bitset_count (&bm) == 0);     /* left unchanged */
+    bitset_free (&bm);
     return;
   }
   CHECK (padding_clear);
-  CHECK (bitmap_count (&bm) == popcount_bytes (c->bits, c->bits_len));
+  CHECK (bitset_count (&bm) == popcount_bytes (c->bits, c->bits_len));
   if (granules > 0) {
-    uint64_t first = bitmap_next_set (&bm, 0);
+    uint64_t first = bitset_next_set (&bm, 0);
 
     CHECK (first <= granules);
     if (first < granules)
       CHECK ((c->bits[first / 8] >> (first % 8)) & 1);
-    CHECK (bitmap_test (&bm, granules - 1) ==
+    CHECK (bitset_test (&bm, granules - 1) ==
            ((c->bits[(granules - 1) / 8] >> ((granules - 1) % 8)) & 1));
   }
   out = malloc (c->bits_len ? c->bits_len : 1);
   CHECK (out != NULL);
-  bitmap_serialize (&bm, out);
+  bitset_serialize (&bm, out);
   CHECK (memcmp (out, c->bits, c->bits_len) == 0);
   free (out);
-  bitmap_free (&bm);
+  bitset_free (&bm);
 }
 
 static void
 check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
 {
-  struct bitmap *bms;
-  const struct bitmap **ptrs;
+  struct bitset *bms;
+  const struct bitset **ptrs;
   struct bmfile g;
   unsigned char *enc;
   size_t enc_len, total = 0;
@@ -157,8 +157,8 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
 
-    CHECK (bitmap_init (&bms[i], c->bits_len * 8) == 0);
-    CHECK (bitmap_deserialize (&bms[i], c->bits, c->bits_len) == 0);
+    CHECK (bitset_init (&bms[i], c->bits_len * 8) == 0);
+    CHECK (bitset_deserialize (&bms[i], c->bits, c->bits_len) == 0);
     ptrs[i] = &bms[i];
   }
 
@@ -211,7 +211,7 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
   bmfile_free (&g);
   free (enc);
   for (i = 0; i < f->n; i++)
-    bitmap_free (&bms[i]);
+    bitset_free (&bms[i]);
   free (bms);
   free (ptrs);
 }

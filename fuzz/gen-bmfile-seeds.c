@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
 
@@ -31,7 +31,7 @@ die (const char *what)
 
 static void
 write_seed (const char *dir, const char *name, const struct bmfile *f,
-            const struct bitmap *const *bms)
+            const struct bitset *const *bms)
 {
   char path[4096];
   unsigned char *buf;
@@ -62,7 +62,7 @@ write_seed (const char *dir, const char *name, const struct bmfile *f,
  */
 static void
 write_v1_seed (const char *dir, const char *name, const struct bmfile *f,
-               const struct bitmap *const *bms)
+               const struct bitset *const *bms)
 {
   struct bmfile g = *f;
   struct bmfile_checkpoint *c = calloc (f->n + 1, sizeof *c);
@@ -116,20 +116,20 @@ write_v1_seed (const char *dir, const char *name, const struct bmfile *f,
 
 /* One bit per granule of the disk. */
 static void
-make_bitmap (struct bitmap *bm, uint64_t disk_size, uint32_t granularity)
+make_bitmap (struct bitset *bm, uint64_t disk_size, uint32_t granularity)
 {
   uint64_t granules = (disk_size + granularity - 1) / granularity;
 
-  if (bitmap_init (bm, granules) == -1)
-    die ("bitmap_init");
+  if (bitset_init (bm, granules) == -1)
+    die ("bitset_init");
 }
 
 int
 main (int argc, char *argv[])
 {
   struct bmfile_checkpoint c[3];
-  const struct bitmap *ptrs[3];
-  struct bitmap bms[3];
+  const struct bitset *ptrs[3];
+  struct bitset bms[3];
   struct bmfile f;
   const char *dir;
   int i;
@@ -161,12 +161,12 @@ main (int argc, char *argv[])
   c[0].created = 1767225600;    /* 2026-01-01T00:00:00Z */
   c[0].consistent = true;
   make_bitmap (&bms[0], f.disk_size, f.granularity);
-  bitmap_set (&bms[0], 0);
-  bitmap_set_range (&bms[0], 5, 3);
-  bitmap_set (&bms[0], 15);
+  bitset_set (&bms[0], 0);
+  bitset_set_range (&bms[0], 5, 3);
+  bitset_set (&bms[0], 15);
   write_seed (dir, "one-checkpoint", &f, ptrs);
   write_v1_seed (dir, "one-checkpoint", &f, ptrs);
-  bitmap_free (&bms[0]);
+  bitset_free (&bms[0]);
 
   /* A chain of three; a disk size that is not a multiple of the
    * granularity (so the last byte has padding bits), one checkpoint
@@ -187,13 +187,13 @@ main (int argc, char *argv[])
       strcpy (c[i].reason, "server did not stop cleanly (file last "
               "written 2026-01-02T00:00:00Z)");
     make_bitmap (&bms[i], f.disk_size, f.granularity);
-    bitmap_set_range (&bms[i], (uint64_t) (i * 40), 30);
+    bitset_set_range (&bms[i], (uint64_t) (i * 40), 30);
   }
-  bitmap_set (&bms[2], bms[2].nbits - 1);
+  bitset_set (&bms[2], bms[2].nbits - 1);
   write_seed (dir, "three-checkpoints", &f, ptrs);
   write_v1_seed (dir, "three-checkpoints", &f, ptrs);
   for (i = 0; i < 3; i++)
-    bitmap_free (&bms[i]);
+    bitset_free (&bms[i]);
 
   /* Edge values: an empty disk (no bits), the longest name, the
    * largest numbers.
@@ -214,7 +214,7 @@ main (int argc, char *argv[])
   make_bitmap (&bms[0], 0, 65536);
   write_seed (dir, "edge-values", &f, ptrs);
   write_v1_seed (dir, "edge-values", &f, ptrs);
-  bitmap_free (&bms[0]);
+  bitset_free (&bms[0]);
 
   return EXIT_SUCCESS;
 }

@@ -17,7 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "bmfile.h"
 
 int

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
 #include "unit.h"
@@ -46,7 +46,7 @@ refused (const unsigned char *buf, size_t len, const char *what)
 int
 main (void)
 {
-  struct bitmap a = BITMAP_INIT, b = BITMAP_INIT, back = BITMAP_INIT;
+  struct bitset a = BITSET_INIT, b = BITSET_INIT, back = BITSET_INIT;
   struct bmfile_checkpoint cps[2] = {
     { .name = "c1", .seq = 1, .created = 1795186800, .consistent = true },
     { .name = "backup-2.x", .seq = 7, .created = 1795190400,
@@ -56,7 +56,7 @@ main (void)
     .disk_id = "vm1-disk0", .in_use = true, .disk_size = 1000 * 65536 + 17, .granularity = 65536,
     .next_seq = 8, .n = 2, .checkpoints = cps, .version = 2,
   };
-  const struct bitmap *bms[2] = { &a, &b };
+  const struct bitset *bms[2] = { &a, &b };
   struct bmfile g;
   unsigned char *buf, *copy;
   const char *why;
@@ -64,12 +64,12 @@ main (void)
   /* Version 2: the header, then the disk id's length and the id. */
   const size_t H = 40 + 1 + 9;
 
-  CHECK (bitmap_init (&a, 1001) == 0);
-  CHECK (bitmap_init (&b, 1001) == 0);
-  CHECK (bitmap_init (&back, 1001) == 0);
-  bitmap_set_range (&a, 3, 70);
-  bitmap_set (&a, 1000);
-  bitmap_set_range (&b, 500, 2);
+  CHECK (bitset_init (&a, 1001) == 0);
+  CHECK (bitset_init (&b, 1001) == 0);
+  CHECK (bitset_init (&back, 1001) == 0);
+  bitset_set_range (&a, 3, 70);
+  bitset_set (&a, 1000);
+  bitset_set_range (&b, 500, 2);
 
   buf = bmfile_encode (&f, bms, &len);
   CHECK (buf != NULL);
@@ -89,13 +89,13 @@ main (void)
   CHECK (g.checkpoints[0].seq == 1 && g.checkpoints[1].seq == 7);
   CHECK (g.checkpoints[0].created == 1795186800);
   CHECK (g.checkpoints[0].consistent && !g.checkpoints[1].consistent);
-  CHECK (bitmap_deserialize (&back, g.checkpoints[0].bits,
+  CHECK (bitset_deserialize (&back, g.checkpoints[0].bits,
                              g.checkpoints[0].bits_len) == 0);
-  CHECK (bitmap_count (&back) == 71 && bitmap_test (&back, 1000) &&
-         bitmap_test (&back, 3) && !bitmap_test (&back, 2));
-  CHECK (bitmap_deserialize (&back, g.checkpoints[1].bits,
+  CHECK (bitset_count (&back) == 71 && bitset_test (&back, 1000) &&
+         bitset_test (&back, 3) && !bitset_test (&back, 2));
+  CHECK (bitset_deserialize (&back, g.checkpoints[1].bits,
                              g.checkpoints[1].bits_len) == 0);
-  CHECK (bitmap_count (&back) == 2 && bitmap_test (&back, 501));
+  CHECK (bitset_count (&back) == 2 && bitset_test (&back, 501));
   bmfile_free (&g);
 
   /* Format 3 carries the provisional flag of a backup job's
@@ -293,12 +293,12 @@ main (void)
            g.checkpoints[1].bits_len == 126);
     CHECK (strcmp (g.checkpoints[1].reason,
                    "server did not stop cleanly") == 0);
-    CHECK (bitmap_deserialize (&back, g.checkpoints[0].bits,
+    CHECK (bitset_deserialize (&back, g.checkpoints[0].bits,
                                g.checkpoints[0].bits_len) == 0 &&
-           bitmap_count (&back) == 71);
-    CHECK (bitmap_deserialize (&back, g.checkpoints[1].bits,
+           bitset_count (&back) == 71);
+    CHECK (bitset_deserialize (&back, g.checkpoints[1].bits,
                                g.checkpoints[1].bits_len) == 0 &&
-           bitmap_count (&back) == 2 && bitmap_test (&back, 500));
+           bitset_count (&back) == 2 && bitset_test (&back, 500));
     bmfile_free (&g);
     d3 = malloc (l3);
     for (k = 0; k < meta; k += 3) {     /* any flipped byte of meta */
@@ -330,8 +330,8 @@ main (void)
 
   free (copy);
   free (buf);
-  bitmap_free (&a);
-  bitmap_free (&b);
-  bitmap_free (&back);
+  bitset_free (&a);
+  bitset_free (&b);
+  bitset_free (&back);
   UNIT_EXIT ();
 }

@@ -103,7 +103,7 @@ needers (uint64_t c)
     const struct snapshot *s = snaps[i];
 
     if (s && s->broken == NULL && c < s->nclusters &&
-        bitmap_test (&s->need, c))
+        bitset_test (&s->need, c))
       mask |= 1u << i;
   }
   return mask;
@@ -123,7 +123,7 @@ next_needed (uint64_t c, uint64_t end)
 
     if (s == NULL || s->broken || c >= s->nclusters)
       continue;
-    n = bitmap_next_set (&s->need, c);
+    n = bitset_next_set (&s->need, c);
     if (n < first)
       first = n;
   }
@@ -172,13 +172,13 @@ record_copy (unsigned mask, uint64_t c, uint64_t n, uint64_t slot)
       continue;
     if (slot != c) {
       if ((s->moved.nbits == 0 &&
-           bitmap_init (&s->moved, s->nclusters) == -1) ||
+           bitset_init (&s->moved, s->nclusters) == -1) ||
           slotmap_put (&s->slots, c, slot) == -1)
         return -1;
-      bitmap_set (&s->moved, c);
+      bitset_set (&s->moved, c);
     }
-    bitmap_clear_range (&s->need, c, n);
-    bitmap_set_range (&s->copied, c, n);
+    bitset_clear_range (&s->need, c, n);
+    bitset_set_range (&s->copied, c, n);
     s->clusters_copied += n;
     s->target_bytes += cluster_bytes (s, c, n);
   }
@@ -307,11 +307,11 @@ break_newest (unsigned mask, uint64_t **freed, size_t *nfreed)
     why = NULL;
   break_locked (s, why);
   s->copy_errors++;
-  f = realloc (*freed, (*nfreed + bitmap_count (&s->copied) + 1) * sizeof *f);
+  f = realloc (*freed, (*nfreed + bitset_count (&s->copied) + 1) * sizeof *f);
   if (f)
     *freed = f;
-  for (c = bitmap_next_set (&s->copied, 0); c < s->nclusters;
-       c = bitmap_next_set (&s->copied, c + 1)) {
+  for (c = bitset_next_set (&s->copied, 0); c < s->nclusters;
+       c = bitset_next_set (&s->copied, c + 1)) {
     slot = drop_copy (s, c);
     if (slot != UINT64_MAX && f)
       f[(*nfreed)++] = slot;
@@ -440,10 +440,10 @@ holds_slots (const struct snapshot *s, uint64_t lo, uint64_t hi)
   uint64_t c;
 
   /* Identity slots: slot c holds cluster c unless c was moved. */
-  for (c = lo < s->nclusters ? bitmap_next_set (&s->copied, lo)
+  for (c = lo < s->nclusters ? bitset_next_set (&s->copied, lo)
          : s->nclusters;
        c < hi && c < s->nclusters;
-       c = bitmap_next_set (&s->copied, c + 1))
+       c = bitset_next_set (&s->copied, c + 1))
     if (!is_moved (s, c))
       return true;
   return s->moved.nbits != 0 && slotmap_any_in (&s->slots, lo, hi);

@@ -65,7 +65,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "cbw.h"
 #include "fleece-api.h"
 #include "rangelock.h"
@@ -89,9 +89,9 @@ struct snapshot {
   uint64_t since_hold;          /* dirty-bitmap's hold on since= */
 
   /* Protected by state_lock. */
-  struct bitmap need;
-  struct bitmap copied;
-  struct bitmap moved;          /* copied to an overflow slot; allocated
+  struct bitset need;
+  struct bitset copied;
+  struct bitset moved;          /* copied to an overflow slot; allocated
                                  * at the first such copy (moved_any) */
   struct slotmap slots;         /* cluster -> overflow slot */
   char *broken;                 /* why the snapshot broke, or NULL */
@@ -130,7 +130,7 @@ cluster_bytes (const struct snapshot *s, uint64_t c, uint64_t n)
 static inline bool
 is_moved (const struct snapshot *s, uint64_t c)
 {
-  return s->moved.nbits != 0 && bitmap_test (&s->moved, c);
+  return s->moved.nbits != 0 && bitset_test (&s->moved, c);
 }
 
 /* Where s keeps its copy of cluster c (copied must be set).  Caller

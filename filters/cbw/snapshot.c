@@ -59,9 +59,9 @@ snapshot_free (struct snapshot *s)
   if (s) {
     if (db && s->frozen)
       db->frozen_free (s->frozen);
-    bitmap_free (&s->need);
-    bitmap_free (&s->copied);
-    bitmap_free (&s->moved);
+    bitset_free (&s->need);
+    bitset_free (&s->copied);
+    bitset_free (&s->moved);
     slotmap_free (&s->slots);
     free (s->broken);
     free (s->last_error);
@@ -200,15 +200,15 @@ snapshot_new (const char *name, const char *checkpoint, const char *since,
   snprintf (s->checkpoint, sizeof s->checkpoint, "%s",
             checkpoint ? checkpoint : "");
   snprintf (s->since, sizeof s->since, "%s", since ? since : "");
-  if (bitmap_init (&s->need, s->nclusters) == -1 ||
-      bitmap_init (&s->copied, s->nclusters) == -1) {
+  if (bitset_init (&s->need, s->nclusters) == -1 ||
+      bitset_init (&s->copied, s->nclusters) == -1) {
     snapshot_free (s);
     fleece_errorf (errmsg, "out of memory for the cluster maps of a %"
                    PRIi64 "-byte disk", size);
     return NULL;
   }
   if (!since)
-    bitmap_set_all (&s->need);
+    bitset_set_all (&s->need);
   return s;
 }
 
@@ -320,7 +320,7 @@ snapshot_begin (const char *name, const char *checkpoint, const char *since,
   s->id = ++last_id;
   s->started = time (NULL);
   /* Count before publishing: from then on writers clear bits. */
-  needed = bitmap_count (&s->need);
+  needed = bitset_count (&s->need);
   pthread_mutex_lock (&state_lock);
   snaps[slot] = s;
   pthread_mutex_unlock (&state_lock);

@@ -60,7 +60,7 @@ extern int snapshot_extents (uint64_t id, nbdkit_next *next,
 extern int snapshot_release (uint64_t id, uint32_t count, uint64_t offset,
                              int *err);
 extern int snapshot_changed_since (uint64_t id, const char *name,
-                                   uint32_t unit, struct bitmap *out,
+                                   uint32_t unit, struct bitset *out,
                                    char **errmsg);
 extern char **snapshot_delta_names (uint64_t id);
 

@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "cbw.h"
 #include "store.h"
 
-static struct bitmap ident_used; /* identity slot c holds a copy */
+static struct bitset ident_used; /* identity slot c holds a copy */
 static uint64_t base;           /* identity slots: clusters below base */
 static uint64_t cap_slots;      /* slots that fit in the target */
 static uint64_t next_over;      /* next never-used overflow slot */
@@ -165,13 +165,13 @@ store_begin (uint64_t nclusters, uint64_t capacity)
   next_over = base;
   nfree = 0;
   slots_used = 0;
-  return bitmap_init (&ident_used, nclusters);
+  return bitset_init (&ident_used, nclusters);
 }
 
 void
 store_end (void)
 {
-  bitmap_free (&ident_used);
+  bitset_free (&ident_used);
   free (free_over);
   free_over = NULL;
   free (lost);
@@ -201,16 +201,16 @@ store_reserve (uint64_t c, uint64_t *n, uint64_t *slot, int *err)
     *err = ENOSPC;
     return -1;
   }
-  if (c < base && !bitmap_test (&ident_used, c)) {
+  if (c < base && !bitset_test (&ident_used, c)) {
     uint64_t end = c + *n < base ? c + *n : base;
-    uint64_t used = bitmap_next_set (&ident_used, c);
+    uint64_t used = bitset_next_set (&ident_used, c);
 
     if (used < end)
       end = used;
     if (end - c > room ())
       end = c + room ();
     *n = end - c;
-    bitmap_set_range (&ident_used, c, *n);
+    bitset_set_range (&ident_used, c, *n);
     *slot = c;
     slots_used += *n;
     if (nlost)
@@ -236,7 +236,7 @@ void
 store_unreserve (uint64_t c, uint64_t n, uint64_t slot)
 {
   if (slot == c && c < base) {
-    bitmap_clear_range (&ident_used, c, n);
+    bitset_clear_range (&ident_used, c, n);
     slots_used -= n;
     return;
   }
@@ -291,7 +291,7 @@ store_lost_take (uint64_t lo, uint64_t hi, int *err)
 bool
 store_identity_used (uint64_t c)
 {
-  return c < base && bitmap_test (&ident_used, c);
+  return c < base && bitset_test (&ident_used, c);
 }
 
 uint64_t

@@ -44,7 +44,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "errors.h"
 #include "filelock.h"
 #include "target-ops.h"
@@ -66,7 +66,7 @@ struct file_target {
   int direct_fd;
 
   pthread_mutex_t prealloc_lock;
-  struct bitmap prealloc;       /* chunk i was preallocated */
+  struct bitset prealloc;       /* chunk i was preallocated */
   uint8_t *hits;                /* small copies into chunk i, in units
                                  * of PREALLOC_UNIT, saturating; as
                                  * many as prealloc has bits */
@@ -165,7 +165,7 @@ file_close (struct target *t)
     close (ft->lock_fd);
   if (ft->direct_fd >= 0)
     close (ft->direct_fd);
-  bitmap_free (&ft->prealloc);
+  bitset_free (&ft->prealloc);
   free (ft->hits);
   pthread_mutex_destroy (&ft->prealloc_lock);
   free (ft);
@@ -242,7 +242,7 @@ file_begin (struct target *t, uint64_t size,
                       "(O_DIRECT)");
     }
     pthread_mutex_lock (&ft->prealloc_lock);
-    bitmap_free (&ft->prealloc);
+    bitset_free (&ft->prealloc);
     free (ft->hits);
     ft->hits = NULL;
     /* Without memory for the map, copies are simply not preallocated. */
@@ -279,7 +279,7 @@ file_release (struct target *t, uint64_t offset, uint64_t count,
   c1 = (offset + count) / PREALLOC_STEP;
   if (c1 > c0) {
     pthread_mutex_lock (&ft->prealloc_lock);
-    bitmap_clear_range (&ft->prealloc, c0, c1 - c0);
+    bitset_clear_range (&ft->prealloc, c0, c1 - c0);
     if (c0 < ft->prealloc.nbits)
       memset (ft->hits + c0, 0,
               (c1 < ft->prealloc.nbits ? c1 : ft->prealloc.nbits) - c0);
@@ -299,7 +299,7 @@ file_end (struct target *t, const struct timespec *deadline)
     if (ftruncate (ft->fd, 0) == -1)
       nbdkit_debug ("cbw: truncating the target: %m");
     pthread_mutex_lock (&ft->prealloc_lock);
-    bitmap_free (&ft->prealloc);
+    bitset_free (&ft->prealloc);
     free (ft->hits);
     ft->hits = NULL;
     pthread_mutex_unlock (&ft->prealloc_lock);
@@ -351,7 +351,7 @@ prealloc_grow (struct file_target *ft, uint64_t n)
   ft->hits = h;
   if (n > old)
     memset (h + old, 0, n - old);
-  return bitmap_resize (&ft->prealloc, n);
+  return bitset_resize (&ft->prealloc, n);
 }
 
 /* A small copy to offset: is its chunk dense enough now? */
@@ -364,7 +364,7 @@ dense (struct file_target *ft, uint64_t offset, uint32_t count)
 
   pthread_mutex_lock (&ft->prealloc_lock);
   if (!ft->prealloc_off && c < ft->prealloc.nbits &&
-      !bitmap_test (&ft->prealloc, c)) {
+      !bitset_test (&ft->prealloc, c)) {
     h = ft->hits[c] + units;
     ft->hits[c] = h > 255 ? 255 : h;
     r = h * PREALLOC_UNIT >= PREALLOC_DENSE;
@@ -392,22 +392,22 @@ preallocate (struct file_target *ft, uint64_t offset, uint32_t count)
       pthread_mutex_unlock (&ft->prealloc_lock);
       return;
     }
-    c = bitmap_next_clear (&ft->prealloc, c);
+    c = bitset_next_clear (&ft->prealloc, c);
     if (c >= c1) {
       pthread_mutex_unlock (&ft->prealloc_lock);
       return;
     }
     first = c;
-    while (c < c1 && !bitmap_test (&ft->prealloc, c))
+    while (c < c1 && !bitset_test (&ft->prealloc, c))
       c++;
-    bitmap_set_range (&ft->prealloc, first, c - first);
+    bitset_set_range (&ft->prealloc, first, c - first);
     pthread_mutex_unlock (&ft->prealloc_lock);
 
     if (fallocate (ft->fd, FALLOC_FL_KEEP_SIZE, first * PREALLOC_STEP,
                    (c - first) * PREALLOC_STEP) == -1) {
       /* Only an optimisation: a full disk shows in the pwrite. */
       pthread_mutex_lock (&ft->prealloc_lock);
-      bitmap_clear_range (&ft->prealloc, first, c - first);
+      bitset_clear_range (&ft->prealloc, first, c - first);
       if (errno == EOPNOTSUPP || errno == ENOSYS)
         ft->prealloc_off = true;
       pthread_mutex_unlock (&ft->prealloc_lock);

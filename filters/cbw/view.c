@@ -44,7 +44,7 @@ slot_shared (const struct snapshot *s, uint64_t c, uint64_t slot)
   for (i = 0; i < SNAP_MAX; i++) {
     const struct snapshot *t = snaps[i];
 
-    if (t && t != s && c < t->nclusters && bitmap_test (&t->copied, c) &&
+    if (t && t != s && c < t->nclusters && bitset_test (&t->copied, c) &&
         slot_of (t, c) == slot)
       return true;
   }
@@ -56,9 +56,9 @@ drop_copy (struct snapshot *s, uint64_t c)
 {
   uint64_t slot = slot_of (s, c);
 
-  bitmap_clear (&s->copied, c);
+  bitset_clear (&s->copied, c);
   if (is_moved (s, c)) {
-    bitmap_clear (&s->moved, c);
+    bitset_clear (&s->moved, c);
     slotmap_del (&s->slots, c);
   }
   if (slot_shared (s, c, slot))
@@ -106,27 +106,27 @@ locate (const struct snapshot *s, uint64_t c, uint64_t limit,
   enum where w;
   uint64_t e;
 
-  if (bitmap_test (&s->need, c)) {
+  if (bitset_test (&s->need, c)) {
     w = FROM_DISK;
-    e = bitmap_next_clear (&s->need, c);
+    e = bitset_next_clear (&s->need, c);
   }
-  else if (bitmap_test (&s->copied, c)) {
+  else if (bitset_test (&s->copied, c)) {
     w = FROM_TARGET;
     *slot = slot_of (s, c);
     if (*slot != c)
       e = c + 1;
     else {
-      uint64_t m = s->moved.nbits ? bitmap_next_set (&s->moved, c)
+      uint64_t m = s->moved.nbits ? bitset_next_set (&s->moved, c)
         : UINT64_MAX;
 
-      e = bitmap_next_clear (&s->copied, c);
+      e = bitset_next_clear (&s->copied, c);
       if (m < e)
         e = m;
     }
   }
   else {
-    uint64_t a = bitmap_next_set (&s->need, c);
-    uint64_t b = bitmap_next_set (&s->copied, c);
+    uint64_t a = bitset_next_set (&s->need, c);
+    uint64_t b = bitset_next_set (&s->copied, c);
 
     w = NOWHERE;
     e = a < b ? a : b;
@@ -369,13 +369,13 @@ snapshot_extents (uint64_t id, nbdkit_next *next, uint32_t count,
 
 /* Bytes of the clusters set in bm among [c0, c0+n). */
 static uint64_t
-held_bytes (const struct snapshot *s, const struct bitmap *bm,
+held_bytes (const struct snapshot *s, const struct bitset *bm,
             uint64_t c0, uint64_t n)
 {
-  uint64_t bytes = bitmap_count_range (bm, c0, n) * cs ();
+  uint64_t bytes = bitset_count_range (bm, c0, n) * cs ();
   uint64_t last = s->nclusters - 1;
 
-  if (c0 + n > last && bitmap_test (bm, last))
+  if (c0 + n > last && bitset_test (bm, last))
     bytes -= s->nclusters * cs () - s->size;
   return bytes;
 }
@@ -407,12 +407,12 @@ snapshot_drop_range (struct snapshot *s, uint64_t c0, uint64_t c1,
   from_target = held_bytes (s, &s->copied, c0, c1 - c0);
   s->released_bytes += from_disk + from_target;
   s->target_bytes -= from_target;
-  bitmap_clear_range (&s->need, c0, c1 - c0);
+  bitset_clear_range (&s->need, c0, c1 - c0);
   if (from_target)
-    freed = malloc (bitmap_count_range (&s->copied, c0, c1 - c0) *
+    freed = malloc (bitset_count_range (&s->copied, c0, c1 - c0) *
                     sizeof *freed);
-  for (c = bitmap_next_set (&s->copied, c0); c < c1;
-       c = bitmap_next_set (&s->copied, c + 1)) {
+  for (c = bitset_next_set (&s->copied, c0); c < c1;
+       c = bitset_next_set (&s->copied, c + 1)) {
     slot = drop_copy (s, c);
     if (slot != UINT64_MAX && freed)
       freed[nfreed++] = slot;
@@ -459,7 +459,7 @@ snapshot_release (uint64_t id, uint32_t count, uint64_t offset, int *err)
 
 int
 snapshot_changed_since (uint64_t id, const char *name, uint32_t unit,
-                        struct bitmap *out, char **errmsg)
+                        struct bitset *out, char **errmsg)
 {
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
   struct snapshot *s;

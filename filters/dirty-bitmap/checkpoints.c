@@ -18,7 +18,7 @@
  * checkpoint before it and every later write marked in itself.
  * Holders of the write side may read and change everything.
  *
- * Marking is lock-free under the read side: bitmap_set_range_atomic on
+ * Marking is lock-free under the read side: bitset_set_range_atomic on
  * the newest checkpoint's bitmap, which only marking changes while the
  * read side is held.  Anything that needs bitmaps exactly (unions,
  * frozen copies, the image of a save) takes the write side, so it
@@ -82,7 +82,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "errors.h"
 #include "gate.h"
 #include "checkpoints.h"
@@ -125,7 +125,7 @@ save_and_unlock (char **errmsg)
 static void
 ckpt_free (struct checkpoint *c)
 {
-  bitmap_free (&c->bits);
+  bitset_free (&c->bits);
   free (c);
 }
 
@@ -164,7 +164,7 @@ ckpt_before_write (uint32_t count, uint64_t offset)
     return 0;
   g0 = offset / db_config.granularity;
   g1 = (offset + count - 1) / db_config.granularity;
-  bitmap_set_range_atomic (&c->bits, g0, g1 - g0 + 1);
+  bitset_set_range_atomic (&c->bits, g0, g1 - g0 + 1);
   if (persist_wait (g0, g1 - g0 + 1) == -1) {
     nbdkit_error ("dirty-bitmap: bitmap-file=%s cannot be written, so "
                   "this write's change would not survive a crash: it is "
@@ -204,7 +204,7 @@ ckpt_append (const char *name, uint64_t seq, int64_t created,
 
   if (c == NULL)
     return NULL;
-  if (bitmap_init (&c->bits, db_ngranules) == -1) {
+  if (bitset_init (&c->bits, db_ngranules) == -1) {
     free (c);
     return NULL;
   }
@@ -244,7 +244,7 @@ unlink_merge (struct checkpoint *c)
 {
   pthread_mutex_lock (&chain_lock);
   if (c->older) {
-    bitmap_merge (&c->older->bits, &c->bits);
+    bitset_merge (&c->older->bits, &c->bits);
     if (!c->consistent && c->older->consistent) {
       c->older->consistent = false;
       if (snprintf (c->older->reason, sizeof c->older->reason,
@@ -458,7 +458,7 @@ ckpt_delete (const char *name, char **errmsg)
 
 /* The number of set bits, read with atomic loads (see chain_lock). */
 static uint64_t
-count_atomic (const struct bitmap *bm)
+count_atomic (const struct bitset *bm)
 {
   uint64_t i, n = 0, nw = (bm->nbits + 63) / 64;
 
@@ -469,7 +469,7 @@ count_atomic (const struct bitmap *bm)
 }
 
 static bool
-last_bit_atomic (const struct bitmap *bm)
+last_bit_atomic (const struct bitset *bm)
 {
   uint64_t b = bm->nbits - 1;
 
@@ -596,7 +596,7 @@ ckpt_saw_size (uint64_t size)
     char *errmsg = NULL;
 
     for (c = ckpt_oldest; c; c = c->newer) {
-      if (bitmap_resize (&c->bits, n) == -1) {
+      if (bitset_resize (&c->bits, n) == -1) {
         c->consistent = false;
         nbdkit_error ("dirty-bitmap: out of memory for the bitmap of "
                       "checkpoint %s after the disk grew; it is marked "
@@ -605,7 +605,7 @@ ckpt_saw_size (uint64_t size)
     }
     first = (size < old ? size : old) / g;
     if (ckpt_newest && first < n)
-      bitmap_set_range (&ckpt_newest->bits, first, n - first);
+      bitset_set_range (&ckpt_newest->bits, first, n - first);
     nbdkit_debug ("dirty-bitmap: the disk changed size from %" PRIu64
                   " to %" PRIu64 " bytes; granules from %" PRIu64
                   " on count as changed", old, size, first);

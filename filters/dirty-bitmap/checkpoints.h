@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "bmfile.h"
 #include "fleece-api.h"
 #include "json.h"
@@ -27,7 +27,7 @@ struct checkpoint {
    * cause wins.  "" while consistent.
    */
   char reason[BMFILE_REASON_MAX + 1];
-  struct bitmap bits;           /* one bit per granule */
+  struct bitset bits;           /* one bit per granule */
   unsigned holds[2];            /* enum fleece_hold: who needs it kept */
   struct checkpoint *older, *newer;
 };
@@ -76,7 +76,7 @@ extern struct fleece_frozen *ckpt_freeze (const char *since, char **errmsg);
 extern void ckpt_frozen_free (struct fleece_frozen *f);
 extern int ckpt_frozen_changed_since (const struct fleece_frozen *f,
                                       const char *name, uint32_t unit,
-                                      struct bitmap *out, char **errmsg);
+                                      struct bitset *out, char **errmsg);
 extern char **ckpt_frozen_names (const struct fleece_frozen *f);
 
 /* For persist.c: append a checkpoint read from the file (start-up). */

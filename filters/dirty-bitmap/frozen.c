@@ -31,7 +31,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "checkpoints.h"
 #include "dirty-bitmap.h"
 #include "errors.h"
@@ -41,7 +41,7 @@ struct frozen_ckpt {
   char name[FLEECE_NAME_BUF];
   bool preserved;               /* false: older than since= */
   bool consistent;
-  struct bitmap bits;           /* only if preserved */
+  struct bitset bits;           /* only if preserved */
 };
 
 struct fleece_frozen {
@@ -60,7 +60,7 @@ ckpt_frozen_free (struct fleece_frozen *f)
   if (f == NULL)
     return;
   for (i = 0; i < f->n; i++)
-    bitmap_free (&f->c[i].bits);
+    bitset_free (&f->c[i].bits);
   free (f->c);
   free (f);
 }
@@ -107,7 +107,7 @@ ckpt_freeze (const char *since, char **errmsg)
     if (since && strcmp (c->name, since) == 0)
       preserving = true;
     fc->preserved = preserving;
-    if (preserving && bitmap_copy (&fc->bits, &c->bits) == -1) {
+    if (preserving && bitset_copy (&fc->bits, &c->bits) == -1) {
       fleece_errorf (errmsg, "out of memory for the changed-block maps");
       goto err;
     }
@@ -142,10 +142,10 @@ ckpt_freeze (const char *since, char **errmsg)
 
 int
 ckpt_frozen_changed_since (const struct fleece_frozen *f, const char *name,
-                           uint32_t unit, struct bitmap *out, char **errmsg)
+                           uint32_t unit, struct bitset *out, char **errmsg)
 {
   const uint64_t g = f->granularity;
-  struct bitmap u;
+  struct bitset u;
   ssize_t k = frozen_find (f, name);
   uint64_t i, end;
   size_t j;
@@ -166,19 +166,19 @@ ckpt_frozen_changed_since (const struct fleece_frozen *f, const char *name,
                             "are not known; take a full backup",
                             f->c[j].name, name);
   }
-  if (bitmap_copy (&u, &f->c[k].bits) == -1)
+  if (bitset_copy (&u, &f->c[k].bits) == -1)
     return fleece_errorf (errmsg, "out of memory");
   for (j = k + 1; j < f->n; j++)
-    bitmap_merge (&u, &f->c[j].bits);
+    bitset_merge (&u, &f->c[j].bits);
   /* Every unit a run of changed granules overlaps. */
-  for (i = bitmap_next_set (&u, 0); i < u.nbits;
-       i = bitmap_next_set (&u, end)) {
+  for (i = bitset_next_set (&u, 0); i < u.nbits;
+       i = bitset_next_set (&u, end)) {
     uint64_t u0 = i * g / unit;
 
-    end = bitmap_next_clear (&u, i);
-    bitmap_set_range (out, u0, (end * g + unit - 1) / unit - u0);
+    end = bitset_next_clear (&u, i);
+    bitset_set_range (out, u0, (end * g + unit - 1) / unit - u0);
   }
-  bitmap_free (&u);
+  bitset_free (&u);
   return 0;
 }
 

@@ -41,7 +41,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "checkpoints.h"
 #include "bmfile.h"
 #include "errors.h"
@@ -167,7 +167,7 @@ persist_snapshot (bool in_use, struct persist_image *img, char **errmsg)
     .granularity = db_config.granularity,
     .next_seq = ckpt_next_seq,
   };
-  const struct bitmap **bitmaps;
+  const struct bitset **bitmaps;
   struct checkpoint *c;
   size_t i;
 
@@ -350,7 +350,7 @@ load_chain (const struct bmfile *f, const char **why)
                 "marked inconsistent by an earlier version of the filter, "
                 "which did not record why");
     if (use_bits &&
-        bitmap_deserialize (&c->bits, fc->bits, fc->bits_len) == -1) {
+        bitset_deserialize (&c->bits, fc->bits, fc->bits_len) == -1) {
       *why = "a bitmap does not match the disk size in its header";
       goto bad;
     }

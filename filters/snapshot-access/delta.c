@@ -15,7 +15,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "fleece-api.h"
 #include "json.h"
 #include "snapshot-access.h"
@@ -41,7 +41,7 @@ open_delta (struct handle *h, const struct fleece_snapshot_info *info,
     return -1;
   }
   h->unit = db->granularity ();
-  if (bitmap_init (&h->changed, (info->size + h->unit - 1) / h->unit) == -1) {
+  if (bitset_init (&h->changed, (info->size + h->unit - 1) / h->unit) == -1) {
     nbdkit_error ("out of memory for the changed-block map");
     return -1;
   }
@@ -56,7 +56,7 @@ open_delta (struct handle *h, const struct fleece_snapshot_info *info,
   if (sa_debug_verbose)
     nbdkit_debug ("snapshot-access: delta since %s: %" PRIu64 " of %"
                   PRIu64 " granules changed", name,
-                  bitmap_count (&h->changed), h->changed.nbits);
+                  bitset_count (&h->changed), h->changed.nbits);
   return 0;
 }
 
@@ -68,9 +68,9 @@ delta_run (const struct handle *h, uint64_t u, uint64_t limit, bool *changed)
 {
   uint64_t e;
 
-  *changed = bitmap_test (&h->changed, u);
-  e = *changed ? bitmap_next_clear (&h->changed, u)
-    : bitmap_next_set (&h->changed, u);
+  *changed = bitset_test (&h->changed, u);
+  e = *changed ? bitset_next_clear (&h->changed, u)
+    : bitset_next_set (&h->changed, u);
   return e < limit ? e : limit;
 }
 

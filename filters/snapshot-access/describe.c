@@ -15,7 +15,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "fleece-api.h"
 #include "json.h"
 #include "snapshot-access.h"

@@ -18,7 +18,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "errors.h"
 #include "fleece-api.h"
 #include "job-dest.h"
@@ -127,7 +127,7 @@ map_incremental (struct job *j, const struct fleece_cbw_api *cbw,
                  char **errmsg)
 {
   const struct fleece_db_api *db = fleece_dirty_bitmap ();
-  struct bitmap changed;
+  struct bitset changed;
   uint64_t gran, u, e, off, end;
   size_t cap = 0;
   int r = 0;
@@ -136,21 +136,21 @@ map_incremental (struct job *j, const struct fleece_cbw_api *cbw,
     return fleece_errorf (errmsg, "incremental backups need the "
                           "dirty-bitmap filter");
   gran = db->granularity ();
-  if (bitmap_init (&changed, (j->size + gran - 1) / gran) == -1)
+  if (bitset_init (&changed, (j->size + gran - 1) / gran) == -1)
     return fleece_errorf (errmsg, "out of memory for the changed-block map");
   if (cbw->snapshot_changed_since (j->snap_id, j->since, gran, &changed,
                                    errmsg) == -1) {
-    bitmap_free (&changed);
+    bitset_free (&changed);
     return -1;
   }
-  for (u = bitmap_next_set (&changed, 0); r == 0 && u < changed.nbits;
-       u = bitmap_next_set (&changed, e)) {
-    e = bitmap_next_clear (&changed, u);
+  for (u = bitset_next_set (&changed, 0); r == 0 && u < changed.nbits;
+       u = bitset_next_set (&changed, e)) {
+    e = bitset_next_clear (&changed, u);
     off = u * gran;
     end = e * gran < j->size ? e * gran : j->size;
     r = add_run (j, &cap, off, end - off, RUN_DATA);
   }
-  bitmap_free (&changed);
+  bitset_free (&changed);
   if (r == -1)
     return fleece_errorf (errmsg, "out of memory for the copy map");
   return 0;

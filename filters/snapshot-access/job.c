@@ -83,7 +83,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "errors.h"
 #include "fleece-api.h"
 #include "job-dest.h"

@@ -16,7 +16,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "debug-flag.h"
 #include "fleece-api.h"
 #include "glue.h"
@@ -149,7 +149,7 @@ sa_open (nbdkit_next_open *next, nbdkit_context *nxdata,
     if (db)
       db->unhold (h->hold, FLEECE_HOLD_VIEW);
   }
-  bitmap_free (&h->changed);
+  bitset_free (&h->changed);
   free (h);
   return NULL;
 }
@@ -162,7 +162,7 @@ sa_close (void *handle)
 
   if (db)
     db->unhold (h->hold, FLEECE_HOLD_VIEW);
-  bitmap_free (&h->changed);
+  bitset_free (&h->changed);
   free (h);
 }
 

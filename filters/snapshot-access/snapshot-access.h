@@ -13,7 +13,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "fleece-api.h"
 
 /* Parameters.  Written only during nbdkit's single-threaded start-up,
@@ -61,7 +61,7 @@ struct handle {
   /* SA_VIEW_DELTA: one bit per granule of `unit` bytes, set where the
    * disk changed between the checkpoint and the snapshot point.
    */
-  struct bitmap changed;
+  struct bitset changed;
   uint32_t unit;
   uint64_t hold;                /* dirty-bitmap's hold on the checkpoint */
   const char *checkpoint;       /* SA_VIEW_DELTA: its name (interned) */

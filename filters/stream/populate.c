@@ -94,7 +94,7 @@ pop_flush (nbdkit_next *unused, int *err)
 void
 pop_set_filled (uint64_t first, uint64_t n)
 {
-  bitmap_set_range_atomic (&st.filled, first, n);
+  bitset_set_range_atomic (&st.filled, first, n);
   __atomic_add_fetch (&st.filled_count, n, __ATOMIC_SEQ_CST);
 }
 

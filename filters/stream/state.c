@@ -17,7 +17,7 @@
  *         still true to the bits below (all set), so the next start
  *         writes it again.
  *   4096  the populated bits D, one per cluster, serialised as
- *         bitmap_serialize; owned by common/durable-bits.c, which
+ *         bitset_serialize; owned by common/durable-bits.c, which
  *         writes them a page at a time and only ever sets bits.
  *
  * Lock: the file is only used from start-up, the job thread (which

@@ -159,16 +159,16 @@ stream_start (nbdkit_backend *backend)
     return 0;
   }
 
-  if (bitmap_init (&st.filled, st.nclusters) == -1 ||
-      bitmap_deserialize (&st.filled, initial,
-                          bitmap_serialized_size (&st.filled)) == -1) {
+  if (bitset_init (&st.filled, st.nclusters) == -1 ||
+      bitset_deserialize (&st.filled, initial,
+                          bitset_serialized_size (&st.filled)) == -1) {
     nbdkit_error ("stream-state=%s: cannot load the map: %m",
                   stream_config.state_path);
     free (initial);
     close (fd);
     return -1;
   }
-  st.filled_count = bitmap_count (&st.filled);
+  st.filled_count = bitset_count (&st.filled);
   st.durable = durable_bits_new ();
   if (st.durable == NULL ||
       durable_bits_attach (st.durable, fd, STATE_BITS_OFFSET, st.nclusters,
@@ -204,6 +204,6 @@ stream_free (void)
   if (st.durable)
     durable_bits_free (st.durable);
   st.durable = NULL;
-  bitmap_free (&st.filled);
+  bitset_free (&st.filled);
   state_close ();
 }

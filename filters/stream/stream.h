@@ -44,7 +44,7 @@
 
 #include <nbdkit-filter.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 #include "durable-bits.h"
 #include "json.h"
 #include "rangelock.h"
@@ -86,7 +86,7 @@ struct stream_state {
    */
   bool complete;
 
-  struct bitmap filled;         /* F, see above: atomic bit functions */
+  struct bitset filled;         /* F, see above: atomic bit functions */
   uint64_t filled_count;        /* clusters with F set: atomic */
   struct durable_bits *durable; /* D; NULL once complete */
   struct rangelock locks;       /* per-cluster range lock, bytes */
@@ -127,7 +127,7 @@ stream_is_complete (void)
 static inline bool
 is_filled (uint64_t c)
 {
-  return bitmap_test_atomic (&st.filled, c);
+  return bitset_test_atomic (&st.filled, c);
 }
 
 /* state.c: the state file.  Layout and crash argument in state.c. */

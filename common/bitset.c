@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bitmap.h"
+#include "bitset.h"
 
 #define WORD_BITS 64
 
@@ -34,7 +34,7 @@ nwords_for (uint64_t nbits)
  * range is empty, else sets *end (exclusive, <= nbits, > first).
  */
 static inline bool
-clip (const struct bitmap *bm, uint64_t first, uint64_t n, uint64_t *end)
+clip (const struct bitset *bm, uint64_t first, uint64_t n, uint64_t *end)
 {
   if (first >= bm->nbits || n == 0)
     return false;
@@ -63,7 +63,7 @@ word_mask (uint64_t w, uint64_t first, uint64_t end)
  * multiple of 64).  Only meaningful when nbits > 0.
  */
 static inline uint64_t
-last_word_mask (const struct bitmap *bm)
+last_word_mask (const struct bitset *bm)
 {
   unsigned r = bm->nbits % WORD_BITS;
 
@@ -71,7 +71,7 @@ last_word_mask (const struct bitmap *bm)
 }
 
 int
-bitmap_init (struct bitmap *bm, uint64_t nbits)
+bitset_init (struct bitset *bm, uint64_t nbits)
 {
   uint64_t nwords = nwords_for (nbits);
 
@@ -98,13 +98,13 @@ bitmap_init (struct bitmap *bm, uint64_t nbits)
 }
 
 int
-bitmap_resize (struct bitmap *bm, uint64_t nbits)
+bitset_resize (struct bitset *bm, uint64_t nbits)
 {
   uint64_t old = nwords_for (bm->nbits), nwords = nwords_for (nbits);
   uint64_t *w;
 
   if (nbits == 0) {
-    bitmap_free (bm);
+    bitset_free (bm);
     return 0;
   }
   if (nwords > SIZE_MAX / sizeof (uint64_t)) {
@@ -132,7 +132,7 @@ bitmap_resize (struct bitmap *bm, uint64_t nbits)
 }
 
 void
-bitmap_free (struct bitmap *bm)
+bitset_free (struct bitset *bm)
 {
   free (bm->words);
   bm->words = NULL;
@@ -140,9 +140,9 @@ bitmap_free (struct bitmap *bm)
 }
 
 int
-bitmap_copy (struct bitmap *dst, const struct bitmap *src)
+bitset_copy (struct bitset *dst, const struct bitset *src)
 {
-  if (bitmap_init (dst, src->nbits) == -1)
+  if (bitset_init (dst, src->nbits) == -1)
     return -1;
   if (src->nbits > 0)
     memcpy (dst->words, src->words,
@@ -151,25 +151,25 @@ bitmap_copy (struct bitmap *dst, const struct bitmap *src)
 }
 
 bool
-bitmap_test (const struct bitmap *bm, uint64_t bit)
+bitset_test (const struct bitset *bm, uint64_t bit)
 {
   return (bm->words[bit / WORD_BITS] >> (bit % WORD_BITS)) & 1;
 }
 
 void
-bitmap_set (struct bitmap *bm, uint64_t bit)
+bitset_set (struct bitset *bm, uint64_t bit)
 {
   bm->words[bit / WORD_BITS] |= UINT64_C (1) << (bit % WORD_BITS);
 }
 
 void
-bitmap_clear (struct bitmap *bm, uint64_t bit)
+bitset_clear (struct bitset *bm, uint64_t bit)
 {
   bm->words[bit / WORD_BITS] &= ~(UINT64_C (1) << (bit % WORD_BITS));
 }
 
 void
-bitmap_set_range (struct bitmap *bm, uint64_t first, uint64_t n)
+bitset_set_range (struct bitset *bm, uint64_t first, uint64_t n)
 {
   uint64_t end, w;
 
@@ -180,7 +180,7 @@ bitmap_set_range (struct bitmap *bm, uint64_t first, uint64_t n)
 }
 
 void
-bitmap_clear_range (struct bitmap *bm, uint64_t first, uint64_t n)
+bitset_clear_range (struct bitset *bm, uint64_t first, uint64_t n)
 {
   uint64_t end, w;
 
@@ -191,7 +191,7 @@ bitmap_clear_range (struct bitmap *bm, uint64_t first, uint64_t n)
 }
 
 void
-bitmap_set_all (struct bitmap *bm)
+bitset_set_all (struct bitset *bm)
 {
   uint64_t nwords = nwords_for (bm->nbits);
 
@@ -202,14 +202,14 @@ bitmap_set_all (struct bitmap *bm)
 }
 
 void
-bitmap_clear_all (struct bitmap *bm)
+bitset_clear_all (struct bitset *bm)
 {
   if (bm->nbits > 0)
     memset (bm->words, 0, (size_t) nwords_for (bm->nbits) * sizeof (uint64_t));
 }
 
 uint64_t
-bitmap_next_set (const struct bitmap *bm, uint64_t from)
+bitset_next_set (const struct bitset *bm, uint64_t from)
 {
   uint64_t nwords = nwords_for (bm->nbits);
   uint64_t w, word;
@@ -229,7 +229,7 @@ bitmap_next_set (const struct bitmap *bm, uint64_t from)
 }
 
 uint64_t
-bitmap_next_clear (const struct bitmap *bm, uint64_t from)
+bitset_next_clear (const struct bitset *bm, uint64_t from)
 {
   uint64_t nwords = nwords_for (bm->nbits);
   uint64_t w, word;
@@ -252,7 +252,7 @@ bitmap_next_clear (const struct bitmap *bm, uint64_t from)
 }
 
 uint64_t
-bitmap_count (const struct bitmap *bm)
+bitset_count (const struct bitset *bm)
 {
   uint64_t nwords = nwords_for (bm->nbits);
   uint64_t w, count = 0;
@@ -263,7 +263,7 @@ bitmap_count (const struct bitmap *bm)
 }
 
 uint64_t
-bitmap_count_range (const struct bitmap *bm, uint64_t first, uint64_t n)
+bitset_count_range (const struct bitset *bm, uint64_t first, uint64_t n)
 {
   uint64_t end, w, count = 0;
 
@@ -275,7 +275,7 @@ bitmap_count_range (const struct bitmap *bm, uint64_t first, uint64_t n)
 }
 
 bool
-bitmap_any_in_range (const struct bitmap *bm, uint64_t first, uint64_t n)
+bitset_any_in_range (const struct bitset *bm, uint64_t first, uint64_t n)
 {
   uint64_t end, w;
 
@@ -288,7 +288,7 @@ bitmap_any_in_range (const struct bitmap *bm, uint64_t first, uint64_t n)
 }
 
 int
-bitmap_merge (struct bitmap *dst, const struct bitmap *src)
+bitset_merge (struct bitset *dst, const struct bitset *src)
 {
   uint64_t nwords, w;
 
@@ -303,16 +303,16 @@ bitmap_merge (struct bitmap *dst, const struct bitmap *src)
 }
 
 size_t
-bitmap_serialized_size (const struct bitmap *bm)
+bitset_serialized_size (const struct bitset *bm)
 {
-  /* Fits: bitmap_init checked that the word array fits in size_t. */
+  /* Fits: bitset_init checked that the word array fits in size_t. */
   return (size_t) (bm->nbits / 8 + (bm->nbits % 8 != 0));
 }
 
 void
-bitmap_serialize (const struct bitmap *bm, unsigned char *out)
+bitset_serialize (const struct bitset *bm, unsigned char *out)
 {
-  size_t len = bitmap_serialized_size (bm);
+  size_t len = bitset_serialized_size (bm);
   size_t i;
 
   /* Padding bits come out as zero because they are zero in the words. */
@@ -321,11 +321,11 @@ bitmap_serialize (const struct bitmap *bm, unsigned char *out)
 }
 
 int
-bitmap_deserialize (struct bitmap *bm, const unsigned char *in, size_t len)
+bitset_deserialize (struct bitset *bm, const unsigned char *in, size_t len)
 {
   size_t i;
 
-  if (len != bitmap_serialized_size (bm)) {
+  if (len != bitset_serialized_size (bm)) {
     errno = EINVAL;
     return -1;
   }
@@ -338,14 +338,14 @@ bitmap_deserialize (struct bitmap *bm, const unsigned char *in, size_t len)
   }
 
   /* All checks passed: now it is safe to modify bm. */
-  bitmap_clear_all (bm);
+  bitset_clear_all (bm);
   for (i = 0; i < len; i++)
     bm->words[i / 8] |= (uint64_t) in[i] << (8 * (i % 8));
   return 0;
 }
 
 bool
-bitmap_test_atomic (const struct bitmap *bm, uint64_t bit)
+bitset_test_atomic (const struct bitset *bm, uint64_t bit)
 {
   uint64_t word = __atomic_load_n (&bm->words[bit / WORD_BITS],
                                    __ATOMIC_SEQ_CST);
@@ -354,7 +354,7 @@ bitmap_test_atomic (const struct bitmap *bm, uint64_t bit)
 }
 
 void
-bitmap_set_range_atomic (struct bitmap *bm, uint64_t first, uint64_t n)
+bitset_set_range_atomic (struct bitset *bm, uint64_t first, uint64_t n)
 {
   uint64_t end, w;
 
@@ -366,7 +366,7 @@ bitmap_set_range_atomic (struct bitmap *bm, uint64_t first, uint64_t n)
 }
 
 void
-bitmap_clear_range_atomic (struct bitmap *bm, uint64_t first, uint64_t n)
+bitset_clear_range_atomic (struct bitset *bm, uint64_t first, uint64_t n)
 {
   uint64_t end, w;
 
