@@ -45,15 +45,7 @@
 #include "bmfile.h"
 #include "crc32.h"
 #include "size.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #cond);                              \
-      abort ();                                                         \
-    }                                                                   \
-  } while (0)
+#include "fuzz-check.h"
 
 #define HEADER_SIZE 40          /* magic .. next seq */
 #define MAX_BITS_BYTES (1024 * 1024)

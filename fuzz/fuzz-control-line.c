@@ -37,15 +37,7 @@
 #include "ctl-owner.h"
 #include "json.h"
 #include "json-check.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #cond);                              \
-      abort ();                                                         \
-    }                                                                   \
-  } while (0)
+#include "fuzz-check.h"
 
 static struct ctl_server *srv;
 

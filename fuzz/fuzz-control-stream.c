@@ -44,15 +44,7 @@
 #include "control.h"
 #include "ctl-owner.h"
 #include "json-check.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #cond);                              \
-      abort ();                                                         \
-    }                                                                   \
-  } while (0)
+#include "fuzz-check.h"
 
 #define RUN_BYTE 0xfe
 #define MAX_STREAM (16 * 1024)
