@@ -20,8 +20,9 @@
  * - versions 1, 2 and 3 decode; the disk id (version 2 on) and reasons
  *   (version 2 on, only on inconsistent checkpoints) are exactly their
  *   bytes, printable ASCII (the id without spaces); in version 3 the
- *   CRC ends the checksummed part, and the newest checkpoint's bits
- *   are the live region that ends the file;
+ *   CRC ends the checksummed part, the newest checkpoint's bits are
+ *   the live region that ends the file, and a checkpoint's flag byte
+ *   may also say provisional (bit 1);
  * - the file is encoded again with bmfile_encode (bitmaps of
  *   bits_len * 8 bits, so every decodable file can be re-encoded) and
  *   decoded: every field must survive, and when the flags word has no
@@ -45,15 +46,7 @@
 #include "bmfile.h"
 #include "crc32.h"
 #include "size.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #cond);                              \
-      abort ();                                                         \
-    }                                                                   \
-  } while (0)
+#include "fuzz-check.h"
 
 #define HEADER_SIZE 40          /* magic .. next seq */
 #define MAX_BITS_BYTES (1024 * 1024)
@@ -183,6 +176,7 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
     CHECK (a->seq == b->seq);
     CHECK (a->created == b->created);
     CHECK (a->consistent == b->consistent);
+    CHECK (a->provisional == b->provisional);
     CHECK (strcmp (a->reason, b->reason) == 0);
     CHECK (a->bits_len == b->bits_len);
     CHECK (memcmp (a->bits, b->bits, a->bits_len) == 0);
@@ -286,7 +280,11 @@ decode_and_check (const unsigned char *buf, size_t len)
     next += 1 + nlen;
     CHECK (c->seq == rd64 (next));
     CHECK ((uint64_t) c->created == rd64 (next + 8));
-    CHECK (next[16] == (c->consistent ? 1 : 0));
+    /* The flag byte: bit 0 consistent; in version 3, bit 1 provisional
+     * (a backup job's checkpoint, see bmfile.h); nothing else.
+     */
+    CHECK (next[16] == ((c->consistent ? 1 : 0) | (c->provisional ? 2 : 0)));
+    CHECK (f.version == 3 || !c->provisional);
     next += 17;
     if (f.version >= 2) {
       size_t rlen = strlen (c->reason), j;

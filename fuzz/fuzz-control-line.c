@@ -37,15 +37,7 @@
 #include "ctl-owner.h"
 #include "json.h"
 #include "json-check.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #cond);                              \
-      abort ();                                                         \
-    }                                                                   \
-  } while (0)
+#include "fuzz-check.h"
 
 static struct ctl_server *srv;
 
@@ -201,16 +193,10 @@ free_server (void)
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  const char *tmp = getenv ("TMPDIR");
   char dir[4096], path[4200];
   char *errmsg = NULL;
 
-  snprintf (dir, sizeof dir, "%s/fleece-fuzz-XXXXXX",
-            tmp && *tmp ? tmp : "/tmp");
-  if (mkdtemp (dir) == NULL) {
-    perror ("mkdtemp");
-    abort ();
-  }
+  fuzz_make_tmpdir (dir, sizeof dir);
   snprintf (path, sizeof path, "%s/ctl.sock", dir);
   srv = ctl_server_new (path, handler, NULL, &errmsg);
   if (srv == NULL) {

@@ -44,15 +44,7 @@
 #include "control.h"
 #include "ctl-owner.h"
 #include "json-check.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #cond);                              \
-      abort ();                                                         \
-    }                                                                   \
-  } while (0)
+#include "fuzz-check.h"
 
 #define RUN_BYTE 0xfe
 #define MAX_STREAM (16 * 1024)
@@ -73,15 +65,9 @@ cleanup (void)
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  const char *tmp = getenv ("TMPDIR");
   char *errmsg = NULL;
 
-  snprintf (dir, sizeof dir, "%s/fleece-fuzz-XXXXXX",
-            tmp && *tmp ? tmp : "/tmp");
-  if (mkdtemp (dir) == NULL) {
-    perror ("mkdtemp");
-    abort ();
-  }
+  fuzz_make_tmpdir (dir, sizeof dir);
   memset (&addr, 0, sizeof addr);
   addr.sun_family = AF_UNIX;
   if ((size_t) snprintf (addr.sun_path, sizeof addr.sun_path, "%s/ctl.sock",

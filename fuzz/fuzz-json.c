@@ -33,15 +33,7 @@
 
 #include "json.h"
 #include "json-check.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #cond);                              \
-      abort ();                                                         \
-    }                                                                   \
-  } while (0)
+#include "fuzz-check.h"
 
 /* 9999-12-31T23:59:59Z */
 #define MAX_4DIGIT_TIME INT64_C(253402300799)

@@ -120,7 +120,18 @@ start_service ()
   rm -f "$nbdsock.pid"
   _pidfiles+=("$nbdsock.pid")
   echo "--- start $1" >> "$tmpdir/service.log"
-  systemd-socket-activate -l "$nbdsock" "${cmd[@]}" \
+  # systemd-socket-activate gives the command only PATH, HOME, USER,
+  # TERM and the -E variables: pass on what the sanitizer runs' nbdkit
+  # wrapper reads (without it the wrapper runs nbdkit uninstrumented,
+  # which cannot load instrumented filters).
+  local senv=() v
+  for v in $(compgen -e); do
+    case $v in
+      FLEECE_*|ASAN_OPTIONS|LSAN_OPTIONS|UBSAN_OPTIONS|TSAN_OPTIONS)
+        senv+=(-E "$v") ;;
+    esac
+  done
+  systemd-socket-activate "${senv[@]}" -l "$nbdsock" "${cmd[@]}" \
     >>"$tmpdir/service.log" 2>&1 &
   pid=$!
   echo $pid > "$nbdsock.pid"
