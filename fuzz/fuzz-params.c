@@ -280,6 +280,8 @@ check_config (const char *s)
     CHECK (owner == FLEECE_SNAPSHOT_ACCESS);
   else if (strncmp (s, "bitmap-", 7) == 0)
     CHECK (owner == FLEECE_DIRTY_BITMAP);
+  else if (strncmp (s, "stream-", 7) == 0)
+    CHECK (owner == FLEECE_STREAM);
   else
     CHECK (owner == -1);
 }
