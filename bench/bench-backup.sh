@@ -50,6 +50,7 @@
 #          bench/results/backup-profile.txt.
 #
 # Environment: BENCH_REPEAT (5), BENCH_SECONDS (10), BENCH_SIZE (1G),
+# BENCH_POLL (seconds between status polls of a push job, 0.002),
 # BENCH_PARTS ("full incr iops"), BENCH_QUICK=1 (a smoke run: 256M,
 # one round, 3 s fio runs; not numbers to publish), TMPDIR (the disk,
 # targets and servers' files; needs ~3x BENCH_SIZE free).
@@ -105,6 +106,7 @@ from fleece_lib import Ctl, connect, close
 
 G = 65536
 HZ = os.sysconf("SC_CLK_TCK")
+POLL = float(os.environ.get("BENCH_POLL", "0.002"))
 
 def ticks(pid):
     with open("/proc/%d/stat" % pid) as f:
@@ -161,7 +163,7 @@ def push(ctlpath, pid, args):
             t_copy = now - t0
         if j["state"] not in ("running", "paused"):
             break
-        time.sleep(0.002)
+        time.sleep(POLL)
     t = now - t0
     c1 = ticks(pid); r1, w1 = io(pid)
     if j["state"] != "completed":
@@ -521,17 +523,21 @@ if want profile; then
   wait "$loop_pid" || die "the backup loop failed"
   loop_pid=
   stop
+  rep () { perf report -i "$tmp/perf.data" --stdio "$@" 2>/dev/null >"$tmp/perf.txt" || true; grep -v '^#' "$tmp/perf.txt" | grep . | head -"$n" || true; }
   {
-    echo "# perf record -g -p NBDKIT, $psec s of push full backups back to back ($(cat "$tmp/loop.out") s busy; jobs completed)"
+    echo "# perf record -g -p NBDKIT, $psec s of push full backups back to back ($(cat "$tmp/loop.out" | awk '{ print $1 " jobs completed, busy " $2 " s" }'))"
     echo
     echo "## by DSO"
-    perf report -i "$tmp/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep . | head -15
+    n=10 rep --no-children --sort dso -g none
     echo
     echo "## by symbol (self)"
-    perf report -i "$tmp/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -v '^#' | grep . | head -40
+    n=40 rep --no-children --sort dso,sym -g none
     echo
-    echo "## by symbol (children)"
-    perf report -i "$tmp/perf.data" --children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep . | head -40
+    echo "## by symbol (with children)"
+    n=60 rep --children --sort sym -g none
+    echo
+    echo "## call graph (caller), top"
+    n=150 rep --no-children --sort sym -g caller,0.5,callee --percent-limit 2
   } >"$here/results/backup-profile.txt"
   echo "profile: $here/results/backup-profile.txt"
   head -30 "$here/results/backup-profile.txt"
