@@ -38,7 +38,7 @@
 #          the target that changed, against the granules written;
 #          time against the median push full time.  The target equals
 #          the disk at the end.  Targets: equal; < 5% of the full.
-#   iops   4K random writes, QD16, BENCH_SECONDS (8) on the live
+#   iops   4K random writes, QD16, BENCH_SECONDS (6) on the live
 #          export (fio nbd engine), while push full backups run back
 #          to back (each a new snapshot, so the guest's writes copy
 #          clusters all the time) against no backup; a fresh copy of
@@ -56,7 +56,7 @@
 #          backups run back to back; the top of the report in
 #          bench/results/backup-profile.txt.
 #
-# Environment: BENCH_REPEAT (5), BENCH_SECONDS (8), BENCH_SIZE (1G),
+# Environment: BENCH_REPEAT (5), BENCH_SECONDS (6; ~7 min in all with 10), BENCH_SIZE (1G),
 # BENCH_POLL (seconds between status polls of a push job, 0.002),
 # BENCH_PARTS ("full incr iops"), BENCH_QUICK=1 (a smoke run: 256M,
 # one round, 3 s fio runs; not numbers to publish), TMPDIR (the disk,
@@ -74,7 +74,7 @@ if [ -n "${BENCH_QUICK-}" ]; then
 fi
 size_arg=${BENCH_SIZE:-1G}
 repeat=${BENCH_REPEAT:-5}
-seconds=${BENCH_SECONDS:-8}
+seconds=${BENCH_SECONDS:-6}
 parts=${BENCH_PARTS:-full incr iops}
 want () { [[ " $parts " == *" $1 "* ]]; }
 
