@@ -232,7 +232,7 @@ PYEOF
     } >>"$tmp/report"
     echo "| 4-server group snapshot hold time, median and max of 20 | $hm / $hx ms | < 20 ms | $(verdict "$hx" 20 '<') |" >>"$tmp/targets"
   else
-    echo "| 4-server group snapshot hold time | not measured: $fc has no group-snapshot | < 20 ms | skipped |" >>"$tmp/targets"
+    echo "| 4-server group snapshot hold time | not measured: fleecectl has no group-snapshot in this tree | < 20 ms | skipped |" >>"$tmp/targets"
   fi
 fi
 
