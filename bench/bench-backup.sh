@@ -34,34 +34,33 @@
 #          uses send/recv, which are not counted there, and zero
 #          granules become punched holes, which write nothing; no
 #          client is connected meanwhile), its bytes_total and
-#          bytes_done, and the granules of
-#          the target that changed, against the granules written;
+#          bytes_done, and the granules of the target that changed,
+#          against the granules written;
 #          time against the median push full time.  The target equals
 #          the disk at the end.  Targets: equal; < 5% of the full.
 #   iops   4K random writes, QD16, BENCH_SECONDS (6) on the live
-#          export (fio nbd engine), while push full backups run back
-#          to back (each a new snapshot, so the guest's writes copy
-#          clusters all the time) against no backup; a fresh copy of
-#          the disk each time.  "During a backup" two ways: one full
-#          backup running for the whole fio run (its speed= set so it
-#          takes BENCH_SECONDS + 3 s), and full-speed backups back to
-#          back (the worst case: each job a new snapshot, so the
-#          guest's writes copy clusters all the time, and the job's
-#          own I/O competes).  The same on qemu-storage-daemon (its
-#          disk node exported over NBD, one speed-limited backup job)
-#          for comparison.  Rounds interleaved, medians; latency
+#          export (fio nbd engine), on a fresh copy of the disk each
+#          time: with no backup, with one full backup running for the
+#          whole fio run (its speed= set so it takes BENCH_SECONDS +
+#          3 s), and with full-speed backups back to back (the worst
+#          case: each job a new snapshot, so the guest's writes copy
+#          clusters all the time, and the job's own I/O competes).
+#          The same on qemu-storage-daemon (its disk node exported
+#          over NBD, with no backup and with one speed-limited backup
+#          job) for comparison.  Rounds interleaved, medians; latency
 #          percentiles and server CPU per write.  Target >= 0.8x.
 #   profile  (only when asked: BENCH_PARTS=profile) perf record -g on
 #          nbdkit for BENCH_PROFILE_SECONDS (20) while push full
 #          backups run back to back; the top of the report in
 #          bench/results/backup-profile.txt.
 #
-# Environment: BENCH_REPEAT (5), BENCH_SECONDS (6; ~7 min in all with 10), BENCH_SIZE (1G),
+# Environment: BENCH_REPEAT (5), BENCH_SECONDS (6; about 5 minutes in
+# all, 7 with 10), BENCH_SIZE (1G), BENCH_PROFILE_SECONDS (20),
 # BENCH_POLL (seconds between status polls of a push job, 0.002),
 # BENCH_PARTS ("full incr iops"), BENCH_QUICK=1 (a smoke run: 256M,
 # one round, 3 s fio runs; not numbers to publish), TMPDIR (the disk,
 # targets and servers' files; needs ~3x BENCH_SIZE free).
-# Results: stdout, and bench/results/backup.md.
+# Results: stdout, and bench/results/backup.md (and backup-profile.txt).
 
 set -euo pipefail
 
@@ -386,7 +385,6 @@ stop () { stop_pid "$server_pid" 30 || die "server exited with an error (log: $(
 same () { cmp -s "$disk" "$2" || die "$1: the target differs from the disk ($(cmp "$disk" "$2" 2>&1 | head -1))"; }
 
 bytes=$(numfmt --from=iec "$size_arg")
-mib=$((bytes >> 20))
 echo "bench-backup.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "bench-backup.sh: a $size_arg disk, 70% random data in 1 MiB chunks, in $tmp"
 data=$(bb mkdisk "$disk" "$bytes" 1 70)
@@ -617,7 +615,7 @@ if want profile; then
   stop
   rep () { perf report -i "$tmp/perf.data" --stdio "$@" 2>/dev/null >"$tmp/perf.txt" || true; grep -v '^#' "$tmp/perf.txt" | grep . | head -"$n" || true; }
   {
-    echo "# perf record -g -p NBDKIT, $psec s of push full backups back to back ($(cat "$tmp/loop.out" | awk '{ print $1 " jobs completed, busy " $2 " s" }'))"
+    echo "# perf record -g -p NBDKIT, $psec s of push full backups back to back ($(awk '{ print $1 " jobs completed, busy " $2 " s" }' "$tmp/loop.out"))"
     echo
     echo "## by DSO"
     n=10 rep --no-children --sort dso -g none
