@@ -44,7 +44,7 @@
 #              when every cluster has been copied to the target (after
 #              sync, so the writeback of the copies does not compete)
 #
-# Latency (issue 13): p50 and p99 completion latency of BENCH_LAT_WRITES
+# Latency: p50 and p99 completion latency of BENCH_LAT_WRITES
 # (default 1000) first-touch 4 KiB writes (one per cluster, seeded
 # random order) at QD1 and at QD16, in five configurations:
 #   nosnap   the stack, no snapshot

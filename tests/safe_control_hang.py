@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 7, driven by test-safe-control-hang.sh: the plugin's
+# Driven by test-safe-control-hang.sh: the plugin's
 # backend accepts one connection at a time (qemu-nbd -e 1 behind
 # nbdkit's nbd plugin) and a guest holds it.  The control commands must
 # still answer within 10 s (snapshot-begin uses what is already open,

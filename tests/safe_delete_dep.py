@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 5, driven by test-safe-delete-dep.sh: a checkpoint that
+# Driven by test-safe-delete-dep.sh: a checkpoint that
 # an active snapshot or an open delta connection depends on cannot be
 # deleted.
 #

@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 4, driven by test-safe-delta-fixed.sh: the delta view
+# Driven by test-safe-delta-fixed.sh: the delta view
 # snapshot/since/c1 of a snapshot is fixed at the snapshot point.  Writes
 # A land between checkpoint c1 and the snapshot, writes B after it; the
 # delta view must map exactly A, and reading all of it must succeed and

@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 3 (shrink), driven by test-safe-resize.sh: the disk file
+# Driven by test-safe-resize.sh: the disk file
 # shrinks (8M -> 8M-4K) while a snapshot is active and a new connection
 # writes the last cluster of the new size.  The server stays up, the
 # live disk holds the write, the snapshot is marked broken naming the

@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 8, driven by test-safe-stale-delta.sh: connections to
+# Driven by test-safe-stale-delta.sh: connections to
 # snapshot/since/c1 and to snapshot opened during one snapshot are dead
 # after snapshot-end, even once another snapshot has begun: every
 # request on them fails (pread of a changed and of an unchanged range,

@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# One server per file (issue 8).  Server A (in the background, as nbdkit
+# One server per file.  Server A (in the background, as nbdkit
 # runs by default) holds its bitmap-file F and its cbw-target T; server B,
 # another disk of the same size, is refused at start-up when it names F
 # or T, with one line naming the parameter, the file and A's pid (also

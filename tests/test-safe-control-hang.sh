@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 7: a backend that takes one connection at a time
+# A backend that takes one connection at a time
 # (qemu-nbd -e 1, reached through nbdkit's nbd plugin), held by a guest.
 # snapshot-begin, status and snapshot-end must answer within 10 s, the
 # guest's writes go on, and SIGTERM stops nbdkit within 10 s.  Every

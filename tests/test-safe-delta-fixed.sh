@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 4: the delta view snapshot/since/c1 is fixed at the
+# The delta view snapshot/since/c1 is fixed at the
 # snapshot point.  Writes after the snapshot never enter its changed-
 # block map, whether the snapshot was begun with since=c1 alone, with a
 # checkpoint that was deleted afterwards, or as a full snapshot; the

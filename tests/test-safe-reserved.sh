@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 1: the snapshot export names are reserved.  A name meant
+# The snapshot export names are reserved.  A name meant
 # for a snapshot never reaches the plugin as the live disk:
 #
 # * cbw without snapshot-access above it is refused at start-up (it

@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 3: the disk changes size under the server.
+# The disk changes size under the server.
 #
 # * grow: after a full backup with checkpoint c1 the file grows from 8M
 #   to 16M; a new connection writes at 12M and 1M.  The delta export

@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 6: a filter below the project's filters that answers
+# A filter below the project's filters that answers
 # block status a little at a time (nbdkit's blocksize filter with
 # maxlen=64K returns at most one extent per request) must not break the
 # snapshot's block status: nbdinfo --map of "snapshot" succeeds,

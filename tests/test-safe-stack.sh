@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 2: a stock nbdkit filter between the project's filters,
+# A stock nbdkit filter between the project's filters,
 # or a caching one above snapshot-access, would make the snapshot or the
 # changed-block map describe a different disk than the one cbw and
 # dirty-bitmap see (an offset, a private copy, a shared cache).  Such a

@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Issue 8, case 8: a connection to snapshot/since/c1 or to snapshot that
+# A connection to snapshot/since/c1 or to snapshot that
 # outlives its snapshot (snapshot-end, then snapshot-begin again) gets
 # an error for every request: it never reads the new snapshot, nor
 # zeroes for the unchanged ranges.  See safe_stale_delta.py.
