@@ -32,10 +32,10 @@
  * snapshot engine sees no difference, except that a background write
  * that fails calls snapshot_target_lost.
  *
- * Several snapshots sharing one target (issue 12) need space allocated
- * per shared copy instead of "cluster N at offset N": that is another
- * layer of the same shape (it maps the offsets it is given to slots of
- * the target below), so the backends stay as they are.
+ * Several snapshots share one target through the cluster store
+ * (store.c), which places each copy in a slot (its cluster's own offset
+ * when free, else an overflow slot past the disk's end); the target
+ * only ever sees offsets.
  *
  * Thread safety: every function may be called from many threads at
  * once, except target_open, target_after_fork, target_close,
