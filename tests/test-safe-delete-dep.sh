@@ -2,7 +2,7 @@
 # nbdkit-fleece
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Checkpoint-delete refuses a checkpoint that the
+# checkpoint-delete refuses a checkpoint that the
 # active snapshot (since=) or an open delta connection depends on, and
 # accepts it once that is gone.  See safe_delete_dep.py.
 
