@@ -162,7 +162,20 @@ def bad_input(ctl, t, model, sock):
     s = Server(ssock, ["nbdkit", "-f", "memory", "1M"])
 
     # While a job runs.
-    ctl.refused("backup-start target=%s/other.img" % t, "is running")
+    # Several jobs run at once, each with its own snapshot; at most 4.
+    others = [start_job(ctl, "target=%s/other%d.img speed=1M" % (t, k))
+              for k in range(3)]
+    st = ctl.ok("status")
+    check(sorted(s["name"] for s in st["snapshots"]) ==
+          sorted([jid] + others),
+          "each running job has its own named snapshot: %s"
+          % st["snapshots"])
+    ctl.refused("backup-start target=%s/fifth.img" % t, "4 backup jobs")
+    for o in others:
+        ctl.ok("job-cancel id=%s" % o)
+    for o in others:
+        check(wait_job(ctl, o)["state"] == "cancelled", "%s not cancelled" % o)
+        os.unlink("%s/other%d.img" % (t, others.index(o)))
     ctl.refused("snapshot-begin name=%s" % jid, "already active")
     ctl.refused("snapshot-end name=%s" % jid,
                 "cancel the job with job-cancel id=%s" % jid)
@@ -226,6 +239,24 @@ def bad_input(ctl, t, model, sock):
     log("bad input: %d cases refused, nothing changed" % len(cases))
 
 
+def concurrent(ctl, t, model, sock):
+    """Two full backups at once, to two files, both equal the disk."""
+    a_, b_ = t + "/con-a.img", t + "/con-b.img"
+    ja = start_job(ctl, "target=%s speed=8M" % a_)
+    jb = start_job(ctl, "target=%s speed=8M" % b_)
+    for j in (ja, jb):
+        expect_completed(ctl, j)
+    jobs = {j["id"]: j for j in ctl.ok("status")["jobs"]}
+    check(ja in jobs and jb in jobs, "both jobs listed after they ended: %s"
+          % list(jobs))
+    expect_same(read_file(a_), model.bytes(), "concurrent job A")
+    expect_same(read_file(b_), model.bytes(), "concurrent job B")
+    check(ctl.ok("status")["snapshots"] == [], "a job's snapshot is left")
+    os.unlink(a_)
+    os.unlink(b_)
+    log("two jobs at once: both complete and equal the disk")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tmpdir", required=True)
@@ -242,6 +273,7 @@ def main():
     speed_pause(ctl, t, model)
     garbage_target(ctl, t, model, sock)
     cancel(ctl, t, model, sock)
+    concurrent(ctl, t, model, sock)
     bad_input(ctl, t, model, sock)
     srv.stop()
 

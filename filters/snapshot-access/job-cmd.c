@@ -57,22 +57,45 @@ name_arg (const struct ctl_request *req, const char *key, const char **out,
   return 0;
 }
 
-/* Join the previous job's thread, which has ended. */
+/* Join the threads of the jobs that have ended and drop those jobs
+ * from the list (they stay listed until the next backup-start).
+ */
 static void
-join_ended (void)
+drop_ended (void)
 {
-  pthread_t t;
-  bool join = false;
+  struct job *gone[JOB_MAX];
+  bool join[JOB_MAX];
+  size_t i, k = 0, n = 0;
 
   pthread_mutex_lock (&jobs_lock);
-  if (joinable && job && !active (job)) {
-    joinable = false;
-    join = true;
-    t = job_thread;
+  for (i = 0; i < njobs; i++) {
+    if (active (jobs[i]))
+      jobs[k++] = jobs[i];
+    else {
+      /* A thread job_stop_all joined already is not joined twice. */
+      join[n] = jobs[i]->joinable;
+      jobs[i]->joinable = false;
+      gone[n++] = jobs[i];
+    }
   }
+  njobs = k;
   pthread_mutex_unlock (&jobs_lock);
-  if (join)
-    pthread_join (t, NULL);
+  for (i = 0; i < n; i++) {
+    if (join[i])
+      pthread_join (gone[i]->thread, NULL);
+    free_job (gone[i]);
+  }
+}
+
+static size_t
+running_locked (void)
+{
+  size_t i, n = 0;
+
+  for (i = 0; i < njobs; i++)
+    if (active (jobs[i]))
+      n++;
+  return n;
 }
 
 /* backup-start failed after it began the snapshot: end it, merge back
@@ -109,7 +132,7 @@ backup_start (const struct ctl_request *req, struct jbuf *reply,
   const char *target, *sync, *since, *checkpoint, *speed_s, *zeroed_s;
   struct fleece_snapshot_info info;
   struct job_dest *dest;
-  struct job *j, *old;
+  struct job *j;
   uint64_t speed = 0, snap_id;
   int64_t disk_size;
   bool full, zeroed = false;
@@ -161,11 +184,11 @@ backup_start (const struct ctl_request *req, struct jbuf *reply,
     pthread_mutex_unlock (&jobs_lock);
     return fleece_errorf (errmsg, "nbdkit is shutting down");
   }
-  if (job && active (job)) {
+  if (running_locked () >= JOB_MAX_RUNNING) {
     pthread_mutex_unlock (&jobs_lock);
-    return fleece_errorf (errmsg, "backup job %s is running; one job at a "
-                          "time; wait for it or cancel it with job-cancel "
-                          "id=%s", job->id, job->id);
+    return fleece_errorf (errmsg, "%d backup jobs are running, the most "
+                          "there may be at once; wait for one or cancel it "
+                          "with job-cancel", JOB_MAX_RUNNING);
   }
   pthread_mutex_unlock (&jobs_lock);
   if (below == NULL)
@@ -214,22 +237,19 @@ backup_start (const struct ctl_request *req, struct jbuf *reply,
   j->speed = speed;
   j->state = JOB_RUNNING;
 
-  /* The previous job, if any, has ended: join its thread, replace it. */
-  join_ended ();
+  /* Jobs that ended leave the list; the new one joins it. */
+  drop_ended ();
   pthread_mutex_lock (&jobs_lock);
-  old = job;
-  job = j;
-  if (pthread_create (&job_thread, NULL, job_main, j) != 0) {
-    job = old;
+  if (pthread_create (&j->thread, NULL, job_main, j) != 0) {
     pthread_mutex_unlock (&jobs_lock);
     j->dest = NULL;
     free_job (j);
     undo_start (dest, snap_id, checkpoint);
     return fleece_errorf (errmsg, "cannot start the job thread");
   }
-  joinable = true;
+  j->joinable = true;
+  jobs[njobs++] = j;
   pthread_mutex_unlock (&jobs_lock);
-  free_job (old);
   last_job++;
 
   nbdkit_debug ("job %s: backup %s of snapshot %" PRIu64 " to %s%s%s",
@@ -245,21 +265,22 @@ static struct job *
 find_locked (const struct ctl_request *req, char **errmsg)
 {
   const char *id = ctl_request_get (req, "id");
+  size_t i;
 
   if (id == NULL) {
-    fleece_errorf (errmsg, "%s needs id=JOB (the id backup-start "
-                   "returned)", req->command);
+    fleece_errorf (errmsg, "%s needs id=ID (the \"job\" of backup-start's "
+                   "reply)", req->command);
     return NULL;
   }
-  if (job == NULL || strcmp (job->id, id) != 0) {
-    if (job)
-      fleece_errorf (errmsg, "no job with id %s (the latest job is %s)",
-                     id, job->id);
-    else
-      fleece_errorf (errmsg, "no job with id %s (no job has run)", id);
-    return NULL;
-  }
-  return job;
+  for (i = 0; i < njobs; i++)
+    if (strcmp (jobs[i]->id, id) == 0)
+      return jobs[i];
+  if (njobs)
+    fleece_errorf (errmsg, "no job with id %s (the latest job is %s)",
+                   id, jobs[njobs - 1]->id);
+  else
+    fleece_errorf (errmsg, "no job with id %s (no job has run)", id);
+  return NULL;
 }
 
 static int
@@ -351,13 +372,14 @@ void
 job_status (struct jbuf *reply)
 {
   struct job *j;
+  size_t i;
 
   pthread_mutex_lock (&jobs_lock);
-  j = job;
   jbuf_key (reply, "jobs");
   jbuf_raw (reply, "[");
-  if (j) {
-    jbuf_raw (reply, "{");
+  for (i = 0; i < njobs; i++) {
+    j = jobs[i];
+    jbuf_raw (reply, i ? ",{" : "{");
     jbuf_key (reply, "id");
     jbuf_string (reply, j->id);
     jbuf_key (reply, "type");
@@ -395,23 +417,26 @@ job_status (struct jbuf *reply)
 void
 job_stop_all (const char *why)
 {
-  pthread_t t;
-  bool join = false;
+  pthread_t t[JOB_MAX];
+  size_t i, n = 0;
 
   pthread_mutex_lock (&jobs_lock);
   shutting_down = true;
-  if (job && active (job) && !job->stop) {
-    job->stop = true;
-    job->stop_why = strdup (why);
-    nbdkit_debug ("job %s: stopping: %s", job->id, why);
-    pthread_cond_broadcast (&jobs_cond);
+  for (i = 0; i < njobs; i++) {
+    struct job *j = jobs[i];
+
+    if (active (j) && !j->stop) {
+      j->stop = true;
+      j->stop_why = strdup (why);
+      nbdkit_debug ("job %s: stopping: %s", j->id, why);
+    }
+    if (j->joinable) {
+      j->joinable = false;
+      t[n++] = j->thread;
+    }
   }
-  if (joinable) {
-    joinable = false;
-    join = true;
-    t = job_thread;
-  }
+  pthread_cond_broadcast (&jobs_cond);
   pthread_mutex_unlock (&jobs_lock);
-  if (join)
-    pthread_join (t, NULL);
+  for (i = 0; i < n; i++)
+    pthread_join (t[i], NULL);
 }

@@ -73,13 +73,19 @@ struct job {
   size_t cur_run;               /* work cursor: next piece starts at */
   uint64_t cur_pos;             /*   runs[cur_run].off + cur_pos */
   int64_t finished;
+  pthread_t thread;             /* lock: its thread */
+  bool joinable;                /* lock: thread not joined yet */
 };
 
 extern pthread_mutex_t jobs_lock;
 extern pthread_cond_t jobs_cond;
-extern struct job *job;         /* the latest job, or NULL (lock) */
-extern pthread_t job_thread;    /* its thread (lock) */
-extern bool joinable;           /* thread not joined yet (lock) */
+/* At most JOB_MAX_RUNNING jobs run at once; the list keeps ended ones
+ * too, until the next backup-start.
+ */
+#define JOB_MAX_RUNNING 4
+#define JOB_MAX 16
+extern struct job *jobs[JOB_MAX];
+extern size_t njobs;
 extern bool shutting_down;      /* job_stop_all ran (lock) */
 extern uint64_t last_job;       /* control thread only */
 

@@ -55,19 +55,22 @@
  *
  * Locks:
  *
- * jobs_lock (mutex) with jobs_cond.  Protects the pointer job and every
- * field of *job marked "lock" below, thread and joinable, and
- * shutting_down.  Held only for short updates, never across I/O.
- * Waiters on jobs_cond: paused workers, workers sleeping for the speed
- * limit (timed), nothing else.
+ * Several jobs may run at once (JOB_MAX_RUNNING), each with its own
+ * named snapshot, thread and workers.
  *
- * *job itself lives until the next backup-start replaces it, which
- * happens only after the previous job thread was joined; the job
- * thread and its workers use the fields marked "fixed" without the
- * lock.  The control thread serialises commands, so two backup-starts
- * never race; job_stop_all (from .cleanup) may run concurrently with
- * a command, so joining goes through joinable (whoever clears it,
- * under the lock, joins).
+ * jobs_lock (mutex) with jobs_cond.  Protects the list jobs[] (njobs),
+ * every field of each job marked "lock" below (thread and joinable
+ * too), and shutting_down.  Held only for short updates, never across
+ * I/O.  Waiters on jobs_cond: paused workers, workers sleeping for the
+ * speed limit (timed), nothing else.
+ *
+ * A job stays in the list after it ended until the next backup-start,
+ * which removes ended jobs only after joining their threads; a job's
+ * thread and workers use the fields marked "fixed" without the lock.
+ * The control thread serialises commands, so two backup-starts never
+ * race; job_stop_all (from .cleanup) may run concurrently with a
+ * command, so joining goes through joinable (whoever clears it, under
+ * the lock, joins).
  */
 
 #include <config.h>
@@ -98,9 +101,8 @@ const char *const state_names[] = {
 
 pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_cond_t jobs_cond = PTHREAD_COND_INITIALIZER;
-struct job *job;         /* the latest job, or NULL (lock) */
-pthread_t job_thread;        /* its thread (lock) */
-bool joinable;           /* thread not joined yet (lock) */
+struct job *jobs[JOB_MAX];       /* (lock) oldest first */
+size_t njobs;                   /* (lock) */
 bool shutting_down;      /* job_stop_all ran (lock) */
 uint64_t last_job;       /* control thread only */
 
