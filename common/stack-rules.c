@@ -21,6 +21,7 @@
 
 #include <config.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -354,4 +355,22 @@ fleece_reserved_export (const char *name, const char *snapshot_export)
 {
   return has_prefix_view (name, "snapshot") ||
     (snapshot_export && has_prefix_view (name, snapshot_export));
+}
+
+void *
+fleece_open_without_snapshots (nbdkit_next_open *next,
+                               nbdkit_context *nxdata, int readonly,
+                               const char *exportname)
+{
+  if (fleece_find (FLEECE_SNAPSHOT_ACCESS) == NULL &&
+      fleece_reserved_export (exportname, NULL)) {
+    nbdkit_error ("export %s: this stack serves no snapshots (it has no "
+                  "snapshot-access filter); names beginning with "
+                  "\"snapshot\" are reserved for snapshots", exportname);
+    errno = ENOENT;
+    return NULL;
+  }
+  if (next (nxdata, readonly, exportname) == -1)
+    return NULL;
+  return NBDKIT_HANDLE_NOT_NEEDED;
 }

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <nbdkit-filter.h>
+
 #include "fleece-api.h"
 
 /* Decide whether the filters (short names, top first, as nbdkit
@@ -39,5 +41,16 @@ extern int fleece_check_stack (void);
  */
 extern bool fleece_reserved_export (const char *name,
                                     const char *snapshot_export);
+
+/* The .open of a project filter that serves only the live disk
+ * (dirty-bitmap, stream): without snapshot-access above, nothing serves
+ * the snapshot names, so they are refused rather than handing the live
+ * disk to a client that asked for a snapshot.  Otherwise it opens the
+ * layer below under the same name.
+ */
+extern void *fleece_open_without_snapshots (nbdkit_next_open *next,
+                                            nbdkit_context *nxdata,
+                                            int readonly,
+                                            const char *exportname);
 
 #endif /* FLEECE_STACK_RULES_H */

@@ -96,25 +96,14 @@ static struct fleece_glue glue = {
 };
 FLEECE_GLUE_CALLBACKS (glue)
 
-/* Without snapshot-access above, nothing serves the snapshot names:
- * refuse them rather than hand the live disk to a client that asked
- * for a snapshot.
+/* Only the live disk here; the snapshot names are refused without
+ * snapshot-access (stack-rules.h).
  */
 static void *
 db_open (nbdkit_next_open *next, nbdkit_context *nxdata,
          int readonly, const char *exportname, int is_tls)
 {
-  if (fleece_find (FLEECE_SNAPSHOT_ACCESS) == NULL &&
-      fleece_reserved_export (exportname, NULL)) {
-    nbdkit_error ("export %s: this stack serves no snapshots (it has no "
-                  "snapshot-access filter); names beginning with "
-                  "\"snapshot\" are reserved for snapshots", exportname);
-    errno = ENOENT;
-    return NULL;
-  }
-  if (next (nxdata, readonly, exportname) == -1)
-    return NULL;
-  return NBDKIT_HANDLE_NOT_NEEDED;
+  return fleece_open_without_snapshots (next, nxdata, readonly, exportname);
 }
 
 /* Every connection's handshake asks the size: a change is seen before
