@@ -82,6 +82,26 @@ patch64 (struct out *o, size_t at, uint64_t v)
  * asked for (f->version == 2: tests, and tools that need the old
  * format); the filter writes version 3.
  */
+/* A checkpoint's name, sequence number, creation time, flag byte and
+ * reason (only for an inconsistent one), as every version from 2 on
+ * writes them.
+ */
+static void
+put_checkpoint_head (struct out *o, const struct bmfile_checkpoint *c,
+                     uint8_t flags)
+{
+  size_t nlen = strlen (c->name);
+  size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
+
+  put8 (o, nlen);
+  put (o, c->name, nlen);
+  put64 (o, c->seq);
+  put64 (o, c->created);
+  put8 (o, flags);
+  put8 (o, rlen);
+  put (o, c->reason, rlen);
+}
+
 static unsigned char *
 encode_v2 (const struct bmfile *f, const struct bitset *const *bitmaps,
            size_t *len)
@@ -102,18 +122,10 @@ encode_v2 (const struct bmfile *f, const struct bitset *const *bitmaps,
   put (&o, f->disk_id, nlen);
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
-    size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
     size_t blen = bitset_serialized_size (bitmaps[i]);
     unsigned char *bits;
 
-    nlen = strlen (c->name);
-    put8 (&o, nlen);
-    put (&o, c->name, nlen);
-    put64 (&o, c->seq);
-    put64 (&o, c->created);
-    put8 (&o, c->consistent);
-    put8 (&o, rlen);
-    put (&o, c->reason, rlen);
+    put_checkpoint_head (&o, c, c->consistent);
     put64 (&o, blen);
     bits = reserve (&o, blen);
     if (bits)
@@ -169,18 +181,10 @@ bmfile_encode_live (const struct bmfile *f,
   put (&o, f->disk_id, nlen);
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
-    size_t rlen = c->consistent ? 0 : strnlen (c->reason, BMFILE_REASON_MAX);
     size_t blen = bitset_serialized_size (bitmaps[i]);
     unsigned char *bits;
 
-    nlen = strlen (c->name);
-    put8 (&o, nlen);
-    put (&o, c->name, nlen);
-    put64 (&o, c->seq);
-    put64 (&o, c->created);
-    put8 (&o, c->consistent | (c->provisional ? 2 : 0));
-    put8 (&o, rlen);
-    put (&o, c->reason, rlen);
+    put_checkpoint_head (&o, c, c->consistent | (c->provisional ? 2 : 0));
     if (i == f->n - 1) {        /* the newest: in the live region */
       put64 (&o, 0);
       live_len = blen;
