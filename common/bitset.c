@@ -70,6 +70,76 @@ last_word_mask (const struct bitset *bm)
   return r == 0 ? UINT64_MAX : (UINT64_C (1) << r) - 1;
 }
 
+/* What range_do does to each word of a range. */
+enum range_op {
+  RANGE_SET, RANGE_CLEAR,                 /* plain read-modify-write */
+  RANGE_SET_ATOMIC, RANGE_CLEAR_ATOMIC,   /* atomic per word */
+  RANGE_COUNT,                            /* returns the set bits */
+  RANGE_ANY,                              /* returns 1 at the first set bit */
+};
+
+/* The one walk over the words of [first, first+n) clipped to the map,
+ * each word masked to the bits of the range.  Returns the count for
+ * RANGE_COUNT, 1 or 0 for RANGE_ANY, 0 otherwise.  bm is const so
+ * that the counting callers can share it; the set and clear ops write
+ * the words it points to.  Always inlined, so op is a constant in
+ * every caller and the switch disappears.
+ */
+static inline __attribute__ ((always_inline)) uint64_t
+range_do (const struct bitset *bm, uint64_t first, uint64_t n,
+          enum range_op op)
+{
+  uint64_t end, w, mask, count = 0;
+
+  if (!clip (bm, first, n, &end))
+    return 0;
+  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++) {
+    mask = word_mask (w, first, end);
+    switch (op) {
+    case RANGE_SET: bm->words[w] |= mask; break;
+    case RANGE_CLEAR: bm->words[w] &= ~mask; break;
+    case RANGE_SET_ATOMIC:
+      __atomic_fetch_or (&bm->words[w], mask, __ATOMIC_SEQ_CST);
+      break;
+    case RANGE_CLEAR_ATOMIC:
+      __atomic_fetch_and (&bm->words[w], ~mask, __ATOMIC_SEQ_CST);
+      break;
+    case RANGE_COUNT:
+      count += __builtin_popcountll (bm->words[w] & mask);
+      break;
+    case RANGE_ANY:
+      if (bm->words[w] & mask)
+        return 1;
+      break;
+    }
+  }
+  return count;
+}
+
+/* The first bit at or after from whose value is not flip's (flip is 0
+ * to find a set bit, UINT64_MAX to find a clear one), or nbits.  Bits
+ * past nbits are zero: a set bit found is always a valid bit, and a
+ * clear one found among them is bit nbits itself, the first of them.
+ */
+static inline uint64_t
+next_unlike (const struct bitset *bm, uint64_t from, uint64_t flip)
+{
+  uint64_t nwords = nwords_for (bm->nbits);
+  uint64_t w, word;
+
+  if (from >= bm->nbits)
+    return bm->nbits;
+  w = from / WORD_BITS;
+  word = (bm->words[w] ^ flip) & (UINT64_MAX << (from % WORD_BITS));
+  for (;;) {
+    if (word != 0)
+      return w * WORD_BITS + __builtin_ctzll (word);
+    if (++w >= nwords)
+      return bm->nbits;
+    word = bm->words[w] ^ flip;
+  }
+}
+
 int
 bitset_init (struct bitset *bm, uint64_t nbits)
 {
@@ -114,8 +184,7 @@ bitset_resize (struct bitset *bm, uint64_t nbits)
   if (nbits < bm->nbits) {
     /* Keep the rule that bits past nbits are 0. */
     bm->nbits = nbits;
-    if (nbits % 64)
-      bm->words[nwords - 1] &= (UINT64_C (1) << (nbits % 64)) - 1;
+    bm->words[nwords - 1] &= last_word_mask (bm);
   }
   if (nwords != old) {
     w = realloc (bm->words, (size_t) nwords * sizeof (uint64_t));
@@ -171,23 +240,13 @@ bitset_clear (struct bitset *bm, uint64_t bit)
 void
 bitset_set_range (struct bitset *bm, uint64_t first, uint64_t n)
 {
-  uint64_t end, w;
-
-  if (!clip (bm, first, n, &end))
-    return;
-  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
-    bm->words[w] |= word_mask (w, first, end);
+  range_do (bm, first, n, RANGE_SET);
 }
 
 void
 bitset_clear_range (struct bitset *bm, uint64_t first, uint64_t n)
 {
-  uint64_t end, w;
-
-  if (!clip (bm, first, n, &end))
-    return;
-  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
-    bm->words[w] &= ~word_mask (w, first, end);
+  range_do (bm, first, n, RANGE_CLEAR);
 }
 
 void
@@ -211,44 +270,13 @@ bitset_clear_all (struct bitset *bm)
 uint64_t
 bitset_next_set (const struct bitset *bm, uint64_t from)
 {
-  uint64_t nwords = nwords_for (bm->nbits);
-  uint64_t w, word;
-
-  if (from >= bm->nbits)
-    return bm->nbits;
-  w = from / WORD_BITS;
-  word = bm->words[w] & (UINT64_MAX << (from % WORD_BITS));
-  for (;;) {
-    /* Bits past nbits are zero, so a hit is always a valid bit. */
-    if (word != 0)
-      return w * WORD_BITS + __builtin_ctzll (word);
-    if (++w >= nwords)
-      return bm->nbits;
-    word = bm->words[w];
-  }
+  return next_unlike (bm, from, 0);
 }
 
 uint64_t
 bitset_next_clear (const struct bitset *bm, uint64_t from)
 {
-  uint64_t nwords = nwords_for (bm->nbits);
-  uint64_t w, word;
-
-  if (from >= bm->nbits)
-    return bm->nbits;
-  w = from / WORD_BITS;
-  word = ~bm->words[w] & (UINT64_MAX << (from % WORD_BITS));
-  for (;;) {
-    if (word != 0) {
-      /* Padding bits read as clear, but the first of them is bit
-       * nbits itself, so this is at most nbits.
-       */
-      return w * WORD_BITS + __builtin_ctzll (word);
-    }
-    if (++w >= nwords)
-      return bm->nbits;
-    word = ~bm->words[w];
-  }
+  return next_unlike (bm, from, UINT64_MAX);
 }
 
 uint64_t
@@ -265,26 +293,13 @@ bitset_count (const struct bitset *bm)
 uint64_t
 bitset_count_range (const struct bitset *bm, uint64_t first, uint64_t n)
 {
-  uint64_t end, w, count = 0;
-
-  if (!clip (bm, first, n, &end))
-    return 0;
-  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
-    count += __builtin_popcountll (bm->words[w] & word_mask (w, first, end));
-  return count;
+  return range_do (bm, first, n, RANGE_COUNT);
 }
 
 bool
 bitset_any_in_range (const struct bitset *bm, uint64_t first, uint64_t n)
 {
-  uint64_t end, w;
-
-  if (!clip (bm, first, n, &end))
-    return false;
-  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
-    if (bm->words[w] & word_mask (w, first, end))
-      return true;
-  return false;
+  return range_do (bm, first, n, RANGE_ANY) != 0;
 }
 
 int
@@ -356,23 +371,11 @@ bitset_test_atomic (const struct bitset *bm, uint64_t bit)
 void
 bitset_set_range_atomic (struct bitset *bm, uint64_t first, uint64_t n)
 {
-  uint64_t end, w;
-
-  if (!clip (bm, first, n, &end))
-    return;
-  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
-    __atomic_fetch_or (&bm->words[w], word_mask (w, first, end),
-                       __ATOMIC_SEQ_CST);
+  range_do (bm, first, n, RANGE_SET_ATOMIC);
 }
 
 void
 bitset_clear_range_atomic (struct bitset *bm, uint64_t first, uint64_t n)
 {
-  uint64_t end, w;
-
-  if (!clip (bm, first, n, &end))
-    return;
-  for (w = first / WORD_BITS; w <= (end - 1) / WORD_BITS; w++)
-    __atomic_fetch_and (&bm->words[w], ~word_mask (w, first, end),
-                        __ATOMIC_SEQ_CST);
+  range_do (bm, first, n, RANGE_CLEAR_ATOMIC);
 }

@@ -21,6 +21,7 @@
 #include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
+#include "le.h"
 #include "size.h"
 
 #define HEADER_SIZE 40          /* versions 1 and 2, before the disk id */
@@ -73,15 +74,10 @@ static void put64 (struct out *o, uint64_t v) { v = htole64 (v); put (o, &v, 8);
 static void
 patch64 (struct out *o, size_t at, uint64_t v)
 {
-  v = htole64 (v);
   if (!o->failed)
-    memcpy (o->p + at, &v, 8);
+    le_store64 (o->p + at, v);
 }
 
-/* Version 2: everything inline, the CRC-32 last.  Written only when
- * asked for (f->version == 2: tests, and tools that need the old
- * format); the filter writes version 3.
- */
 /* A checkpoint's name, sequence number, creation time, flag byte and
  * reason (only for an inconsistent one), as every version from 2 on
  * writes them.
@@ -102,44 +98,79 @@ put_checkpoint_head (struct out *o, const struct bmfile_checkpoint *c,
   put (o, c->reason, rlen);
 }
 
+/* The fields from the magic to the next sequence number, the same in
+ * every version.
+ */
+static void
+put_header (struct out *o, const struct bmfile *f, uint32_t version,
+            uint32_t flags)
+{
+  put (o, BMFILE_MAGIC, 8);
+  put32 (o, version);
+  put32 (o, flags);
+  put64 (o, f->disk_size);
+  put32 (o, f->granularity);
+  put32 (o, f->n);
+  put64 (o, f->next_seq);
+}
+
+static void
+put_disk_id (struct out *o, const struct bmfile *f)
+{
+  size_t nlen = strnlen (f->disk_id, BMFILE_DISK_ID_MAX);
+
+  put8 (o, nlen);
+  put (o, f->disk_id, nlen);
+}
+
+/* A bitmap stored inline: its length, then its bytes. */
+static void
+put_bits (struct out *o, const struct bitset *bm)
+{
+  size_t blen = bitset_serialized_size (bm);
+  unsigned char *bits;
+
+  put64 (o, blen);
+  bits = reserve (o, blen);
+  if (bits)
+    bitset_serialize (bm, bits);
+}
+
+/* The encoded file and its length, or NULL (ENOMEM) if any put failed. */
+static unsigned char *
+out_finish (struct out *o, size_t *len)
+{
+  if (o->failed) {
+    free (o->p);
+    errno = ENOMEM;
+    return NULL;
+  }
+  *len = o->len;
+  return o->p;
+}
+
+/* Version 2: everything inline, the CRC-32 last.  Written only when
+ * asked for (f->version == 2: tests, and tools that need the old
+ * format); the filter writes version 3.
+ */
 static unsigned char *
 encode_v2 (const struct bmfile *f, const struct bitset *const *bitmaps,
            size_t *len)
 {
   struct out o = { NULL, 0, 0, false };
-  size_t nlen;
   uint32_t i;
 
-  put (&o, BMFILE_MAGIC, 8);
-  put32 (&o, 2);
-  put32 (&o, f->in_use ? BMFILE_FLAG_IN_USE : 0);
-  put64 (&o, f->disk_size);
-  put32 (&o, f->granularity);
-  put32 (&o, f->n);
-  put64 (&o, f->next_seq);
-  nlen = strnlen (f->disk_id, BMFILE_DISK_ID_MAX);
-  put8 (&o, nlen);
-  put (&o, f->disk_id, nlen);
+  put_header (&o, f, 2, f->in_use ? BMFILE_FLAG_IN_USE : 0);
+  put_disk_id (&o, f);
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
-    size_t blen = bitset_serialized_size (bitmaps[i]);
-    unsigned char *bits;
 
     put_checkpoint_head (&o, c, c->consistent);
-    put64 (&o, blen);
-    bits = reserve (&o, blen);
-    if (bits)
-      bitset_serialize (bitmaps[i], bits);
+    put_bits (&o, bitmaps[i]);
   }
   if (!o.failed)
     put32 (&o, fleece_crc32 (0, o.p, o.len));
-  if (o.failed) {
-    free (o.p);
-    errno = ENOMEM;
-    return NULL;
-  }
-  *len = o.len;
-  return o.p;
+  return out_finish (&o, len);
 }
 
 /* Version 3: the checksummed part ("meta"), then zeroes up to the next
@@ -152,9 +183,10 @@ bmfile_encode_live (const struct bmfile *f,
                     uint64_t *live_offset)
 {
   struct out o = { NULL, 0, 0, false };
-  size_t nlen, layout, meta_len;
+  size_t layout, meta_len;
   uint64_t live = 0, live_len = 0;
   uint32_t i, flags = 0;
+  unsigned char *r;
 
   if (f->version == 2) {
     if (live_offset)
@@ -165,35 +197,22 @@ bmfile_encode_live (const struct bmfile *f,
     flags |= BMFILE_FLAG_IN_USE;
   if (f->write_ahead)
     flags |= BMFILE_FLAG_WRITE_AHEAD;
-  put (&o, BMFILE_MAGIC, 8);
-  put32 (&o, BMFILE_VERSION);
-  put32 (&o, flags);
-  put64 (&o, f->disk_size);
-  put32 (&o, f->granularity);
-  put32 (&o, f->n);
-  put64 (&o, f->next_seq);
+  put_header (&o, f, BMFILE_VERSION, flags);
   layout = o.len;
   put64 (&o, 0);                /* meta length, patched below */
   put64 (&o, 0);                /* live region offset */
   put64 (&o, 0);                /* live region length */
-  nlen = strnlen (f->disk_id, BMFILE_DISK_ID_MAX);
-  put8 (&o, nlen);
-  put (&o, f->disk_id, nlen);
+  put_disk_id (&o, f);
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
-    size_t blen = bitset_serialized_size (bitmaps[i]);
-    unsigned char *bits;
 
     put_checkpoint_head (&o, c, c->consistent | (c->provisional ? 2 : 0));
     if (i == f->n - 1) {        /* the newest: in the live region */
       put64 (&o, 0);
-      live_len = blen;
-      continue;
+      live_len = bitset_serialized_size (bitmaps[i]);
     }
-    put64 (&o, blen);
-    bits = reserve (&o, blen);
-    if (bits)
-      bitset_serialize (bitmaps[i], bits);
+    else
+      put_bits (&o, bitmaps[i]);
   }
   meta_len = o.len + 4;
   if (f->n > 0)
@@ -213,15 +232,10 @@ bmfile_encode_live (const struct bmfile *f,
     if (bits)
       bitset_serialize (bitmaps[f->n - 1], bits);
   }
-  if (o.failed) {
-    free (o.p);
-    errno = ENOMEM;
-    return NULL;
-  }
-  *len = o.len;
-  if (live_offset)
+  r = out_finish (&o, len);
+  if (r && live_offset)
     *live_offset = live;
-  return o.p;
+  return r;
 }
 
 unsigned char *
@@ -315,15 +329,6 @@ get_checkpoint (struct in *in, uint32_t version, struct bmfile_checkpoint *c)
   return true;
 }
 
-static uint64_t
-rd64 (const unsigned char *p)
-{
-  uint64_t v;
-
-  memcpy (&v, p, 8);
-  return le64toh (v);
-}
-
 /* Version 3's layout fields: the checksummed part is [0, *meta), the
  * live region [live, live + live_len) ends the file.  False if they do
  * not describe len bytes.
@@ -334,9 +339,9 @@ v3_layout (const unsigned char *buf, size_t len, uint64_t *meta,
 {
   if (len < HEADER3_SIZE + 1 + 4)
     return false;
-  *meta = rd64 (buf + 40);
-  *live = rd64 (buf + 48);
-  *live_len = rd64 (buf + 56);
+  *meta = le_load64 (buf + 40);
+  *live = le_load64 (buf + 48);
+  *live_len = le_load64 (buf + 56);
   if (*meta < HEADER3_SIZE + 1 + 4 || *meta > len)
     return false;
   if (*live == 0)
@@ -351,7 +356,7 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
 {
   struct in in = { buf, len };
   char magic[8];
-  uint32_t version, flags, crc, i;
+  uint32_t version, flags, i;
   uint64_t meta = len, live = 0, live_len = 0;
 
   memset (f, 0, sizeof *f);
@@ -359,14 +364,12 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
     *why = "the file is truncated";
     return -1;
   }
-  memcpy (&version, buf + 8, 4);
-  if (le32toh (version) == 3 &&
+  if (le_load32 (buf + 8) == 3 &&
       !v3_layout (buf, len, &meta, &live, &live_len)) {
     *why = "the file is truncated or its layout is invalid";
     return -1;
   }
-  memcpy (&crc, buf + meta - 4, 4);
-  if (le32toh (crc) != fleece_crc32 (0, buf, meta - 4)) {
+  if (le_load32 (buf + meta - 4) != fleece_crc32 (0, buf, meta - 4)) {
     *why = "the checksum does not match (damaged or truncated)";
     return -1;
   }

@@ -33,8 +33,12 @@ fleece_filter_name (enum fleece_filter_id id)
   return row ? row->name : "?";
 }
 
-const struct fleece_filter_api *
-fleece_find (enum fleece_filter_id id)
+/* The interface of filter id if it is loaded and at least size bytes
+ * long: a struct smaller than the caller's comes from an older,
+ * incompatible build.
+ */
+static const void *
+find_sized (enum fleece_filter_id id, size_t size)
 {
   const struct fleece_filter_row *row = fleece_filter_row (id);
   const struct fleece_filter_api *api;
@@ -42,38 +46,31 @@ fleece_find (enum fleece_filter_id id)
   if (row == NULL)
     return NULL;
   api = dlsym (RTLD_DEFAULT, row->symbol);
-  /* A struct smaller than ours comes from an older, incompatible build. */
-  if (api == NULL || api->size < sizeof *api || api->id != id)
+  if (api == NULL || api->size < size || api->id != id)
     return NULL;
   return api;
+}
+
+const struct fleece_filter_api *
+fleece_find (enum fleece_filter_id id)
+{
+  return find_sized (id, sizeof (struct fleece_filter_api));
 }
 
 const struct fleece_cbw_api *
 fleece_cbw (void)
 {
-  const struct fleece_filter_api *api = fleece_find (FLEECE_CBW);
-
-  if (api == NULL || api->size < sizeof (struct fleece_cbw_api))
-    return NULL;
-  return (const struct fleece_cbw_api *) api;
+  return find_sized (FLEECE_CBW, sizeof (struct fleece_cbw_api));
 }
 
 const struct fleece_db_api *
 fleece_dirty_bitmap (void)
 {
-  const struct fleece_filter_api *api = fleece_find (FLEECE_DIRTY_BITMAP);
-
-  if (api == NULL || api->size < sizeof (struct fleece_db_api))
-    return NULL;
-  return (const struct fleece_db_api *) api;
+  return find_sized (FLEECE_DIRTY_BITMAP, sizeof (struct fleece_db_api));
 }
 
 const struct fleece_sa_api *
 fleece_snapshot_access (void)
 {
-  const struct fleece_filter_api *api = fleece_find (FLEECE_SNAPSHOT_ACCESS);
-
-  if (api == NULL || api->size < sizeof (struct fleece_sa_api))
-    return NULL;
-  return (const struct fleece_sa_api *) api;
+  return find_sized (FLEECE_SNAPSHOT_ACCESS, sizeof (struct fleece_sa_api));
 }

@@ -33,7 +33,6 @@
 
 #include <config.h>
 
-#include <endian.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,29 +44,12 @@
 #include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
+#include "le.h"
 #include "size.h"
 #include "fuzz-check.h"
 
 #define HEADER_SIZE 40          /* magic .. next seq */
 #define MAX_BITS_BYTES (1024 * 1024)
-
-static uint32_t
-rd32 (const unsigned char *p)
-{
-  uint32_t v;
-
-  memcpy (&v, p, 4);
-  return le32toh (v);
-}
-
-static uint64_t
-rd64 (const unsigned char *p)
-{
-  uint64_t v;
-
-  memcpy (&v, p, 8);
-  return le64toh (v);
-}
 
 static uint64_t
 popcount_bytes (const unsigned char *p, size_t n)
@@ -187,8 +169,8 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
    * decoder ignores and the encoder does not keep).
    */
   if (f->version == 1)
-    CHECK (memcmp (enc, buf, 8) == 0 && rd32 (enc + 8) == 3);
-  else if (rd32 (buf + 12) <= (f->version == 3 ? 3u : 1u)) {
+    CHECK (memcmp (enc, buf, 8) == 0 && le_load32 (enc + 8) == 3);
+  else if (le_load32 (buf + 12) <= (f->version == 3 ? 3u : 1u)) {
     CHECK (enc_len == len);
     CHECK (memcmp (enc, buf, len) == 0);
   }
@@ -197,8 +179,7 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
            memcmp (enc + 16, buf + 16, len - 20) == 0);
   else
     CHECK (enc_len == len && memcmp (enc, buf, 12) == 0 &&
-           memcmp (enc + 16, buf + 16, len - 16 - (len - rd64 (buf + 40)) - 4)
-           == 0 &&
+           memcmp (enc + 16, buf + 16, le_load64 (buf + 40) - 16 - 4) == 0 &&
            (f->n == 0 || memcmp (enc + f->live_offset, buf + f->live_offset,
                                  f->live_len) == 0));
 
@@ -229,19 +210,20 @@ decode_and_check (const unsigned char *buf, size_t len)
   /* Header. */
   CHECK (len >= HEADER_SIZE + 4);
   CHECK (memcmp (buf, BMFILE_MAGIC, 8) == 0);
-  CHECK (rd32 (buf + 8) == f.version);
+  CHECK (le_load32 (buf + 8) == f.version);
   CHECK (f.version >= 1 && f.version <= 3);
-  CHECK (f.in_use == ((rd32 (buf + 12) & BMFILE_FLAG_IN_USE) != 0));
-  CHECK (f.disk_size == rd64 (buf + 16));
-  CHECK (f.granularity == rd32 (buf + 24));
-  CHECK (f.n == rd32 (buf + 28));
-  CHECK (f.next_seq == rd64 (buf + 32));
-  end = f.version == 3 ? buf + rd64 (buf + 40) - 4 : buf + len - 4;
-  CHECK (rd32 (end) == fleece_crc32 (0, buf, end - buf));
+  CHECK (f.in_use == ((le_load32 (buf + 12) & BMFILE_FLAG_IN_USE) != 0));
+  CHECK (f.disk_size == le_load64 (buf + 16));
+  CHECK (f.granularity == le_load32 (buf + 24));
+  CHECK (f.n == le_load32 (buf + 28));
+  CHECK (f.next_seq == le_load64 (buf + 32));
+  end = f.version == 3 ? buf + le_load64 (buf + 40) - 4 : buf + len - 4;
+  CHECK (le_load32 (end) == fleece_crc32 (0, buf, end - buf));
   if (f.version == 3) {
-    CHECK (f.write_ahead == ((rd32 (buf + 12) & BMFILE_FLAG_WRITE_AHEAD)
+    CHECK (f.write_ahead == ((le_load32 (buf + 12) & BMFILE_FLAG_WRITE_AHEAD)
                              != 0));
-    CHECK (f.live_offset == rd64 (buf + 48) && f.live_len == rd64 (buf + 56));
+    CHECK (f.live_offset == le_load64 (buf + 48) &&
+           f.live_len == le_load64 (buf + 56));
     CHECK (f.live_offset % BMFILE_PAGE == 0);
     CHECK (f.live_offset == 0 ? f.n == 0 && end + 4 == buf + len
            : f.live_offset + f.live_len == len);
@@ -278,8 +260,8 @@ decode_and_check (const unsigned char *buf, size_t len)
     }
     CHECK (memcmp (next + 1, c->name, nlen) == 0);
     next += 1 + nlen;
-    CHECK (c->seq == rd64 (next));
-    CHECK ((uint64_t) c->created == rd64 (next + 8));
+    CHECK (c->seq == le_load64 (next));
+    CHECK ((uint64_t) c->created == le_load64 (next + 8));
     /* The flag byte: bit 0 consistent; in version 3, bit 1 provisional
      * (a backup job's checkpoint, see bmfile.h); nothing else.
      */
@@ -299,12 +281,12 @@ decode_and_check (const unsigned char *buf, size_t len)
     else
       CHECK (c->reason[0] == '\0');
     if (f.version == 3 && i == f.n - 1) {
-      CHECK (rd64 (next) == 0);
+      CHECK (le_load64 (next) == 0);
       next += 8;
       CHECK (c->bits == buf + f.live_offset && c->bits_len == f.live_len);
       continue;
     }
-    CHECK (c->bits_len == rd64 (next));
+    CHECK (c->bits_len == le_load64 (next));
     next += 8;
     CHECK (c->bits == next);
     CHECK (c->bits_len <= (size_t) (end - next));
@@ -319,33 +301,36 @@ decode_and_check (const unsigned char *buf, size_t len)
   CHECK (f.n == 0 && f.checkpoints == NULL);
 }
 
+/* Decode and check data with the CRC-32 of its first m - 4 bytes put
+ * at m - 4, to get past the checksum.
+ */
+static void
+decode_resealed (const uint8_t *data, size_t size, size_t m)
+{
+  unsigned char *copy = malloc (size);
+
+  CHECK (copy != NULL);
+  memcpy (copy, data, size);
+  le_store32 (copy + m - 4, fleece_crc32 (0, copy, m - 4));
+  decode_and_check (copy, size);
+  free (copy);
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-  unsigned char *copy;
-  uint32_t crc;
-
   decode_and_check (data, size);
 
-  /* Again with a correct CRC, to get past the checksum: at the end,
-   * and where a version 3 header says the checksummed part ends.
+  /* Again with a correct CRC: at the end, and where a version 3 header
+   * says the checksummed part ends.
    */
-  if (size >= 4) {
-    copy = malloc (size);
-    CHECK (copy != NULL);
-    memcpy (copy, data, size);
-    crc = htole32 (fleece_crc32 (0, copy, size - 4));
-    memcpy (copy + size - 4, &crc, 4);
-    decode_and_check (copy, size);
-    if (size >= 69 && rd64 (data + 40) >= 4 && rd64 (data + 40) <= size) {
-      size_t m = rd64 (data + 40);
+  if (size >= 4)
+    decode_resealed (data, size, size);
+  if (size >= 69) {
+    uint64_t m = le_load64 (data + 40);
 
-      memcpy (copy, data, size);
-      crc = htole32 (fleece_crc32 (0, copy, m - 4));
-      memcpy (copy + m - 4, &crc, 4);
-      decode_and_check (copy, size);
-    }
-    free (copy);
+    if (m >= 4 && m <= size)
+      decode_resealed (data, size, m);
   }
   return 0;
 }

@@ -11,7 +11,7 @@
 
 #include <config.h>
 
-#include <endian.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,15 +19,14 @@
 #include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
+#include "le.h"
 #include "unit.h"
 
 /* Recompute the trailing CRC after editing buf. */
 static void
 reseal (unsigned char *buf, size_t len)
 {
-  uint32_t crc = htole32 (fleece_crc32 (0, buf, len - 4));
-
-  memcpy (buf + len - 4, &crc, 4);
+  le_store32 (buf + len - 4, fleece_crc32 (0, buf, len - 4));
 }
 
 static void
@@ -219,22 +218,20 @@ main (void)
   {
     /* Version 1 (no disk id, no reasons) still decodes. */
     unsigned char v1[40 + 1 + 3 + 25 + 1 + 4];
-    uint32_t u32;
-    uint64_t u64;
     unsigned char *p = v1;
 
     memcpy (p, "FLEECEBM", 8); p += 8;
-    u32 = htole32 (1); memcpy (p, &u32, 4); p += 4;           /* version */
-    u32 = htole32 (0); memcpy (p, &u32, 4); p += 4;           /* flags */
-    u64 = htole64 (5 * 65536); memcpy (p, &u64, 8); p += 8;  /* size */
-    u32 = htole32 (65536); memcpy (p, &u32, 4); p += 4;
-    u32 = htole32 (1); memcpy (p, &u32, 4); p += 4;           /* n */
-    u64 = htole64 (4); memcpy (p, &u64, 8); p += 8;          /* next */
+    le_store32 (p, 1); p += 4;                  /* version */
+    le_store32 (p, 0); p += 4;                  /* flags */
+    le_store64 (p, 5 * 65536); p += 8;          /* size */
+    le_store32 (p, 65536); p += 4;
+    le_store32 (p, 1); p += 4;                  /* n */
+    le_store64 (p, 4); p += 8;                  /* next */
     *p++ = 3; memcpy (p, "old", 3); p += 3;
-    u64 = htole64 (3); memcpy (p, &u64, 8); p += 8;          /* seq */
-    u64 = htole64 (1795186800); memcpy (p, &u64, 8); p += 8;
-    *p++ = 0;                                                /* inconsistent */
-    u64 = htole64 (1); memcpy (p, &u64, 8); p += 8;          /* bits */
+    le_store64 (p, 3); p += 8;                  /* seq */
+    le_store64 (p, 1795186800); p += 8;
+    *p++ = 0;                                   /* inconsistent */
+    le_store64 (p, 1); p += 8;                  /* bits */
     *p++ = 0x05;
     CHECK ((size_t) (p - v1) + 4 == sizeof v1);
     reseal (v1, sizeof v1);
@@ -247,17 +244,24 @@ main (void)
     bmfile_free (&g);
   }
   /* Disk ids. */
-  CHECK (bmfile_valid_disk_id ("vm1-disk0"));
-  CHECK (bmfile_valid_disk_id ("a"));
-  CHECK (bmfile_valid_disk_id ("!~"));
-  CHECK (!bmfile_valid_disk_id (""));
-  CHECK (!bmfile_valid_disk_id ("a b"));
-  CHECK (!bmfile_valid_disk_id ("tab\there"));
-  CHECK (!bmfile_valid_disk_id ("\xc3\xa9"));
-  CHECK (bmfile_valid_disk_id ("0123456789012345678901234567890123456789"
-                               "012345678901234567890123"));
-  CHECK (!bmfile_valid_disk_id ("0123456789012345678901234567890123456789"
-                                "0123456789012345678901234"));
+  {
+    static const struct { const char *id; bool valid; } ids[] = {
+      { "vm1-disk0", true }, { "a", true }, { "!~", true },
+      { "", false }, { "a b", false }, { "tab\there", false },
+      { "\xc3\xa9", false },
+      { "0123456789012345678901234567890123456789"
+        "012345678901234567890123", true },         /* 64 bytes */
+      { "0123456789012345678901234567890123456789"
+        "0123456789012345678901234", false },       /* 65 */
+    };
+    size_t k;
+
+    for (k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+      CHECK (bmfile_valid_disk_id (ids[k].id) == ids[k].valid);
+      if (bmfile_valid_disk_id (ids[k].id) != ids[k].valid)
+        fprintf (stderr, "  disk id '%s'\n", ids[k].id);
+    }
+  }
   {
     unsigned char *longer = malloc (len + 1);   /* trailing garbage */
 
@@ -282,8 +286,7 @@ main (void)
     v3 = bmfile_encode_live (&f, bms, &l3, &live);
     CHECK (v3 != NULL && memcmp (v3 + 8, "\3\0\0\0\3\0\0\0", 8) == 0);
     CHECK (live == BMFILE_PAGE && l3 == live + 126);
-    memcpy (&meta, v3 + 40, 8);
-    meta = le64toh (meta);
+    meta = le_load64 (v3 + 40);
     CHECK (meta == 64 + 1 + 9 + (1 + 2 + 26 + 126) + (1 + 10 + 26 + 27)
            + 4);
     CHECK (bmfile_decode (v3, l3, &g, &why) == 0);
