@@ -2,11 +2,11 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * The control server (see control.h): one thread and one poll() loop
- * over the wake pipe, the listening socket and every client.  Each
- * client has its own line buffer and its own buffer of reply bytes not
- * yet sent; handlers run on the loop's thread, so one at a time.
- * Creating the socket file is in ctl-socket.c, the line parser in
- * ctl-parse.c, turning a line into a reply in ctl-reply.c.
+ * over the wake pipe, the listening socket and every client, and the
+ * server's start and stop.  Handlers run on the loop's thread, so one
+ * at a time.  A client's buffers and the framing of its lines are in
+ * ctl-client.c, creating the socket file in ctl-socket.c, the line
+ * parser in ctl-parse.c, turning a line into a reply in ctl-reply.c.
  *
  * State and lock.  srv->lock (the only lock) guards the members that
  * other threads write: stopping, wake_pending, hook and hook_opaque.
@@ -17,13 +17,11 @@
  * _start / _free otherwise (started, thread).  The lock is never held
  * while calling a handler or the hook, or around any I/O.
  *
- * Invariant of the loop: a client's lines are read and answered in
- * order, and a client's next line is answered only once the reply to
- * the previous one has been sent completely (c->out == NULL), so one
- * client holds at most one reply and one line buffer of memory.  No
- * call in the loop blocks except poll(), and every poll() watches the
- * wake pipe: a byte written to it after setting stopping or
- * wake_pending (under the lock) is always seen.
+ * Invariant of the loop: no call in it blocks except poll(), and
+ * every poll() watches the wake pipe: a byte written to it after
+ * setting stopping or wake_pending (under the lock) is always seen.
+ * Each client holds at most one reply and one line buffer of memory
+ * (ctl-client.c).
  */
 
 #include <config.h>
@@ -49,25 +47,13 @@
 #include <nbdkit-filter.h>
 
 #include "control.h"
+#include "ctl-client.h"
 #include "ctl-reply.h"
 #include "ctl-socket.h"
 #include "errors.h"
 
-#define TOO_MANY_CLIENTS_REPLY \
-  "{\"ok\":false,\"error\":\"too many control clients\"}\n"
-#define OOM_REPLY "{\"ok\":false,\"error\":\"out of memory\"}\n"
 /* After accept fails for lack of resources (EMFILE, ...). */
 #define ACCEPT_BACKOFF_MS 100
-
-struct ctl_client {
-  int fd;                       /* non-blocking */
-  char in[CTL_MAX_LINE];        /* bytes of lines not yet answered */
-  size_t in_used;
-  bool discarding;              /* skipping the rest of an over-long line */
-  bool eof;                     /* the client sent EOF */
-  char *out;                    /* reply bytes to send (malloc'd), or NULL */
-  size_t out_len, out_sent;
-};
 
 struct ctl_server {
   char *path;
@@ -107,190 +93,10 @@ ctl_now_ms (void)
 }
 
 /*----------------------------------------------------------------------
- * Clients.  Every function here runs on the server thread and never
- * blocks; -1 means "close this client".
+ * Taking clients on.
  */
 
-/* Send what the socket takes of c->out now. */
-static int
-client_flush (struct ctl_client *c)
-{
-  ssize_t n;
-
-  while (c->out) {
-    n = send (c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
-              MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      return 0;                 /* the rest when poll says POLLOUT */
-    if (n <= 0)
-      return -1;
-    c->out_sent += (size_t) n;
-    if (c->out_sent == c->out_len) {
-      free (c->out);
-      c->out = NULL;
-    }
-  }
-  return 0;
-}
-
-/* Answer one line: run it, queue the reply line and send what fits. */
-static int
-client_answer (struct ctl_server *srv, struct ctl_client *c,
-               const char *line, size_t len)
-{
-  char *reply = ctl_server_handle_line (srv, line, len), *out = NULL;
-  size_t n;
-
-  if (reply) {
-    n = strlen (reply);
-    out = realloc (reply, n + 2);
-    if (out == NULL)
-      free (reply);
-    else
-      memcpy (out + n, "\n", 2);
-  }
-  if (out == NULL && (out = strdup (OOM_REPLY)) == NULL)
-    return -1;
-  c->out = out;
-  c->out_len = strlen (out);
-  c->out_sent = 0;
-  return client_flush (c);
-}
-
-/* Has the peer closed its end entirely (not just shut down its
- * sending side)?  Linux reports POLLHUP on a Unix stream socket only
- * once both directions are shut, i.e. the peer closed the socket or
- * exited; after shutdown(SHUT_WR) it reports POLLRDHUP alone.
- */
-static bool
-peer_gone (int fd)
-{
-  struct pollfd p = { .fd = fd, .events = POLLOUT };
-
-  return poll (&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
-}
-
-/* Answer the lines in c->in while the previous reply is out.  A full
- * buffer with no newline is an over-long line: it gets one reply (the
- * parser's "line too long") and the rest, up to the next newline, is
- * skipped.
- *
- * After the client's EOF, an unfinished line (one without its
- * newline, as in `printf status | socat - UNIX-CONNECT:...`) is a
- * request like any other if the client is still there to read the
- * reply: it only half-closed, which ends its last line.  If the
- * client closed the socket entirely (or died) mid-line, the fragment
- * may be a torn command ("checkpoint-delete c1" of "... c12"), and
- * nobody would see the reply: it is dropped and nothing runs.  Once
- * everything is answered and sent, the client is closed.
- */
-static int
-client_lines (struct ctl_server *srv, struct ctl_client *c)
-{
-  char *nl;
-  size_t len;
-
-  while (c->out == NULL) {
-    nl = memchr (c->in, '\n', c->in_used);
-    if (nl) {
-      len = (size_t) (nl - c->in);
-      if (c->discarding)
-        c->discarding = false;
-      else if (client_answer (srv, c, c->in, len) == -1)
-        return -1;
-      c->in_used -= len + 1;
-      memmove (c->in, nl + 1, c->in_used);
-    }
-    else if (c->in_used == sizeof c->in) {
-      if (!c->discarding && client_answer (srv, c, c->in, c->in_used) == -1)
-        return -1;
-      c->discarding = true;
-      c->in_used = 0;
-    }
-    else
-      break;
-  }
-  if (!c->eof || c->out)
-    return 0;
-  if (c->in_used > 0 && !c->discarding) {
-    if (peer_gone (c->fd))
-      nbdkit_debug ("control: client closed mid-line; "
-                    "%zu unfinished byte(s) dropped", c->in_used);
-    else if (client_answer (srv, c, c->in, c->in_used) == -1)
-      return -1;
-    c->in_used = 0;
-    if (c->out)
-      return 0;                 /* closed once the reply is sent */
-  }
-  return -1;
-}
-
-static int
-client_read (struct ctl_client *c)
-{
-  ssize_t n;
-
-  do
-    n = recv (c->fd, c->in + c->in_used, sizeof c->in - c->in_used, 0);
-  while (n == -1 && errno == EINTR);
-  if (n == -1)
-    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
-  if (n == 0)
-    c->eof = true;
-  c->in_used += (size_t) n;
-  return 0;
-}
-
-/* The events poll reported for c (0 when none). */
-static int
-client_progress (struct ctl_server *srv, struct ctl_client *c,
-                 short revents)
-{
-  if (c->out && client_flush (c) == -1)
-    return -1;
-  if (c->out == NULL && !c->eof &&
-      (revents & (POLLIN | POLLHUP | POLLERR)) &&
-      client_read (c) == -1)
-    return -1;
-  return client_lines (srv, c);
-}
-
-/* What to wait for: reading only while no reply is pending. */
-static short
-client_events (const struct ctl_client *c)
-{
-  if (c->out)
-    return POLLOUT;
-  return c->eof ? 0 : POLLIN;
-}
-
-static void
-client_close (struct ctl_server *srv, size_t i)
-{
-  struct ctl_client *c = srv->clients[i];
-
-  close (c->fd);
-  free (c->out);
-  free (c);
-  srv->clients[i] = NULL;
-  nbdkit_debug ("control: client disconnected");
-}
-
-static void
-reject_client (int fd)
-{
-  ssize_t r;
-
-  nbdkit_debug ("control: too many control clients, refusing one");
-  do
-    r = send (fd, TOO_MANY_CLIENTS_REPLY, strlen (TOO_MANY_CLIENTS_REPLY),
-              MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (r == -1 && errno == EINTR);
-  close (fd);
-}
-
+/* A free slot for the client on fd, or the "too many" reply. */
 static void
 new_client (struct ctl_server *srv, int fd)
 {
@@ -300,18 +106,17 @@ new_client (struct ctl_server *srv, int fd)
     if (srv->clients[i] == NULL)
       break;
   }
-  if (i == CTL_MAX_CLIENTS) {
-    reject_client (fd);
-    return;
-  }
-  srv->clients[i] = calloc (1, sizeof (struct ctl_client));
-  if (srv->clients[i] == NULL) {
-    nbdkit_debug ("control: out of memory for a client");
-    close (fd);
-    return;
-  }
-  srv->clients[i]->fd = fd;
-  nbdkit_debug ("control: client connected");
+  if (i == CTL_MAX_CLIENTS)
+    ctl_client_reject (fd);
+  else
+    srv->clients[i] = ctl_client_new (fd);
+}
+
+static void
+close_client (struct ctl_server *srv, size_t i, bool drain)
+{
+  ctl_client_close (srv->clients[i], drain);
+  srv->clients[i] = NULL;
 }
 
 /* Take every waiting connection. */
@@ -409,7 +214,8 @@ server_thread (void *vp)
       if (srv->clients[i] == NULL)
         continue;
       fds[2 + n] = (struct pollfd) {
-        .fd = srv->clients[i]->fd, .events = client_events (srv->clients[i])
+        .fd = ctl_client_fd (srv->clients[i]),
+        .events = ctl_client_events (srv->clients[i])
       };
       slot[n++] = i;
     }
@@ -431,9 +237,9 @@ server_thread (void *vp)
         run_hook (srv);
     }
     for (k = 0; k < n; k++) {
-      if (client_progress (srv, srv->clients[slot[k]],
-                           fds[2 + k].revents) == -1)
-        client_close (srv, slot[k]);
+      if (ctl_client_progress (srv, srv->clients[slot[k]],
+                               fds[2 + k].revents) == -1)
+        close_client (srv, slot[k], false);
     }
     if (fds[1].fd >= 0 && fds[1].revents)
       accept_clients (srv);
@@ -441,18 +247,10 @@ server_thread (void *vp)
       run_hook (srv);
   }
 
-  /* Shutting down: lines not yet read are dropped unrun.  Reading
-   * them first lets the clients see a clean EOF: Linux resets a Unix
-   * socket closed with unread bytes (ECONNRESET at the peer).
-   */
+  /* Shutting down: lines not yet read are dropped unrun. */
   for (i = 0; i < CTL_MAX_CLIENTS; i++) {
-    if (srv->clients[i] == NULL)
-      continue;
-    for (k = 0; k < 16 && recv (srv->clients[i]->fd, srv->clients[i]->in,
-                                sizeof srv->clients[i]->in,
-                                MSG_DONTWAIT) > 0; k++)
-      ;
-    client_close (srv, i);
+    if (srv->clients[i])
+      close_client (srv, i, true);
   }
   return NULL;
 }

@@ -4,7 +4,8 @@
  * Control socket requests (product contract, section 4): a request is
  * one line "COMMAND [arg ...]" where each arg is "key=value" or a bare
  * word.  The parser and the accessors are pure (ctl-parse.c); the
- * server that reads lines from clients is in control.c.
+ * server that reads lines from clients is in control.c and
+ * ctl-client.c.
  */
 
 #ifndef FLEECE_CTL_PARSE_H

@@ -2,7 +2,7 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * libFuzzer harness for the control socket's line framing
- * (common/control.c: the per-client line buffer, over-long lines,
+ * (common/ctl-client.c: the per-client line buffer, over-long lines,
  * partial lines at EOF) through a real, started control server.  The
  * input is the byte stream one client sends; each run connects, sends
  * it (reading replies at the same time), closes its sending side and
