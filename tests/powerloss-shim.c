@@ -292,32 +292,34 @@ synced (int fd)
   pthread_mutex_unlock (&lock);
 }
 
-int
-fsync (int fd)
+/* fsync and fdatasync: the real one, then the record if it worked. */
+static int
+do_sync (int fd, const char *name, int (**real) (int))
 {
-  static int (*r) (int);
   int e;
 
-  if (!r) r = dlsym (RTLD_NEXT, "fsync");
+  if (!*real) *real = dlsym (RTLD_NEXT, name);
   ensure ();
-  e = r (fd);
+  e = (*real) (fd);
   if (e == 0)
     synced (fd);
   return e;
 }
 
 int
+fsync (int fd)
+{
+  static int (*r) (int);
+
+  return do_sync (fd, "fsync", &r);
+}
+
+int
 fdatasync (int fd)
 {
   static int (*r) (int);
-  int e;
 
-  if (!r) r = dlsym (RTLD_NEXT, "fdatasync");
-  ensure ();
-  e = r (fd);
-  if (e == 0)
-    synced (fd);
-  return e;
+  return do_sync (fd, "fdatasync", &r);
 }
 
 int

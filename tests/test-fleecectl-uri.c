@@ -56,16 +56,35 @@ since_is (const char *uri, const char *name, const char *want)
 int
 main (void)
 {
-  size_t s, l;
+  static const struct { const char *uri; bool nbd; } uris[] = {
+    { "nbd+unix:///snapshot?socket=/s", true },
+    { "nbd://host:10809/snapshot", true },
+    { "nbds+unix:///x?socket=/s", true },
+    { "nbd+vsock://3/x", true },
+    { "/var/backup.img", false },
+    { "nbd.img", false },
+    { "http://x/y", false },
+  };
+  static const struct { const char *uri, *name, *want; } since[] = {
+    { "nbd+unix:///snapshot?socket=/tmp/s.sock", "c1",
+      "nbd+unix:///snapshot/since/c1?socket=/tmp/s.sock" },
+    { "nbd://host:10809/snapshot", "c2",
+      "nbd://host:10809/snapshot/since/c2" },
+    { "nbd://host/snapshot@n1#frag", "c2",
+      "nbd://host/snapshot@n1/since/c2#frag" },
+    { "nbds+unix:///snap?socket=/s&tls-psk-file=/k", "c3",
+      "nbds+unix:///snap/since/c3?socket=/s&tls-psk-file=/k" },
+    /* No export name (the live disk), a delta view already, not a URI. */
+    { "nbd+unix:///?socket=/s", "c1", NULL },
+    { "nbd+unix://?socket=/s", "c1", NULL },
+    { "nbd+unix:///snapshot/since/c0?socket=/s", "c1", NULL },
+    { "/tmp/x", "c1", NULL },
+  };
+  size_t s, l, i;
   char *p, *cwd;
 
-  CHECK (fc_is_nbd_uri ("nbd+unix:///snapshot?socket=/s"));
-  CHECK (fc_is_nbd_uri ("nbd://host:10809/snapshot"));
-  CHECK (fc_is_nbd_uri ("nbds+unix:///x?socket=/s"));
-  CHECK (fc_is_nbd_uri ("nbd+vsock://3/x"));
-  CHECK (!fc_is_nbd_uri ("/var/backup.img"));
-  CHECK (!fc_is_nbd_uri ("nbd.img"));
-  CHECK (!fc_is_nbd_uri ("http://x/y"));
+  for (i = 0; i < ARRAY_SIZE (uris); i++)
+    CHECK (fc_is_nbd_uri (uris[i].uri) == uris[i].nbd);
 
   CHECK (fc_uri_export ("nbd+unix:///snapshot?socket=/s", &s, &l) &&
          l == 8 && strncmp ("nbd+unix:///snapshot?socket=/s" + s,
@@ -75,19 +94,8 @@ main (void)
   CHECK (fc_uri_export ("nbd://h/snapshot/since/c1", &s, &l) && l == 17);
   CHECK (!fc_uri_export ("file.img", &s, &l));
 
-  CHECK (since_is ("nbd+unix:///snapshot?socket=/tmp/s.sock", "c1",
-                   "nbd+unix:///snapshot/since/c1?socket=/tmp/s.sock"));
-  CHECK (since_is ("nbd://host:10809/snapshot", "c2",
-                   "nbd://host:10809/snapshot/since/c2"));
-  CHECK (since_is ("nbd://host/snapshot@n1#frag", "c2",
-                   "nbd://host/snapshot@n1/since/c2#frag"));
-  CHECK (since_is ("nbds+unix:///snap?socket=/s&tls-psk-file=/k", "c3",
-                   "nbds+unix:///snap/since/c3?socket=/s&tls-psk-file=/k"));
-  /* No export name (the live disk), a delta view already, not a URI. */
-  CHECK (since_is ("nbd+unix:///?socket=/s", "c1", NULL));
-  CHECK (since_is ("nbd+unix://?socket=/s", "c1", NULL));
-  CHECK (since_is ("nbd+unix:///snapshot/since/c0?socket=/s", "c1", NULL));
-  CHECK (since_is ("/tmp/x", "c1", NULL));
+  for (i = 0; i < ARRAY_SIZE (since); i++)
+    CHECK (since_is (since[i].uri, since[i].name, since[i].want));
 
   CHECK (fc_uri_is_delta ("nbd+unix:///snapshot/since/c1?socket=/s"));
   CHECK (!fc_uri_is_delta ("nbd+unix:///snapshot?socket=/since/x"));

@@ -33,29 +33,24 @@ steal_is (struct jbuf *b, const char *expected)
 static void
 test_string (void)
 {
+  static const struct { const char *in, *out; } cases[] = {
+    { "plain", "\"plain\"" },
+    { "say \"hi\" \\ there", "\"say \\\"hi\\\" \\\\ there\"" },
+    { "a\nb\tc\rd\be\ff", "\"a\\nb\\tc\\rd\\be\\ff\"" },
+    { "\x01x\x1f\x7f", "\"\\u0001x\\u001f\\u007f\"" },
+    /* UTF-8 (and any byte >= 0x80) passes through. */
+    { "caf\xc3\xa9 \xe2\x82\xac \xff",
+      "\"caf\xc3\xa9 \xe2\x82\xac \xff\"" },
+    { "", "\"\"" },
+    { NULL, "null" },
+  };
   struct jbuf b = JBUF_INIT;
+  size_t i;
 
-  jbuf_string (&b, "plain");
-  CHECK (steal_is (&b, "\"plain\""));
-
-  jbuf_string (&b, "say \"hi\" \\ there");
-  CHECK (steal_is (&b, "\"say \\\"hi\\\" \\\\ there\""));
-
-  jbuf_string (&b, "a\nb\tc\rd\be\ff");
-  CHECK (steal_is (&b, "\"a\\nb\\tc\\rd\\be\\ff\""));
-
-  jbuf_string (&b, "\x01x\x1f\x7f");
-  CHECK (steal_is (&b, "\"\\u0001x\\u001f\\u007f\""));
-
-  /* UTF-8 (and any byte >= 0x80) passes through. */
-  jbuf_string (&b, "caf\xc3\xa9 \xe2\x82\xac \xff");
-  CHECK (steal_is (&b, "\"caf\xc3\xa9 \xe2\x82\xac \xff\""));
-
-  jbuf_string (&b, "");
-  CHECK (steal_is (&b, "\"\""));
-
-  jbuf_string (&b, NULL);
-  CHECK (steal_is (&b, "null"));
+  for (i = 0; i < ARRAY_SIZE (cases); i++) {
+    jbuf_string (&b, cases[i].in);
+    CHECK (steal_is (&b, cases[i].out));
+  }
 }
 
 static void
@@ -115,17 +110,19 @@ test_numbers (void)
 static void
 test_time (void)
 {
+  static const struct { int64_t t; const char *out; } cases[] = {
+    /* date -u -d @1795186800 +%Y-%m-%dT%H:%M:%SZ */
+    { 1795186800, "\"2026-11-20T15:00:00Z\"" },
+    { 1, "\"1970-01-01T00:00:01Z\"" },
+    { 0, "null" },
+  };
   struct jbuf b = JBUF_INIT;
+  size_t i;
 
-  /* date -u -d @1795186800 +%Y-%m-%dT%H:%M:%SZ */
-  jbuf_time (&b, 1795186800);
-  CHECK (steal_is (&b, "\"2026-11-20T15:00:00Z\""));
-
-  jbuf_time (&b, 1);
-  CHECK (steal_is (&b, "\"1970-01-01T00:00:01Z\""));
-
-  jbuf_time (&b, 0);
-  CHECK (steal_is (&b, "null"));
+  for (i = 0; i < ARRAY_SIZE (cases); i++) {
+    jbuf_time (&b, cases[i].t);
+    CHECK (steal_is (&b, cases[i].out));
+  }
 }
 
 /* Appending past several doublings keeps the text intact. */

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sched.h>
 #include <pthread.h>
 
@@ -24,37 +23,13 @@
 
 static struct rangelock rl;
 
-static void
-sleep_ms (unsigned ms)
-{
-  struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000 };
-
-  nanosleep (&ts, NULL);
-}
-
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Wait (up to 5 s) until the lock has exactly n entries, i.e. until
  * some other thread has queued its request.
  */
 static bool
 wait_count (unsigned n)
 {
-  double deadline = now () + 5;
-
-  while (rangelock_count (&rl) != n) {
-    if (now () > deadline)
-      return false;
-    sleep_ms (1);
-  }
-  return true;
+  return WAIT_UNTIL (rangelock_count (&rl) == n, 5, 1);
 }
 
 /* A request run in its own thread.  "step" is a shared sequence
@@ -99,7 +74,7 @@ req_thread (void *arg)
     rangelock_lock (&rl, &e, r->offset, r->len, r->mode);
   __atomic_store_n (&r->acquired_at, next_step (), __ATOMIC_SEQ_CST);
   if (r->hold_ms)
-    sleep_ms (r->hold_ms);
+    unit_sleep_ms (r->hold_ms);
   rangelock_unlock (&rl, &e);
   return NULL;
 }
@@ -161,7 +136,7 @@ test_exclusive_blocks (void)
   rangelock_lock (&rl, &a, 1000, 100, RANGELOCK_EXCLUSIVE);
   start (&r, 1050, 10, RANGELOCK_EXCLUSIVE, false, 0);
   CHECK (wait_count (2));                   /* r is queued ... */
-  sleep_ms (50);
+  unit_sleep_ms (50);
   /* ... and still waiting. */
   CHECK (__atomic_load_n (&r.acquired_at, __ATOMIC_SEQ_CST) == 0);
   released_at = next_step ();
@@ -257,7 +232,7 @@ test_fifo (void)
   /* Y, a blocking shared request overlapping X, queues behind X. */
   start (&y, 60, 10, RANGELOCK_SHARED, false, 0);
   CHECK (wait_count (3));
-  sleep_ms (50);
+  unit_sleep_ms (50);
   CHECK (__atomic_load_n (&x.acquired_at, __ATOMIC_SEQ_CST) == 0);
   CHECK (__atomic_load_n (&y.acquired_at, __ATOMIC_SEQ_CST) == 0);
 
@@ -319,7 +294,7 @@ stress_thread (void *arg)
     uint64_t i, end;
     int sum = 0;
 
-    if ((iter & 63) == 0 && now () > stress_deadline)
+    if ((iter & 63) == 0 && unit_now () > stress_deadline)
       break;
     if (off + len > SPACE)
       len = SPACE - off;
@@ -380,7 +355,7 @@ test_stress (void)
   pthread_t th[NT];
   int t;
 
-  stress_deadline = now () + STRESS_SECONDS;
+  stress_deadline = unit_now () + STRESS_SECONDS;
   for (t = 0; t < NT; t++)
     pthread_create (&th[t], NULL, stress_thread, (void *) (uintptr_t) (t + 1));
   for (t = 0; t < NT; t++)

@@ -2,14 +2,18 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * Minimal helpers for the C unit tests.  A test program exits 0 when
- * every check passed, 1 otherwise (automake's test protocol).
+ * every check passed, 1 otherwise (automake's test protocol).  Also
+ * the clock, sleeping and waiting for another thread that the tests
+ * with threads or servers need.
  */
 
 #ifndef FLEECE_UNIT_H
 #define FLEECE_UNIT_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static unsigned unit_failures;
 
@@ -30,5 +34,38 @@ static unsigned unit_failures;
     }                                                                   \
     exit (EXIT_SUCCESS);                                                \
   } while (0)
+
+#define ARRAY_SIZE(a) (sizeof (a) / sizeof (a)[0])
+
+/* Seconds of CLOCK_MONOTONIC. */
+static inline double
+unit_now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static inline void
+unit_sleep_ms (unsigned ms)
+{
+  struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000 };
+
+  nanosleep (&ts, NULL);
+}
+
+/* Evaluate cond every poll_ms milliseconds until it holds or seconds
+ * have passed; the value is whether it held the last time.  For
+ * waiting on another thread or a server without a fixed sleep.
+ */
+#define WAIT_UNTIL(cond, seconds, poll_ms)                              \
+  __extension__ ({                                                      \
+    double unit_deadline_ = unit_now () + (seconds);                    \
+    bool unit_ok_;                                                      \
+    while (!(unit_ok_ = (cond)) && unit_now () < unit_deadline_)        \
+      unit_sleep_ms (poll_ms);                                          \
+    unit_ok_;                                                           \
+  })
 
 #endif /* FLEECE_UNIT_H */
