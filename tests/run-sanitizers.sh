@@ -17,7 +17,8 @@
 #           preloaded, so that it can load our instrumented filters.
 # valgrind  The C unit tests of a normal (uninstrumented) build, in
 #           BUILDROOT/san-valgrind, under valgrind memcheck
-#           (--leak-check=full); test-rangelock and test-control also
+#           (--leak-check=full); test-rangelock and the control server
+#           tests (test-control-lines, test-control-server) also
 #           under helgrind.
 # all       The three, one after the other.
 #
@@ -252,7 +253,8 @@ run_valgrind ()
     name=$(basename "$p")
     for tool in memcheck helgrind; do
       if [ $tool = helgrind ]; then
-        case $name in test-rangelock|test-control) ;; *) continue ;; esac
+        case $name in test-rangelock|test-control-lines|test-control-server) ;;
+          *) continue ;; esac
       fi
       vlog=$logdir/$name.$tool.log
       rc=0
