@@ -1,23 +1,25 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * Unit tests for common/bitmap.c: single bits and ranges across word
+ * Unit tests for common/bitset.c: single bits and ranges across word
  * boundaries, clipping, searching, counting, merging, serialisation,
- * copying, a randomised comparison against a naive bool array, and
- * the atomic range functions used from several threads at once.
+ * copying and resizing.  test-bitset-model.c has the randomised
+ * comparison against a naive model and the atomic functions used from
+ * several threads at once.
  */
 
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 
 #include "bitset.h"
+#include "bitset-check.h"
 #include "unit.h"
 
 /* True if exactly the bits of [first, end) are set in bm. */
@@ -30,18 +32,6 @@ only_range_set (const struct bitset *bm, uint64_t first, uint64_t end)
     if (bitset_test (bm, i) != (i >= first && i < end))
       return false;
   return true;
-}
-
-/* True if no bit past nbits is set in the last word. */
-static bool
-padding_clear (const struct bitset *bm)
-{
-  uint64_t nwords = (bm->nbits + 63) / 64;
-  unsigned r = bm->nbits % 64;
-
-  if (nwords == 0 || r == 0)
-    return true;
-  return (bm->words[nwords - 1] >> r) == 0;
 }
 
 static void
@@ -189,97 +179,132 @@ test_clipping (void)
   bitset_free (&bm);
 }
 
+/* A search from bit from and the bit it must find. */
+struct search {
+  bool clear;                   /* next_clear, else next_set */
+  uint64_t from, want;
+};
+
+static void
+check_searches (const struct bitset *bm, const struct search *s, size_t n)
+{
+  size_t i;
+  uint64_t got;
+
+  for (i = 0; i < n; i++) {
+    got = s[i].clear ? bitset_next_clear (bm, s[i].from)
+                     : bitset_next_set (bm, s[i].from);
+    CHECK (got == s[i].want);
+    if (got != s[i].want)
+      fprintf (stderr, "  next_%s (%" PRIu64 "): %" PRIu64 "\n",
+               s[i].clear ? "clear" : "set", s[i].from, got);
+  }
+}
+
+#define SET(from, want) { false, (from), (want) }
+#define CLR(from, want) { true, (from), (want) }
+
 static void
 test_next (void)
 {
+  static const struct search empty[] = {
+    SET (0, 150), SET (149, 150), SET (150, 150), SET (UINT64_MAX, 150),
+    CLR (0, 0), CLR (149, 149), CLR (150, 150),
+  };
+  /* Full map: next_clear must not report a padding bit. */
+  static const struct search full[] = {
+    CLR (0, 150), CLR (140, 150), CLR (UINT64_MAX, 150),
+    SET (0, 0), SET (149, 149),
+  };
+  static const struct search scattered[] = {
+    SET (0, 5), SET (5, 5), SET (6, 64), SET (64, 64), SET (65, 149),
+    SET (149, 149),
+  };
+  static const struct search holes[] = {
+    CLR (0, 3), CLR (4, 127), CLR (128, 128), CLR (129, 150),
+  };
+  /* Exactly 128 bits: last bit, searching past the last word. */
+  static const struct search last[] = {
+    SET (0, 127), SET (127, 127), CLR (127, 128), CLR (126, 126),
+  };
+  static const struct search one_clear[] = { SET (0, 1), CLR (0, 0) };
+  static const struct search one_set[] = { SET (0, 0), CLR (0, 1) };
   struct bitset bm;
 
   /* Empty map of 150 bits (not a multiple of 64). */
   CHECK (bitset_init (&bm, 150) == 0);
-  CHECK (bitset_next_set (&bm, 0) == 150);
-  CHECK (bitset_next_set (&bm, 149) == 150);
-  CHECK (bitset_next_set (&bm, 150) == 150);
-  CHECK (bitset_next_set (&bm, UINT64_MAX) == 150);
-  CHECK (bitset_next_clear (&bm, 0) == 0);
-  CHECK (bitset_next_clear (&bm, 149) == 149);
-  CHECK (bitset_next_clear (&bm, 150) == 150);
-
-  /* Full map: next_clear must not report a padding bit. */
+  check_searches (&bm, empty, ARRAY_SIZE (empty));
   bitset_set_all (&bm);
-  CHECK (bitset_next_clear (&bm, 0) == 150);
-  CHECK (bitset_next_clear (&bm, 140) == 150);
-  CHECK (bitset_next_clear (&bm, UINT64_MAX) == 150);
-  CHECK (bitset_next_set (&bm, 0) == 0);
-  CHECK (bitset_next_set (&bm, 149) == 149);
+  check_searches (&bm, full, ARRAY_SIZE (full));
 
-  /* Scattered bits. */
   bitset_clear_all (&bm);
   bitset_set (&bm, 5);
   bitset_set (&bm, 64);
   bitset_set (&bm, 149);
-  CHECK (bitset_next_set (&bm, 0) == 5);
-  CHECK (bitset_next_set (&bm, 5) == 5);
-  CHECK (bitset_next_set (&bm, 6) == 64);
-  CHECK (bitset_next_set (&bm, 64) == 64);
-  CHECK (bitset_next_set (&bm, 65) == 149);
-  CHECK (bitset_next_set (&bm, 149) == 149);
+  check_searches (&bm, scattered, ARRAY_SIZE (scattered));
 
   bitset_set_all (&bm);
   bitset_clear (&bm, 3);
   bitset_clear (&bm, 127);
   bitset_clear (&bm, 128);
-  CHECK (bitset_next_clear (&bm, 0) == 3);
-  CHECK (bitset_next_clear (&bm, 4) == 127);
-  CHECK (bitset_next_clear (&bm, 128) == 128);
-  CHECK (bitset_next_clear (&bm, 129) == 150);
+  check_searches (&bm, holes, ARRAY_SIZE (holes));
   bitset_free (&bm);
 
-  /* Exactly 128 bits: last bit, searching past the last word. */
   CHECK (bitset_init (&bm, 128) == 0);
   bitset_set (&bm, 127);
-  CHECK (bitset_next_set (&bm, 0) == 127);
-  CHECK (bitset_next_set (&bm, 127) == 127);
-  CHECK (bitset_next_clear (&bm, 127) == 128);
-  CHECK (bitset_next_clear (&bm, 126) == 126);
+  check_searches (&bm, last, ARRAY_SIZE (last));
   bitset_free (&bm);
 
   /* One bit. */
   CHECK (bitset_init (&bm, 1) == 0);
-  CHECK (bitset_next_set (&bm, 0) == 1);
-  CHECK (bitset_next_clear (&bm, 0) == 0);
+  check_searches (&bm, one_clear, ARRAY_SIZE (one_clear));
   bitset_set (&bm, 0);
-  CHECK (bitset_next_set (&bm, 0) == 0);
-  CHECK (bitset_next_clear (&bm, 0) == 1);
+  check_searches (&bm, one_set, ARRAY_SIZE (one_set));
   bitset_free (&bm);
+}
+
+/* A range and what count_range (or any_in_range: 0 or 1) says of it. */
+struct range {
+  uint64_t first, n, want;
+};
+
+static void
+check_ranges (const struct bitset *bm, bool any, const struct range *r,
+              size_t n)
+{
+  size_t i;
+  uint64_t got;
+
+  for (i = 0; i < n; i++) {
+    got = any ? bitset_any_in_range (bm, r[i].first, r[i].n)
+              : bitset_count_range (bm, r[i].first, r[i].n);
+    CHECK (got == r[i].want);
+    if (got != r[i].want)
+      fprintf (stderr, "  %s (%" PRIu64 ", %" PRIu64 "): %" PRIu64 "\n",
+               any ? "any_in_range" : "count_range", r[i].first, r[i].n,
+               got);
+  }
 }
 
 static void
 test_count_any (void)
 {
+  static const struct range counts[] = {
+    { 0, 300, 12 }, { 0, 60, 0 }, { 0, 61, 1 }, { 64, 3, 3 }, { 63, 2, 2 },
+    { 70, 131, 2 }, { 70, 130, 1 }, { 65, 0, 0 }, { 300, 10, 0 },
+  };
+  static const struct range anys[] = {
+    { 0, 60, 0 }, { 0, 61, 1 }, { 70, 1, 1 }, { 71, 129, 0 },
+    { 71, 130, 1 }, { 201, UINT64_MAX, 0 }, { 65, 0, 0 }, { 128, 64, 0 },
+  };
   struct bitset bm;
 
   CHECK (bitset_init (&bm, 300) == 0);
   bitset_set_range (&bm, 60, 11);           /* 60..70 */
   bitset_set (&bm, 200);
   CHECK (bitset_count (&bm) == 12);
-  CHECK (bitset_count_range (&bm, 0, 300) == 12);
-  CHECK (bitset_count_range (&bm, 0, 60) == 0);
-  CHECK (bitset_count_range (&bm, 0, 61) == 1);
-  CHECK (bitset_count_range (&bm, 64, 3) == 3);
-  CHECK (bitset_count_range (&bm, 63, 2) == 2);
-  CHECK (bitset_count_range (&bm, 70, 131) == 2);
-  CHECK (bitset_count_range (&bm, 70, 130) == 1);
-  CHECK (bitset_count_range (&bm, 65, 0) == 0);
-  CHECK (bitset_count_range (&bm, 300, 10) == 0);
-
-  CHECK (!bitset_any_in_range (&bm, 0, 60));
-  CHECK (bitset_any_in_range (&bm, 0, 61));
-  CHECK (bitset_any_in_range (&bm, 70, 1));
-  CHECK (!bitset_any_in_range (&bm, 71, 129));
-  CHECK (bitset_any_in_range (&bm, 71, 130));
-  CHECK (!bitset_any_in_range (&bm, 201, UINT64_MAX));
-  CHECK (!bitset_any_in_range (&bm, 65, 0));
-  CHECK (!bitset_any_in_range (&bm, 128, 64));
+  check_ranges (&bm, false, counts, ARRAY_SIZE (counts));
+  check_ranges (&bm, true, anys, ARRAY_SIZE (anys));
   bitset_free (&bm);
 }
 
@@ -402,21 +427,6 @@ test_serialize (void)
   bitset_free (&bm);
 }
 
-/* Randomised comparison with a naive model. */
-#define MODEL_BITS 1000
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15;
-
-static uint64_t
-rng (void)
-{
-  /* xorshift64 */
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
-
 /* Growing keeps the bits and adds clear ones; shrinking drops the
  * tail and keeps "bits past nbits are 0", so growing again shows none
  * of the old bits.
@@ -443,181 +453,6 @@ test_resize (void)
   bitset_free (&bm);
 }
 
-static void
-test_random (void)
-{
-  struct bitset bm;
-  bool model[MODEL_BITS] = { false };
-  unsigned char buf[(MODEL_BITS + 7) / 8];
-  unsigned iter, errors = 0;
-  uint64_t i;
-
-  CHECK (bitset_init (&bm, MODEL_BITS) == 0);
-  for (iter = 0; iter < 5000 && errors == 0; iter++) {
-    uint64_t first = rng () % (MODEL_BITS + 10);
-    uint64_t n = rng () % 200;
-    uint64_t end, want, got;
-
-    if (rng () % 20 == 0)
-      n = UINT64_MAX - rng () % 3;
-    end = first + (n < MODEL_BITS + 10 ? n : MODEL_BITS + 10);
-    if (end > MODEL_BITS)
-      end = MODEL_BITS;
-
-    switch (rng () % 9) {
-    case 0:
-      bitset_set_range (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = true;
-      break;
-    case 1:
-      bitset_clear_range (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = false;
-      break;
-    case 2:
-      bitset_set_range_atomic (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = true;
-      break;
-    case 3:
-      bitset_clear_range_atomic (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = false;
-      break;
-    case 4:
-      if (first < MODEL_BITS) {
-        if (rng () & 1) {
-          bitset_set (&bm, first); model[first] = true;
-        }
-        else {
-          bitset_clear (&bm, first); model[first] = false;
-        }
-      }
-      break;
-    case 5:
-      want = 0;
-      for (i = first; i < end; i++) want += model[i];
-      if (bitset_count_range (&bm, first, n) != want) errors++;
-      if (bitset_any_in_range (&bm, first, n) != (want > 0)) errors++;
-      break;
-    case 6:
-      for (want = first; want < MODEL_BITS && !model[want]; want++)
-        ;
-      if (first > MODEL_BITS) want = MODEL_BITS;
-      if (bitset_next_set (&bm, first) != want) errors++;
-      break;
-    case 7:
-      for (want = first; want < MODEL_BITS && model[want]; want++)
-        ;
-      if (first > MODEL_BITS) want = MODEL_BITS;
-      if (bitset_next_clear (&bm, first) != want) errors++;
-      break;
-    case 8:
-      /* Serialise and check each byte against the model. */
-      bitset_serialize (&bm, buf);
-      for (i = 0; i < sizeof buf; i++) {
-        unsigned char b = 0;
-        unsigned k;
-        for (k = 0; k < 8 && 8 * i + k < MODEL_BITS; k++)
-          if (model[8 * i + k]) b |= 1u << k;
-        if (buf[i] != b) errors++;
-      }
-      break;
-    }
-
-    /* Full comparison every step keeps failures close to their cause. */
-    want = 0;
-    for (i = 0; i < MODEL_BITS; i++) {
-      want += model[i];
-      if (bitset_test (&bm, i) != model[i] ||
-          bitset_test_atomic (&bm, i) != model[i])
-        errors++;
-    }
-    got = bitset_count (&bm);
-    if (got != want || !padding_clear (&bm))
-      errors++;
-  }
-  if (errors)
-    fprintf (stderr, "random test: first failure at iteration %u\n", iter - 1);
-  CHECK (errors == 0);
-  bitset_free (&bm);
-}
-
-/* Atomic variants from several threads.  Thread t owns the runs of
- * RUN bits starting at RUN * (t + NTHREADS * k), so every word is
- * shared by all threads but the ranges are disjoint.  Each thread
- * repeatedly sets its runs and clears them, checking after each step
- * that its own bits have the expected value: a non-atomic
- * read-modify-write in another thread would undo the change.  In the
- * last round the runs stay set, so the result must be the union.
- */
-#define NTHREADS 4
-#define RUN 3
-#define ATOMIC_BITS (RUN * NTHREADS * 16)  /* 192: three words */
-#define ROUNDS 5000
-
-static struct bitset shared_bm;
-static pthread_barrier_t barrier;
-static unsigned atomic_errors;
-
-static bool
-own_bits_are (unsigned t, bool want)
-{
-  uint64_t i, j;
-
-  for (i = RUN * t; i < ATOMIC_BITS; i += RUN * NTHREADS)
-    for (j = i; j < i + RUN; j++)
-      if (bitset_test_atomic (&shared_bm, j) != want)
-        return false;
-  return true;
-}
-
-static void *
-atomic_worker (void *arg)
-{
-  unsigned t = (unsigned) (uintptr_t) arg;
-  unsigned round, errors = 0;
-  uint64_t i;
-
-  pthread_barrier_wait (&barrier);
-  for (round = 0; round < ROUNDS; round++) {
-    for (i = RUN * t; i < ATOMIC_BITS; i += RUN * NTHREADS)
-      bitset_set_range_atomic (&shared_bm, i, RUN);
-    if (!own_bits_are (t, true))
-      errors++;
-    if (round + 1 == ROUNDS)
-      break;
-    for (i = RUN * t; i < ATOMIC_BITS; i += RUN * NTHREADS)
-      bitset_clear_range_atomic (&shared_bm, i, RUN);
-    if (!own_bits_are (t, false))
-      errors++;
-  }
-  __atomic_fetch_add (&atomic_errors, errors, __ATOMIC_SEQ_CST);
-  return NULL;
-}
-
-static void
-test_atomic_threads (void)
-{
-  pthread_t th[NTHREADS];
-  unsigned t;
-
-  /* Two spare bits past the workers' area: one set, one clear. */
-  CHECK (bitset_init (&shared_bm, ATOMIC_BITS + 2) == 0);
-  bitset_set (&shared_bm, ATOMIC_BITS);
-  pthread_barrier_init (&barrier, NULL, NTHREADS);
-  for (t = 0; t < NTHREADS; t++)
-    pthread_create (&th[t], NULL, atomic_worker, (void *) (uintptr_t) t);
-  for (t = 0; t < NTHREADS; t++)
-    pthread_join (th[t], NULL);
-  pthread_barrier_destroy (&barrier);
-
-  if (atomic_errors)
-    fprintf (stderr, "atomic test: %u lost updates\n", atomic_errors);
-  CHECK (atomic_errors == 0);
-  CHECK (bitset_count (&shared_bm) == ATOMIC_BITS + 1);
-  CHECK (bitset_next_clear (&shared_bm, 0) == ATOMIC_BITS + 1);
-  CHECK (bitset_test (&shared_bm, ATOMIC_BITS));
-  bitset_free (&shared_bm);
-}
-
 int
 main (void)
 {
@@ -630,7 +465,5 @@ main (void)
   test_merge_copy ();
   test_serialize ();
   test_resize ();
-  test_random ();
-  test_atomic_threads ();
   UNIT_EXIT ();
 }
