@@ -34,6 +34,15 @@ rng (void)
   return rng_state;
 }
 
+/* The range functions the model compares, and the value each sets. */
+static const struct {
+  void (*fn) (struct bitset *bm, uint64_t first, uint64_t n);
+  bool set;
+} range_ops[] = {
+  { bitset_set_range, true }, { bitset_clear_range, false },
+  { bitset_set_range_atomic, true }, { bitset_clear_range_atomic, false },
+};
+
 static void
 test_random (void)
 {
@@ -47,7 +56,7 @@ test_random (void)
   for (iter = 0; iter < 5000 && errors == 0; iter++) {
     uint64_t first = rng () % (MODEL_BITS + 10);
     uint64_t n = rng () % 200;
-    uint64_t end, want, got;
+    uint64_t end, want, got, op;
 
     if (rng () % 20 == 0)
       n = UINT64_MAX - rng () % 3;
@@ -55,22 +64,10 @@ test_random (void)
     if (end > MODEL_BITS)
       end = MODEL_BITS;
 
-    switch (rng () % 9) {
-    case 0:
-      bitset_set_range (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = true;
-      break;
-    case 1:
-      bitset_clear_range (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = false;
-      break;
-    case 2:
-      bitset_set_range_atomic (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = true;
-      break;
-    case 3:
-      bitset_clear_range_atomic (&bm, first, n);
-      for (i = first; i < end; i++) model[i] = false;
+    switch (op = rng () % 9) {
+    case 0: case 1: case 2: case 3:
+      range_ops[op].fn (&bm, first, n);
+      for (i = first; i < end; i++) model[i] = range_ops[op].set;
       break;
     case 4:
       if (first < MODEL_BITS) {
