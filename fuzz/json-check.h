@@ -7,6 +7,13 @@
  * (RFC 8259 grammar) on one line, with no raw control bytes anywhere.
  * Bytes >= 0x80 inside strings are accepted as they are (json.h copies
  * them unchanged; UTF-8 validity is not checked).
+ *
+ * It follows the same grammar as fleecectl's reader (fleecectl/jsonr.c)
+ * on purpose, written apart from it: the harnesses judge what the
+ * server writes with a checker that shares no code with the client
+ * that reads it, so a fault in one cannot hide a fault in the other.
+ * It also builds no tree and allocates nothing, which keeps the
+ * harnesses fast.
  */
 
 #ifndef FLEECE_FUZZ_JSON_CHECK_H
