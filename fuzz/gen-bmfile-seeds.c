@@ -12,7 +12,6 @@
 
 #include <config.h>
 
-#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include "bitset.h"
 #include "bmfile.h"
 #include "crc32.h"
+#include "le.h"
 
 static void
 die (const char *what)
@@ -69,7 +69,7 @@ write_v1_seed (const char *dir, const char *name, const struct bmfile *f,
   unsigned char *buf, *out, *p, *q;
   char path[4096];
   size_t len, olen;
-  uint32_t i, v1 = htole32 (1), crc;
+  uint32_t i;
   uint64_t blen;
   FILE *fp;
 
@@ -86,7 +86,7 @@ write_v1_seed (const char *dir, const char *name, const struct bmfile *f,
   if (buf == NULL || out == NULL)
     die ("bmfile_encode");
   memcpy (out, buf, 40);
-  memcpy (out + 8, &v1, 4);
+  le_store32 (out + 8, 1);
   p = buf + 41;                 /* past the empty disk id */
   q = out + 40;
   for (i = 0; i < f->n; i++) {
@@ -95,15 +95,13 @@ write_v1_seed (const char *dir, const char *name, const struct bmfile *f,
     memcpy (q, p, head);
     q += head;
     p += head + 1;              /* the empty reason */
-    memcpy (&blen, p, 8);
-    blen = le64toh (blen) + 8;
+    blen = le_load64 (p) + 8;
     memcpy (q, p, blen);
     q += blen;
     p += blen;
   }
   olen = q - out + 4;
-  crc = htole32 (fleece_crc32 (0, out, olen - 4));
-  memcpy (q, &crc, 4);
+  le_store32 (q, fleece_crc32 (0, out, olen - 4));
   snprintf (path, sizeof path, "%s/v1-%s", dir, name);
   fp = fopen (path, "wb");
   if (fp == NULL || fwrite (out, 1, olen, fp) != olen || fclose (fp) != 0)
