@@ -159,10 +159,8 @@ quiesce_begin (unsigned timeout, struct jbuf *reply, char **errmsg)
   }
   pthread_rwlock_unlock (&snap_gate);
   clock_gettime (CLOCK_MONOTONIC, &drained);
-  jbuf_key (reply, "timeout");
-  jbuf_u64 (reply, timeout);
-  jbuf_key (reply, "drain_ms");
-  jbuf_u64 (reply, ms_between (&q_start, &drained));
+  jbuf_kv_u64 (reply, "timeout", timeout);
+  jbuf_kv_u64 (reply, "drain_ms", ms_between (&q_start, &drained));
   return 0;
 }
 
@@ -186,10 +184,8 @@ quiesce_end (struct jbuf *reply, char **errmsg)
     return fleece_errorf (errmsg, "not quiesced");
   }
   release_locked (false);
-  jbuf_key (reply, "held_ms");
-  jbuf_u64 (reply, last_hold_ms);
-  jbuf_key (reply, "writes_held");
-  jbuf_u64 (reply, writes_held);
+  jbuf_kv_u64 (reply, "held_ms", last_hold_ms);
+  jbuf_kv_u64 (reply, "writes_held", writes_held);
   pthread_mutex_unlock (&q_lock);
   return 0;
 }
@@ -200,18 +196,12 @@ quiesce_status (struct jbuf *reply)
   pthread_mutex_lock (&q_lock);
   if (held && passed (&q_deadline))
     release_locked (true);
-  jbuf_key (reply, "quiesce");
-  jbuf_raw (reply, "{");
-  jbuf_key (reply, "active");
-  jbuf_bool (reply, held);
-  jbuf_key (reply, "since");
-  jbuf_time (reply, held ? q_started_wall : 0);
-  jbuf_key (reply, "holds");
-  jbuf_u64 (reply, holds);
-  jbuf_key (reply, "expired");
-  jbuf_u64 (reply, expired_holds);
-  jbuf_key (reply, "last_hold_ms");
-  jbuf_u64 (reply, last_hold_ms);
+  jbuf_kv_raw (reply, "quiesce", "{");
+  jbuf_kv_bool (reply, "active", held);
+  jbuf_kv_time (reply, "since", held ? q_started_wall : 0);
+  jbuf_kv_u64 (reply, "holds", holds);
+  jbuf_kv_u64 (reply, "expired", expired_holds);
+  jbuf_kv_u64 (reply, "last_hold_ms", last_hold_ms);
   jbuf_raw (reply, "}");
   pthread_mutex_unlock (&q_lock);
 }

@@ -476,16 +476,11 @@ buffer_status (struct target *t, struct jbuf *reply)
   struct buffer_target *bt = (struct buffer_target *) t;
 
   pthread_mutex_lock (&bt->lock);
-  jbuf_key (reply, "size");
-  jbuf_u64 (reply, bt->size);
-  jbuf_key (reply, "used");
-  jbuf_u64 (reply, bt->used);
-  jbuf_key (reply, "flushed_bytes");
-  jbuf_u64 (reply, bt->flushed_bytes);
-  jbuf_key (reply, "waits");
-  jbuf_u64 (reply, bt->waits);
-  jbuf_key (reply, "lost_bytes");
-  jbuf_u64 (reply, bt->lost_bytes);
+  jbuf_kv_u64 (reply, "size", bt->size);
+  jbuf_kv_u64 (reply, "used", bt->used);
+  jbuf_kv_u64 (reply, "flushed_bytes", bt->flushed_bytes);
+  jbuf_kv_u64 (reply, "waits", bt->waits);
+  jbuf_kv_u64 (reply, "lost_bytes", bt->lost_bytes);
   pthread_mutex_unlock (&bt->lock);
 }
 

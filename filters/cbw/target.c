@@ -146,7 +146,6 @@ target_status (struct jbuf *reply)
   if (top && top->ops->status)
     top->ops->status (top, reply);
   else {
-    jbuf_key (reply, "size");
-    jbuf_u64 (reply, 0);
+    jbuf_kv_u64 (reply, "size", 0);
   }
 }

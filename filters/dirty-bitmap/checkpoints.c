@@ -484,36 +484,28 @@ ckpt_status (struct jbuf *reply)
 
   /* chain_lock only: writers go on (see the lock rules). */
   pthread_mutex_lock (&chain_lock);
-  jbuf_key (reply, "checkpoints");
-  jbuf_raw (reply, "[");
+  jbuf_kv_raw (reply, "checkpoints", "[");
   for (c = ckpt_oldest; c; c = c->newer) {
     uint64_t dirty = count_atomic (&c->bits) * db_config.granularity;
 
     if (c->bits.nbits && last_bit_atomic (&c->bits))
       dirty -= db_ngranules * db_config.granularity - db_disk_size;
     jbuf_raw (reply, c == ckpt_oldest ? "{" : ",{");
-    jbuf_key (reply, "name");
-    jbuf_string (reply, c->name);
-    jbuf_key (reply, "created");
-    jbuf_time (reply, c->created);
-    jbuf_key (reply, "recording");
-    jbuf_bool (reply, c == ckpt_newest);
-    jbuf_key (reply, "dirty_bytes");
-    jbuf_u64 (reply, dirty);
-    jbuf_key (reply, "persistent");
-    jbuf_bool (reply, db_config.bitmap_file != NULL);
-    jbuf_key (reply, "consistent");
-    jbuf_bool (reply, c->consistent);
+    jbuf_kv_string (reply, "name", c->name);
+    jbuf_kv_time (reply, "created", c->created);
+    jbuf_kv_bool (reply, "recording", c == ckpt_newest);
+    jbuf_kv_u64 (reply, "dirty_bytes", dirty);
+    jbuf_kv_bool (reply, "persistent", db_config.bitmap_file != NULL);
+    jbuf_kv_bool (reply, "consistent", c->consistent);
     if (!c->consistent) {
-      jbuf_key (reply, "reason");
-      jbuf_string (reply, c->reason[0] ? c->reason : "not recorded");
+      jbuf_kv_string (reply, "reason",
+                      c->reason[0] ? c->reason : "not recorded");
     }
     jbuf_raw (reply, "}");
   }
   jbuf_raw (reply, "]");
   pthread_mutex_unlock (&chain_lock);
-  jbuf_key (reply, "bitmap_granularity");
-  jbuf_u64 (reply, db_config.granularity);
+  jbuf_kv_u64 (reply, "bitmap_granularity", db_config.granularity);
   persist_status (reply);
 }
 

@@ -381,8 +381,7 @@ sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 static void
 api_status (struct jbuf *reply)
 {
-  jbuf_key (reply, "snapshot_export");
-  jbuf_string (reply, sa_config.export_name);
+  jbuf_kv_string (reply, "snapshot_export", sa_config.export_name);
   job_status (reply);
 }
 

@@ -429,19 +429,13 @@ job_status (struct jbuf *reply)
     state = "running";
   pthread_mutex_unlock (&job_lock);
 
-  jbuf_raw (reply, ",\"stream\":{");
-  jbuf_raw (reply, "\"state\":");
-  jbuf_string (reply, state);
-  jbuf_raw (reply, ",\"bytes_total\":");
-  jbuf_u64 (reply, st.disk_size);
-  jbuf_raw (reply, ",\"bytes_done\":");
-  jbuf_u64 (reply, pop_bytes_done ());
-  jbuf_raw (reply, ",\"speed\":");
-  jbuf_u64 (reply, sp);
-  jbuf_raw (reply, ",\"base_connected\":");
-  jbuf_bool (reply, base_connected ());
-  jbuf_raw (reply, ",\"cluster_size\":");
-  jbuf_u64 (reply, st.cluster_size);
+  jbuf_kv_raw (reply, "stream", "{");
+  jbuf_kv_string (reply, "state", state);
+  jbuf_kv_u64 (reply, "bytes_total", st.disk_size);
+  jbuf_kv_u64 (reply, "bytes_done", pop_bytes_done ());
+  jbuf_kv_u64 (reply, "speed", sp);
+  jbuf_kv_bool (reply, "base_connected", base_connected ());
+  jbuf_kv_u64 (reply, "cluster_size", st.cluster_size);
   jbuf_raw (reply, "}");
 }
 
