@@ -332,12 +332,12 @@ control (const struct ctl_request *req, struct jbuf *reply, char **errmsg)
       r = fleece_errorf (errmsg, "job %s is not paused", j->id);
     else {
       j->state = JOB_RUNNING;
-      j->t_free = now_mono ();
+      j->t_free = fleece_now_mono ();
     }
   }
   else {
     j->speed = speed;
-    j->t_free = now_mono ();
+    j->t_free = fleece_now_mono ();
   }
   if (r == 0) {
     pthread_cond_broadcast (&jobs_cond);
