@@ -36,6 +36,7 @@
 #include "errors.h"
 #include "gate.h"
 #include "json.h"
+#include "monotime.h"
 #include "quiesce.h"
 #include "snapshot-int.h"
 
@@ -52,12 +53,7 @@ static bool last_expired;
 void
 quiesce_init (void)
 {
-  pthread_condattr_t attr;
-
-  pthread_condattr_init (&attr);
-  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-  pthread_cond_init (&q_cond, &attr);
-  pthread_condattr_destroy (&attr);
+  fleece_cond_init_mono (&q_cond);
 }
 
 static uint64_t
