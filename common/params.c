@@ -166,6 +166,13 @@ fleece_config_path (const char *key, const char *value, char **out)
   return 0;
 }
 
+void
+fleece_config_free (char **out)
+{
+  free (*out);
+  *out = NULL;
+}
+
 int
 fleece_check_parent_dir (const char *key, const char *path)
 {

@@ -54,6 +54,10 @@ extern int fleece_config_uint (const char *key, const char *value,
  */
 extern int fleece_config_path (const char *key, const char *value,
                                char **out);
+/* Free a string fleece_config_string or fleece_config_path set (at
+ * unload), leaving it NULL.
+ */
+extern void fleece_config_free (char **out);
 /* The directory that would hold path exists, is a directory, and we
  * may create files in it.
  */

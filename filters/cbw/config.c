@@ -193,6 +193,5 @@ cbw_config_check (void)
 void
 cbw_config_free (void)
 {
-  free (cbw_config.target);
-  cbw_config.target = NULL;
+  fleece_config_free (&cbw_config.target);
 }

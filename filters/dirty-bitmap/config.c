@@ -98,8 +98,6 @@ db_config_check (void)
 void
 db_config_free (void)
 {
-  free (db_config.bitmap_file);
-  db_config.bitmap_file = NULL;
-  free (db_config.disk_id);
-  db_config.disk_id = NULL;
+  fleece_config_free (&db_config.bitmap_file);
+  fleece_config_free (&db_config.disk_id);
 }

@@ -98,8 +98,7 @@ sa_config_check (void)
 void
 sa_config_free (void)
 {
-  free (sa_config.export_name);
-  sa_config.export_name = NULL;
+  fleece_config_free (&sa_config.export_name);
 }
 
 /* Names reserved for snapshots (stack-rules.c) never reach the

@@ -96,8 +96,6 @@ stream_config_check (void)
 void
 stream_config_free (void)
 {
-  free (stream_config.base_uri);
-  stream_config.base_uri = NULL;
-  free (stream_config.state_path);
-  stream_config.state_path = NULL;
+  fleece_config_free (&stream_config.base_uri);
+  fleece_config_free (&stream_config.state_path);
 }
