@@ -165,6 +165,15 @@ progress_update (struct progress *p, uint64_t done, uint64_t total,
 }
 
 void
+progress_break (struct progress *p)
+{
+  if (p->drawn) {
+    fputc ('\n', p->fp);
+    p->drawn = false;
+  }
+}
+
+void
 progress_end (struct progress *p, uint64_t done, const char *what)
 {
   double secs = now_mono () - p->t0;
@@ -172,10 +181,7 @@ progress_end (struct progress *p, uint64_t done, const char *what)
 
   if (p->mode == PROGRESS_NONE)
     return;
-  if (p->drawn) {
-    fputc ('\n', p->fp);
-    p->drawn = false;
-  }
+  progress_break (p);
   fmt_bytes (srate, sizeof srate, secs > 0 ? done / secs : 0);
   fprintf (p->fp, "%s: %s, %llu bytes in %.1f s (%s/s)\n",
            p->label, what, (unsigned long long) done, secs, srate);
