@@ -77,8 +77,8 @@ cancel_job (struct globals *g, struct follower *f, struct progress *p)
   jv_free (r);
 
   /* Wait (at most 10 s) until the server reports the job ended. */
-  until = now_mono () + 10;
-  while (now_mono () < until && fc_interrupted == sigs) {
+  until = fleece_now_mono () + 10;
+  while (fleece_now_mono () < until && fc_interrupted == sigs) {
     const struct jval *j;
 
     r = ctl_call (g->ctl, "status", g->timeout_ms, NULL, err, sizeof err);
@@ -103,7 +103,7 @@ look_job (struct follower *f, const struct jval *reply, struct follow_view *v)
   const struct jval *j = find_job (reply, b->id);
 
   if (j == NULL) {
-    if (b->seen || now_mono () - b->t_start > 10) {
+    if (b->seen || fleece_now_mono () - b->t_start > 10) {
       snprintf (v->why, sizeof v->why, "backup job %s is no longer listed "
                 "by the server (another job started, or nbdkit restarted); "
                 "its result is unknown", b->id);
@@ -193,7 +193,7 @@ cmd_backup (struct globals *g, int argc, char **argv)
     snprintf (label, sizeof label, "backup %s", b.id);
     snprintf (what, sizeof what, "backup job %s", b.id);
     f.interval_ms = interval_ms;
-    b.t_start = now_mono ();
+    b.t_start = fleece_now_mono ();
     ret = fc_follow (g, &f);
   }
 

@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "jsonr.h"
+#include "monotime.h"
 
 /* Exit statuses. */
 #define EXIT_OK     0
@@ -107,7 +108,6 @@ struct progress {
   double st[PROGRESS_WINDOW];
   uint64_t sb[PROGRESS_WINDOW];
 };
-extern double now_mono (void);
 extern void progress_start (struct progress *p, enum progress_mode mode,
                             FILE *fp, const char *label);
 /* Record and (when due) show done of total bytes; extra is appended

@@ -163,9 +163,9 @@ begun (struct member *m, const struct jval *r)
 static void
 sleep_s (double secs)
 {
-  double until = now_mono () + secs;
+  double until = fleece_now_mono () + secs;
 
-  while (!fc_interrupted && now_mono () < until) {
+  while (!fc_interrupted && fleece_now_mono () < until) {
     struct timespec ts = { 0, 50 * 1000000L };
     nanosleep (&ts, NULL);
   }
