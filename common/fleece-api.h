@@ -279,9 +279,10 @@ struct fleece_sa_api {
 
   /* End every running backup job as failed with reason why, and wait
    * until it has ended its snapshot and merged back its checkpoint.
-   * The filters below call this from their .cleanup before they tear
-   * down (dirty-bitmap before it saves bitmap-file), so the order in
-   * which nbdkit runs the filters' .cleanup does not matter.
+   * Every project filter's .cleanup calls this (common/glue.c) before
+   * the filter tears down (dirty-bitmap before it saves bitmap-file),
+   * so the order in which nbdkit runs the filters' .cleanup does not
+   * matter.
    * Idempotent; a no-op when no job runs.
    */
   void (*stop_jobs) (const char *why);

@@ -7,10 +7,12 @@
 
 #include <config.h>
 
+#include <errno.h>
 #include <string.h>
 
 #include <nbdkit-filter.h>
 
+#include "backend.h"
 #include "ctl-owner.h"
 #include "glue.h"
 #include "params.h"
@@ -119,10 +121,48 @@ fleece_glue_after_fork (struct fleece_glue *g, nbdkit_backend *backend)
   return fleece_control_after_fork ();
 }
 
+/* No control command arrives any more; a backup job reads snapshots
+ * through cbw and merges back its checkpoint in dirty-bitmap, so the
+ * jobs end before any filter cleans up (the first .cleanup to run
+ * stops them, the others find nothing to stop).
+ */
 void
 fleece_glue_cleanup (struct fleece_glue *g)
 {
+  const struct fleece_sa_api *sa;
+
   fleece_control_cleanup ();
+  sa = fleece_snapshot_access ();
+  if (sa)
+    sa->stop_jobs ("nbdkit is shutting down");
   if (g->cleanup)
     g->cleanup ();
+}
+
+int64_t
+fleece_glue_disk_size (enum fleece_filter_id id, nbdkit_backend *backend)
+{
+  int64_t size = fleece_disk_size (backend);
+
+  if (size == -1)
+    nbdkit_error ("%s: cannot find the size of the disk",
+                  fleece_filter_name (id));
+  return size;
+}
+
+int
+fleece_next_write (nbdkit_next *next, enum fleece_write_op op,
+                   const void *buf, uint32_t count, uint64_t offset,
+                   uint32_t flags, int *err)
+{
+  switch (op) {
+  case FLEECE_OP_WRITE:
+    return next->pwrite (next, buf, count, offset, flags, err);
+  case FLEECE_OP_ZERO:
+    return next->zero (next, count, offset, flags, err);
+  case FLEECE_OP_TRIM:
+    return next->trim (next, count, offset, flags, err);
+  }
+  *err = EINVAL;
+  return -1;
 }

@@ -20,7 +20,17 @@
  *     .pwrite = ...,
  *   };
  *
- * and .config_started = glue_config_started in its fleece_filter_api.
+ * and its interface symbol begins with the same start-up link:
+ *
+ *   const struct fleece_cbw_api fleece_cbw_v1 = {
+ *     .base = FLEECE_GLUE_API (struct fleece_cbw_api, FLEECE_CBW, "cbw",
+ *                              snapshot_status, cbw_commands),
+ *     ...
+ *
+ * A filter that treats every request that changes data alike (cbw
+ * preserves, dirty-bitmap marks, stream populates, snapshot-access
+ * routes) writes that once and gets .pwrite, .zero and .trim from
+ * FLEECE_WRITE_CALLBACKS.
  *
  * What the glue does around the hooks (each hook may be NULL):
  *   .load             count the loads (--filter given twice), then load
@@ -33,7 +43,10 @@
  *   .get_ready        get_ready, then create the control socket (in
  *                     the filter that took control=)
  *   .after_fork       after_fork, then start the control server
- *   .cleanup          stop the control server, then cleanup
+ *   .cleanup          stop the control server, then the backup jobs
+ *                     (snapshot-access, if loaded: they read through
+ *                     the filters below it, whatever the order nbdkit
+ *                     runs .cleanup in), then cleanup
  *   .unload           stop the control server, then unload
  *
  * The struct is written only by nbdkit's single-threaded start-up and
@@ -45,6 +58,7 @@
 #define FLEECE_GLUE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <nbdkit-filter.h>
 
@@ -84,6 +98,12 @@ extern int fleece_glue_get_ready (struct fleece_glue *g);
 extern int fleece_glue_after_fork (struct fleece_glue *g,
                                    nbdkit_backend *backend);
 extern void fleece_glue_cleanup (struct fleece_glue *g);
+
+/* For .after_fork: the size of the disk below, or -1 after an error
+ * that names the filter.
+ */
+extern int64_t fleece_glue_disk_size (enum fleece_filter_id id,
+                                      nbdkit_backend *backend);
 
 /* Define the filter's static callbacks glue_load ... glue_cleanup and
  * glue_config_started for the struct fleece_glue named g.
@@ -130,5 +150,59 @@ extern void fleece_glue_cleanup (struct fleece_glue *g);
   .get_ready = glue_get_ready,                                          \
   .after_fork = glue_after_fork,                                        \
   .cleanup = glue_cleanup
+
+/* The struct fleece_filter_api of the filter's interface symbol
+ * (fleece-api.h): type is the whole interface struct; status and
+ * commands may be NULL.
+ */
+#define FLEECE_GLUE_API(type, filter_id, filter_name, status_fn,         \
+                        command_table)                                  \
+  {                                                                     \
+    .size = sizeof (type),                                              \
+    .id = (filter_id),                                                  \
+    .name = (filter_name),                                              \
+    .config_started = glue_config_started,                              \
+    .status = (status_fn),                                              \
+    .commands = (command_table),                                        \
+  }
+
+/* The requests that change the disk's data. */
+enum fleece_write_op { FLEECE_OP_WRITE, FLEECE_OP_ZERO, FLEECE_OP_TRIM };
+
+/* Pass op down to next as it came (buf is for FLEECE_OP_WRITE only). */
+extern int fleece_next_write (nbdkit_next *next, enum fleece_write_op op,
+                              const void *buf, uint32_t count,
+                              uint64_t offset, uint32_t flags, int *err);
+
+/* Define static PREFIX_pwrite, PREFIX_zero and PREFIX_trim callbacks
+ * that each call
+ *   int fn (nbdkit_next *next, void *handle, enum fleece_write_op op,
+ *           const void *buf, uint32_t count, uint64_t offset,
+ *           uint32_t flags, int *err)
+ * with buf NULL for zero and trim.
+ */
+#define FLEECE_WRITE_CALLBACKS(prefix, fn)                              \
+  static int                                                            \
+  prefix##_pwrite (nbdkit_next *next, void *handle, const void *buf,    \
+                   uint32_t count, uint64_t offset, uint32_t flags,     \
+                   int *err)                                            \
+  {                                                                     \
+    return fn (next, handle, FLEECE_OP_WRITE, buf, count, offset,       \
+               flags, err);                                             \
+  }                                                                     \
+  static int                                                            \
+  prefix##_zero (nbdkit_next *next, void *handle, uint32_t count,       \
+                 uint64_t offset, uint32_t flags, int *err)             \
+  {                                                                     \
+    return fn (next, handle, FLEECE_OP_ZERO, NULL, count, offset,       \
+               flags, err);                                             \
+  }                                                                     \
+  static int                                                            \
+  prefix##_trim (nbdkit_next *next, void *handle, uint32_t count,       \
+                 uint64_t offset, uint32_t flags, int *err)             \
+  {                                                                     \
+    return fn (next, handle, FLEECE_OP_TRIM, NULL, count, offset,       \
+               flags, err);                                             \
+  }
 
 #endif /* FLEECE_GLUE_H */

@@ -208,6 +208,47 @@ jbuf_time (struct jbuf *b, int64_t t)
   jbuf_string (b, text);
 }
 
+void
+jbuf_kv_raw (struct jbuf *b, const char *key, const char *text)
+{
+  jbuf_key (b, key);
+  jbuf_raw (b, text);
+}
+
+void
+jbuf_kv_string (struct jbuf *b, const char *key, const char *str)
+{
+  jbuf_key (b, key);
+  jbuf_string (b, str);
+}
+
+void
+jbuf_kv_name (struct jbuf *b, const char *key, const char *str)
+{
+  jbuf_kv_string (b, key, str && str[0] ? str : NULL);
+}
+
+void
+jbuf_kv_u64 (struct jbuf *b, const char *key, uint64_t v)
+{
+  jbuf_key (b, key);
+  jbuf_u64 (b, v);
+}
+
+void
+jbuf_kv_bool (struct jbuf *b, const char *key, bool v)
+{
+  jbuf_key (b, key);
+  jbuf_bool (b, v);
+}
+
+void
+jbuf_kv_time (struct jbuf *b, const char *key, int64_t t)
+{
+  jbuf_key (b, key);
+  jbuf_time (b, t);
+}
+
 int
 fleece_format_time (int64_t t, char buf[FLEECE_TIME_BUF])
 {

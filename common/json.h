@@ -48,6 +48,24 @@ extern void jbuf_time (struct jbuf *b, int64_t t);
  */
 #define FLEECE_TIME_BUF 64
 extern int fleece_format_time (int64_t t, char buf[FLEECE_TIME_BUF]);
+
+/* One member of an object: jbuf_key (b, key), then the value.  A
+ * status object is then one line per member:
+ *
+ *   jbuf_kv_raw (reply, "target", "{");
+ *   jbuf_kv_u64 (reply, "used", used);
+ *   jbuf_kv_name (reply, "since", since);   // "" reads as null
+ *   jbuf_raw (reply, "}");
+ */
+extern void jbuf_kv_raw (struct jbuf *b, const char *key, const char *text);
+extern void jbuf_kv_string (struct jbuf *b, const char *key,
+                            const char *str);
+/* A string that is null when empty (a name that is not set). */
+extern void jbuf_kv_name (struct jbuf *b, const char *key, const char *str);
+extern void jbuf_kv_u64 (struct jbuf *b, const char *key, uint64_t v);
+extern void jbuf_kv_bool (struct jbuf *b, const char *key, bool v);
+extern void jbuf_kv_time (struct jbuf *b, const char *key, int64_t t);
+
 /* Take the text (caller frees), leaving b empty.  NULL on failure. */
 extern char *jbuf_steal (struct jbuf *b);
 

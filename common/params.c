@@ -21,6 +21,62 @@
 #include "size.h"
 
 int
+fleece_config_once (const char *key, bool *seen)
+{
+  if (*seen) {
+    nbdkit_error ("%s: given twice; give it once", key);
+    return -1;
+  }
+  *seen = true;
+  return 0;
+}
+
+int
+fleece_config_string (const char *key, const char *value,
+                      int (*check) (const char *key, const char *value),
+                      char **out)
+{
+  if (*out) {
+    nbdkit_error ("%s: given twice; give it once", key);
+    return -1;
+  }
+  if (check && check (key, value) == -1)
+    return -1;
+  *out = strdup (value);
+  if (*out == NULL) {
+    nbdkit_error ("%s: strdup: %m", key);
+    return -1;
+  }
+  return 0;
+}
+
+int
+fleece_config_unknown (enum fleece_filter_id id, const char *key,
+                       const char *known)
+{
+  if (!fleece_filter_row (id)->owns_param (key))
+    return 0;
+  nbdkit_error ("%s: unknown %s parameter; the %s filter takes %s",
+                key, fleece_filter_name (id), fleece_filter_name (id), known);
+  return -1;
+}
+
+bool
+fleece_is_nbd_uri (const char *value)
+{
+  static const char *const schemes[] = {
+    "nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+    "nbd+vsock://", "nbds+vsock://", NULL
+  };
+  size_t i;
+
+  for (i = 0; schemes[i]; i++)
+    if (strncmp (value, schemes[i], strlen (schemes[i])) == 0)
+      return true;
+  return false;
+}
+
+int
 fleece_config_cluster (const char *key, const char *value, uint32_t *out)
 {
   uint64_t v;
@@ -63,6 +119,20 @@ fleece_config_bool (const char *key, const char *value, bool *out)
 }
 
 int
+fleece_config_size (const char *key, const char *value, const char *example,
+                    uint64_t *out)
+{
+  const char *why;
+
+  if (fleece_parse_size (value, out, &why) == -1) {
+    nbdkit_error ("%s=%s: %s; expected a size such as %s",
+                  key, value, why, example);
+    return -1;
+  }
+  return 0;
+}
+
+int
 fleece_config_uint (const char *key, const char *value, uint64_t max,
                     uint64_t *out)
 {
@@ -96,6 +166,13 @@ fleece_config_path (const char *key, const char *value, char **out)
   return 0;
 }
 
+void
+fleece_config_free (char **out)
+{
+  free (*out);
+  *out = NULL;
+}
+
 int
 fleece_check_parent_dir (const char *key, const char *path)
 {
@@ -123,6 +200,18 @@ fleece_check_parent_dir (const char *key, const char *path)
   }
   free (copy);
   return r;
+}
+
+int
+fleece_check_own_file (const char *key, const char *path)
+{
+  struct stat st;
+
+  if (stat (path, &st) == 0 && !S_ISREG (st.st_mode)) {
+    nbdkit_error ("%s=%s: exists and is not a regular file", key, path);
+    return -1;
+  }
+  return fleece_check_parent_dir (key, path);
 }
 
 int

@@ -26,11 +26,11 @@
  */
 #define MAX_REPLY (16 * 1024 * 1024)
 
-/* Milliseconds left until deadline (now_mono seconds), at least 0. */
+/* Milliseconds left until deadline (fleece_now_mono seconds), at least 0. */
 static int
 left_ms (double deadline)
 {
-  double d = (deadline - now_mono ()) * 1000;
+  double d = (deadline - fleece_now_mono ()) * 1000;
   return d <= 0 ? 0 : d > 1e9 ? 1000000000 : (int) d + 1;
 }
 
@@ -75,7 +75,7 @@ ctl_request (const char *path, const char *line, int timeout_ms,
 
   if (timeout_ms <= 0)
     timeout_ms = 30000;
-  deadline = now_mono () + timeout_ms / 1000.0;
+  deadline = fleece_now_mono () + timeout_ms / 1000.0;
 
   if (strlen (path) >= sizeof addr.sun_path) {
     snprintf (err, errlen, "control socket %s: path too long", path);

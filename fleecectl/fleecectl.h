@@ -5,22 +5,28 @@
  * pulling backups (see fleecectl.pod).  Declarations shared by its
  * files; each file does one job:
  *
- *   main.c      options, subcommands, pass-through control lines
+ *   main.c      usage, subcommands, status, pass-through control lines
+ *   opts.c      the option loop of every subcommand (opts.h)
  *   ctl.c       control socket client (one line out, one JSON line in)
  *   jsonr.c     the JSON reader (pure)
  *   status.c    the human-readable status summary
+ *   follow.c    following a job or restore until it ends; signals
  *   backup.c    backup-start and following the job
+ *   restore.c   following a live restore
  *   progress.c  progress bar / progress lines, byte and time formatting
- *   pull.c      pull a snapshot or delta export with libnbd
+ *   pull.c      pull a snapshot or delta export with libnbd (pull.h):
+ *   pull-copy.c   the workers that read the source
+ *   pull-dest.c   the destination: opening, writing, zeroing
  *   group.c     group-snapshot: one point across several servers
  *
- * The tool is single-threaded except pull.c's workers, whose shared
- * state is documented there.
+ * The tool is single-threaded except pull's workers, whose shared
+ * state is documented in pull.h.
  */
 
 #ifndef FLEECECTL_H
 #define FLEECECTL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +34,7 @@
 #include <time.h>
 
 #include "jsonr.h"
+#include "monotime.h"
 
 /* Exit statuses. */
 #define EXIT_OK     0
@@ -50,14 +57,15 @@ struct globals {
 };
 
 /* main.c */
+/* "fleecectl: MESSAGE" on stderr. */
 extern void fc_error (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
-extern void fc_usage_error (const char *fmt, ...)
-  __attribute__ ((format (printf, 1, 2)));
-/* Parse a size ("64K", "50M", plain bytes); usage error message on
- * failure naming opt.  Returns 0 or -1.
- */
-extern int fc_parse_size (const char *opt, const char *str, uint64_t *out);
+/* The same for a command line that is wrong (fmt a string literal). */
+#define fc_usage_error(fmt, ...) \
+  fc_error (fmt " (fleecectl --help for usage)", ##__VA_ARGS__)
+/* The error text of a reply, or dflt if it has none. */
+extern const char *fc_reply_error (const struct jval *reply,
+                                   const char *dflt);
 
 /* ctl.c: send line to the control socket at path, wait at most
  * timeout_ms (<= 0: 30 s) for the one-line reply.  Returns the reply
@@ -100,7 +108,6 @@ struct progress {
   double st[PROGRESS_WINDOW];
   uint64_t sb[PROGRESS_WINDOW];
 };
-extern double now_mono (void);
 extern void progress_start (struct progress *p, enum progress_mode mode,
                             FILE *fp, const char *label);
 /* Record and (when due) show done of total bytes; extra is appended
@@ -113,12 +120,57 @@ extern void progress_update (struct progress *p, uint64_t done,
  */
 extern void progress_end (struct progress *p, uint64_t done,
                           const char *what);
+/* End a drawn bar's line, so that a message starts on its own line. */
+extern void progress_break (struct progress *p);
 /* Bytes per second over the recent window; 0 if unknown. */
 extern double progress_rate (const struct progress *p);
 /* "1.5 GiB", "512 KiB", "17 B". */
 extern void fmt_bytes (char *buf, size_t len, double bytes);
 /* "0:05", "1:02:03", "?" for an unknown duration. */
 extern void fmt_duration (char *buf, size_t len, double secs);
+
+/* follow.c: SIGINT and SIGTERM while a command waits.  fc_interrupted
+ * counts the signals caught (written only by the handler).
+ */
+extern volatile sig_atomic_t fc_interrupted;
+struct fc_signals {
+  struct sigaction old_int, old_term;
+};
+extern void fc_catch_signals (struct fc_signals *s);
+extern void fc_restore_signals (const struct fc_signals *s);
+/* Sleep ms milliseconds, or less when a signal comes. */
+extern void fc_sleep_ms (int ms);
+
+/* What one status reply says about the thing followed. */
+enum follow_state {
+  FOLLOW_WAIT,                  /* not there (yet): ask again */
+  FOLLOW_RUNNING,
+  FOLLOW_DONE,                  /* ended well: exit status 0 */
+  FOLLOW_FAILED,                /* ended badly: state and error say why */
+  FOLLOW_LOST,                  /* cannot be followed: why says why */
+};
+struct follow_view {
+  uint64_t done, total;         /* bytes (kept while a reply lacks them) */
+  const char *state;            /* the state word in the reply, or NULL */
+  const char *error;            /* FOLLOW_FAILED: the reason, or NULL */
+  char why[512];                /* FOLLOW_LOST: the whole message */
+};
+struct follower {
+  const char *label;            /* of the progress output */
+  const char *what;             /* in messages ("backup job 7") */
+  int interval_ms;              /* between status requests */
+  /* Read an ok status reply into v. */
+  enum follow_state (*look) (struct follower *f, const struct jval *reply,
+                             struct follow_view *v);
+  /* After a signal: the exit status (p may have a bar drawn). */
+  int (*interrupted) (struct globals *g, struct follower *f,
+                      struct progress *p);
+  void *opaque;                 /* the command's own state */
+};
+/* Poll status until f->look says the end; the exit status.  SIGINT and
+ * SIGTERM are caught meanwhile.
+ */
+extern int fc_follow (struct globals *g, struct follower *f);
 
 /* Subcommands. */
 extern int cmd_status (struct globals *g, int argc, char **argv);

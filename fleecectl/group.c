@@ -14,14 +14,13 @@
  * before every snapshot was taken: the group is not consistent, so it
  * is rolled back and the command fails.
  *
- * Single-threaded; the only shared state is the signal flag.
+ * Single-threaded; the only shared state is the signal count
+ * fc_interrupted, checked between steps (then roll back).
  */
 
 #include <config.h>
 
-#include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,16 +29,6 @@
 
 #include "fleecectl.h"
 #include "opts.h"
-#include "size.h"
-
-/* Set by SIGINT/SIGTERM; checked between steps (then roll back). */
-static volatile sig_atomic_t interrupted;
-
-static void
-on_signal (int sig)
-{
-  interrupted = 1;
-}
 
 /* One server of the group and what this run did to it. */
 struct member {
@@ -101,99 +90,108 @@ call (struct group *gr, struct member *m, const char *line, bool holding,
 static const char *
 reply_error (const struct jval *r)
 {
-  const char *e = jv_str (jv_get (r, "error"));
-  return e ? e : "the server answered ok:false";
+  return fc_reply_error (r, "the server answered ok:false");
+}
+
+/* Step failed on m: why is the member's error (unless it has one) and,
+ * with note appended, the group's.
+ */
+static void
+member_fail (struct group *gr, struct member *m, const char *step,
+             const char *why, const char *note)
+{
+  if (!m->error[0])
+    snprintf (m->error, sizeof m->error, "%s: %.400s", step, why);
+  group_fail (gr, "%s: %s: %s%s", m->ctl, step, why, note);
+}
+
+/* Steps 1 and 2: send line to every server in turn, writes held; stop
+ * at the first failure or signal.  done records each ok reply, or NULL
+ * when a server did not reply (the step may have happened there).
+ */
+static bool
+all_members (struct group *gr, const char *step, const char *line,
+             void (*done) (struct member *m, const struct jval *r))
+{
+  char err[1024];
+  size_t i;
+
+  for (i = 0; i < gr->n; i++) {
+    struct member *m = &gr->m[i];
+    struct jval *r;
+
+    if (fc_interrupted) {
+      group_fail (gr, "interrupted");
+      return false;
+    }
+    r = call (gr, m, line, true, err, sizeof err);
+    if (r == NULL) {
+      member_fail (gr, m, step, err, "");
+      done (m, NULL);
+      return false;
+    }
+    if (!jv_true (jv_get (r, "ok"))) {
+      member_fail (gr, m, step, reply_error (r), "");
+      jv_free (r);
+      return false;
+    }
+    done (m, r);
+    jv_free (r);
+  }
+  return true;
+}
+
+/* quiesce answered ok, or not at all: either way the server may hold
+ * writes (it ends a hold at its timeout, and resume_all tries sooner).
+ */
+static void
+quiesced (struct member *m, const struct jval *r)
+{
+  m->quiesced = true;
+}
+
+static void
+begun (struct member *m, const struct jval *r)
+{
+  uint64_t id;
+
+  m->begun = r ? 1 : -1;
+  if (jv_u64 (jv_get (r, "id"), &id))
+    snprintf (m->snap_id, sizeof m->snap_id, "%" PRIu64, id);
 }
 
 static void
 sleep_s (double secs)
 {
-  double until = now_mono () + secs;
+  double until = fleece_now_mono () + secs;
 
-  while (!interrupted && now_mono () < until) {
+  while (!fc_interrupted && fleece_now_mono () < until) {
     struct timespec ts = { 0, 50 * 1000000L };
     nanosleep (&ts, NULL);
   }
 }
 
-/* Step 1: quiesce every server in turn; stop at the first failure. */
+/* Step 1: quiesce every server. */
 static bool
 quiesce_all (struct group *gr)
 {
-  char line[64], err[1024];
-  size_t i;
+  char line[64];
 
   snprintf (line, sizeof line, "quiesce timeout=%u", gr->hold);
-  for (i = 0; i < gr->n; i++) {
-    struct member *m = &gr->m[i];
-    struct jval *r;
-
-    if (interrupted) {
-      group_fail (gr, "interrupted");
-      return false;
-    }
-    r = call (gr, m, line, true, err, sizeof err);
-    if (r == NULL) {
-      /* No reply: the server may hold writes; it ends the hold at
-       * its timeout, and resume below tries to end it sooner.
-       */
-      m->quiesced = true;
-      snprintf (m->error, sizeof m->error, "quiesce: %.400s", err);
-      group_fail (gr, "%s: quiesce: %s", m->ctl, err);
-      return false;
-    }
-    if (!jv_true (jv_get (r, "ok"))) {
-      snprintf (m->error, sizeof m->error, "quiesce: %.400s", reply_error (r));
-      group_fail (gr, "%s: quiesce: %s", m->ctl, reply_error (r));
-      jv_free (r);
-      return false;
-    }
-    jv_free (r);
-    m->quiesced = true;
-  }
-  return true;
+  return all_members (gr, "quiesce", line, quiesced);
 }
 
-/* Step 2: begin every snapshot; stop at the first failure. */
+/* Step 2: begin every snapshot. */
 static bool
 begin_all (struct group *gr)
 {
-  char line[256], err[1024];
-  size_t i;
+  char line[256];
 
   snprintf (line, sizeof line, "snapshot-begin%s%s%s%s",
             gr->name ? " name=" : "", gr->name ? gr->name : "",
             gr->checkpoint ? " checkpoint=" : "",
             gr->checkpoint ? gr->checkpoint : "");
-  for (i = 0; i < gr->n; i++) {
-    struct member *m = &gr->m[i];
-    struct jval *r;
-    uint64_t id;
-
-    if (interrupted) {
-      group_fail (gr, "interrupted");
-      return false;
-    }
-    r = call (gr, m, line, true, err, sizeof err);
-    if (r == NULL) {
-      m->begun = -1;            /* it may have been taken */
-      snprintf (m->error, sizeof m->error, "snapshot-begin: %.400s", err);
-      group_fail (gr, "%s: snapshot-begin: %s", m->ctl, err);
-      return false;
-    }
-    if (!jv_true (jv_get (r, "ok"))) {
-      snprintf (m->error, sizeof m->error, "snapshot-begin: %.400s",
-                reply_error (r));
-      group_fail (gr, "%s: snapshot-begin: %s", m->ctl, reply_error (r));
-      jv_free (r);
-      return false;
-    }
-    m->begun = 1;
-    if (jv_u64 (jv_get (r, "id"), &id))
-      snprintf (m->snap_id, sizeof m->snap_id, "%" PRIu64, id);
-    jv_free (r);
-  }
-  return true;
+  return all_members (gr, "snapshot-begin", line, begun);
 }
 
 /* Step 3 (always, also after a failure): resume every server we hold.
@@ -203,9 +201,11 @@ begin_all (struct group *gr)
 static void
 resume_all (struct group *gr)
 {
-  char err[1024];
+  char err[1024], note[96];
   size_t i;
 
+  snprintf (note, sizeof note, " (its hold ends at its timeout, %u s after "
+            "quiesce)", gr->hold);
   for (i = 0; i < gr->n; i++) {
     struct member *m = &gr->m[i];
     struct jval *r;
@@ -214,55 +214,48 @@ resume_all (struct group *gr)
       continue;
     m->quiesced = false;
     r = call (gr, m, "resume", false, err, sizeof err);
-    if (r == NULL) {
-      if (!m->error[0])
-        snprintf (m->error, sizeof m->error, "resume: %.400s", err);
-      group_fail (gr, "%s: resume: %s (its hold ends at its timeout, "
-                  "%u s after quiesce)", m->ctl, err, gr->hold);
-      continue;
-    }
-    if (jv_true (jv_get (r, "ok"))) {
+    if (r == NULL)
+      member_fail (gr, m, "resume", err, note);
+    else if (jv_true (jv_get (r, "ok")))
       m->held_known = jv_u64 (jv_get (r, "held_ms"), &m->held_ms);
-    }
-    else {
-      if (!m->error[0])
-        snprintf (m->error, sizeof m->error, "resume: %.400s", reply_error (r));
-      group_fail (gr, "%s: resume: %s", m->ctl, reply_error (r));
-    }
+    else
+      member_fail (gr, m, "resume", reply_error (r), "");
     jv_free (r);
   }
 }
 
 /* Undo one member's snapshot and checkpoint.  An unknown begin (no
  * reply) is undone as far as the server has it: "no such" errors are
- * then expected and not failures.
+ * then expected and not failures.  rollback_line sends one line of it;
+ * false (after a message) if it failed.
  */
+static bool
+rollback_line (struct group *gr, struct member *m, const char *line)
+{
+  char err[1024];
+  struct jval *r = call (gr, m, line, false, err, sizeof err);
+  bool ok = r && (jv_true (jv_get (r, "ok")) || m->begun == -1);
+
+  if (!ok)
+    fc_error ("%s: rollback: %s: %s", m->ctl, line,
+              r ? reply_error (r) : err);
+  jv_free (r);
+  return ok;
+}
+
 static void
 rollback_member (struct group *gr, struct member *m)
 {
-  char line[256], err[1024];
-  struct jval *r;
-  bool unknown = m->begun == -1, ok = true;
+  char line[256];
+  bool ok;
 
   snprintf (line, sizeof line, "snapshot-end%s%s",
             gr->name ? " name=" : "", gr->name ? gr->name : "");
-  r = call (gr, m, line, false, err, sizeof err);
-  if (r == NULL || (!jv_true (jv_get (r, "ok")) && !unknown)) {
-    fc_error ("%s: rollback: %s: %s", m->ctl, line,
-              r ? reply_error (r) : err);
-    ok = false;
-  }
-  jv_free (r);
-
+  ok = rollback_line (gr, m, line);
   if (gr->checkpoint) {
     snprintf (line, sizeof line, "checkpoint-delete %s", gr->checkpoint);
-    r = call (gr, m, line, false, err, sizeof err);
-    if (r == NULL || (!jv_true (jv_get (r, "ok")) && !unknown)) {
-      fc_error ("%s: rollback: %s: %s", m->ctl, line,
-                r ? reply_error (r) : err);
+    if (!rollback_line (gr, m, line))
       ok = false;
-    }
-    jv_free (r);
   }
   if (ok)
     m->rolled_back = true;
@@ -371,78 +364,53 @@ print_text (const struct group *gr, bool ok, uint64_t max_held)
             gr->checkpoint ? gr->checkpoint : "", max_held);
 }
 
-/* Hidden: --pause-after-quiesce=SECONDS (tests: kill the coordinator
- * while it holds).
- */
-enum { OPT_NAME = 512, OPT_HOLD, OPT_PAUSE_AFTER };
+static int
+set_hold (const char *name, const char *arg, void *dest)
+{
+  uint64_t v;
 
-static const struct option group_opts[] = {
-  { "control", required_argument, NULL, 'c' },
-  { "json", no_argument, NULL, OPT_JSON },
-  { "progress", required_argument, NULL, OPT_PROGRESS },
-  { "quiet", no_argument, NULL, 'q' },
-  { "timeout", required_argument, NULL, OPT_HOLD },
-  { "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
-  { "name", required_argument, NULL, OPT_NAME },
-  { "pause-after-quiesce", required_argument, NULL, OPT_PAUSE_AFTER },
-  { NULL, 0, NULL, 0 }
-};
+  if (fc_parse_uint (name, arg, 1, 3600, "whole seconds, 1 to 3600", &v)
+      == -1)
+    return -1;
+  *(unsigned *) dest = v;
+  return 0;
+}
+
+static int
+set_pause (const char *name, const char *arg, void *dest)
+{
+  uint64_t v;
+
+  if (fc_parse_uint (name, arg, 0, 3600, "seconds", &v) == -1)
+    return -1;
+  *(double *) dest = v;
+  return 0;
+}
 
 int
 cmd_group_snapshot (struct globals *g, int argc, char **argv)
 {
   struct group gr = { .g = g, .hold = 10 };
-  struct sigaction sa, old_int, old_term;
-  uint64_t v, max_held = 0;
+  /* --timeout is the hold here, not the global reply timeout.  Hidden:
+   * --pause-after-quiesce=SECONDS (tests: kill the coordinator while
+   * it holds).
+   */
+  const struct fc_opt opts[] = {
+    FC_VALUE ("timeout", set_hold, &gr.hold),
+    FC_VALUE ("checkpoint", fc_opt_text, &gr.checkpoint),
+    FC_VALUE ("name", fc_opt_text, &gr.name),
+    FC_VALUE ("pause-after-quiesce", set_pause, &gr.pause_after),
+    FC_END
+  };
+  struct fc_signals sigs;
+  uint64_t max_held = 0;
   bool ok;
-  int c, r;
   size_t i, j;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "+" GLOBAL_SHORT_OPTS, group_opts,
-                           NULL)) != -1) {
-    switch (c) {
-    case OPT_CHECKPOINT: gr.checkpoint = optarg; break;
-    case OPT_NAME: gr.name = optarg; break;
-    case OPT_HOLD:
-      if (fleece_parse_uint (optarg, 3600, &v, &(const char *){ NULL })
-          == -1 || v < 1) {
-        fc_usage_error ("--timeout=%s: expected whole seconds, 1 to 3600",
-                        optarg);
-        return EXIT_USAGE;
-      }
-      gr.hold = v;
-      break;
-    case OPT_PAUSE_AFTER:
-      if (fleece_parse_uint (optarg, 3600, &v, &(const char *){ NULL })
-          == -1) {
-        fc_usage_error ("--pause-after-quiesce=%s: expected seconds", optarg);
-        return EXIT_USAGE;
-      }
-      gr.pause_after = v;
-      break;
-    default:
-      r = fc_global_option (g, c, optarg);
-      if (r == -1)
-        return EXIT_USAGE;
-      if (r == 1) {
-        fc_usage_error ("group-snapshot: unknown option or missing value: %s",
-                        argv[optind - 1]);
-        return EXIT_USAGE;
-      }
-    }
-  }
-  if (gr.name && !fleece_valid_name (gr.name)) {
-    fc_usage_error ("--name=%s: not a valid snapshot name (1-64 of A-Z a-z "
-                    "0-9 _ . -, not starting with . or -)", gr.name);
+  if (fc_options (g, "group-snapshot", argc, argv, opts) == -1 ||
+      !fc_name_ok ("name", gr.name, "snapshot") ||
+      !fc_name_ok ("checkpoint", gr.checkpoint, "checkpoint"))
     return EXIT_USAGE;
-  }
-  if (gr.checkpoint && !fleece_valid_name (gr.checkpoint)) {
-    fc_usage_error ("--checkpoint=%s: not a valid checkpoint name (1-64 of "
-                    "A-Z a-z 0-9 _ . -, not starting with . or -)",
-                    gr.checkpoint);
-    return EXIT_USAGE;
-  }
 
   /* The servers: -c CTL (if given) and every argument. */
   gr.n = (g->ctl ? 1 : 0) + (argc - optind);
@@ -470,18 +438,14 @@ cmd_group_snapshot (struct globals *g, int argc, char **argv)
       }
 
   /* A signal while holding rolls back instead of leaving a half group. */
-  memset (&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGINT, &sa, &old_int);
-  sigaction (SIGTERM, &sa, &old_term);
+  fc_catch_signals (&sigs);
 
   ok = quiesce_all (&gr);
   if (ok && gr.pause_after > 0)
     sleep_s (gr.pause_after);
   ok = ok && begin_all (&gr);
   resume_all (&gr);
-  if (ok && interrupted)
+  if (ok && fc_interrupted)
     group_fail (&gr, "interrupted");
   ok = gr.error[0] == '\0';
   if (!ok)
@@ -505,8 +469,7 @@ cmd_group_snapshot (struct globals *g, int argc, char **argv)
               : "rolled back, nothing was taken");
   }
 
-  sigaction (SIGINT, &old_int, NULL);
-  sigaction (SIGTERM, &old_term, NULL);
+  fc_restore_signals (&sigs);
   free (gr.m);
   return ok ? EXIT_OK : EXIT_FAIL;
 }

@@ -1,13 +1,12 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * fleecectl: options, subcommands, pass-through control lines, the
- * status command and error reporting.  See fleecectl.pod.
+ * fleecectl: the usage text, subcommands, pass-through control lines,
+ * the status command and error reporting.  See fleecectl.pod.
  */
 
 #include <config.h>
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,7 +15,6 @@
 #include <time.h>
 
 #include "fleecectl.h"
-#include "size.h"
 #include "opts.h"
 
 static const char usage_text[] =
@@ -80,130 +78,47 @@ fc_error (const char *fmt, ...)
   fprintf (stderr, "\n");
 }
 
-void
-fc_usage_error (const char *fmt, ...)
+const char *
+fc_reply_error (const struct jval *reply, const char *dflt)
 {
-  va_list ap;
+  const char *e = jv_str (jv_get (reply, "error"));
 
-  fflush (stdout);
-  fprintf (stderr, "fleecectl: ");
-  va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
-  va_end (ap);
-  fprintf (stderr, " (fleecectl --help for usage)\n");
+  return e ? e : dflt;
 }
-
-int
-fc_parse_size (const char *opt, const char *str, uint64_t *out)
-{
-  const char *why;
-
-  if (fleece_parse_size (str, out, &why) == -1) {
-    fc_usage_error ("%s=%s: %s", opt, str, why);
-    return -1;
-  }
-  return 0;
-}
-
-/* A global option seen by getopt_long (in main or in a subcommand).
- * Returns 0, -1 for a usage error, 1 if c is not a global option.
- */
-int
-fc_global_option (struct globals *g, int c, const char *arg)
-{
-  char *end;
-  double secs;
-
-  switch (c) {
-  case 'c':
-    g->ctl = arg;
-    return 0;
-  case OPT_JSON:
-    g->json = true;
-    return 0;
-  case 'q':
-    g->progress = PROGRESS_NONE;
-    return 0;
-  case OPT_PROGRESS:
-    if (strcmp (arg, "auto") == 0) g->progress = PROGRESS_AUTO;
-    else if (strcmp (arg, "bar") == 0) g->progress = PROGRESS_BAR;
-    else if (strcmp (arg, "lines") == 0) g->progress = PROGRESS_LINES;
-    else if (strcmp (arg, "none") == 0) g->progress = PROGRESS_NONE;
-    else {
-      fc_usage_error ("--progress=%s: expected auto, bar, lines or none", arg);
-      return -1;
-    }
-    return 0;
-  case OPT_TIMEOUT:
-    errno = 0;
-    secs = strtod (arg, &end);
-    if (errno || end == arg || *end || !(secs > 0) || secs > 86400) {
-      fc_usage_error ("--timeout=%s: expected seconds, more than 0 and at "
-                      "most 86400", arg);
-      return -1;
-    }
-    g->timeout_ms = (int) (secs * 1000);
-    if (g->timeout_ms == 0)
-      g->timeout_ms = 1;
-    return 0;
-  default:
-    return 1;
-  }
-}
-
-static const struct option status_opts[] = {
-  GLOBAL_LONG_OPTS,
-  { NULL, 0, NULL, 0 }
-};
 
 int
 cmd_status (struct globals *g, int argc, char **argv)
 {
+  static const struct fc_opt opts[] = { FC_END };
   struct jval *reply;
   char *raw, err[1024];
-  int c, r;
+  int ret = EXIT_OK;
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "+" GLOBAL_SHORT_OPTS, status_opts,
-                           NULL)) != -1) {
-    r = fc_global_option (g, c, optarg);
-    if (r == -1)
-      return EXIT_USAGE;
-    if (r == 1) {
-      fc_usage_error ("status: unknown option or missing value: %s", argv[optind - 1]);
-      return EXIT_USAGE;
-    }
-  }
+  if (fc_options (g, "status", argc, argv, opts) == -1)
+    return EXIT_USAGE;
   if (optind != argc) {
     fc_usage_error ("status takes no arguments, got '%s'", argv[optind]);
     return EXIT_USAGE;
   }
-  if (g->ctl == NULL) {
-    fc_usage_error ("status needs the control socket: -c CTL");
+  if (!fc_have_ctl (g, "status"))
     return EXIT_USAGE;
-  }
 
   reply = ctl_call (g->ctl, "status", g->timeout_ms, &raw, err, sizeof err);
   if (reply == NULL) {
     fc_error ("%s", err);
     return EXIT_FAIL;
   }
-  if (!jv_true (jv_get (reply, "ok"))) {
-    const char *e = jv_str (jv_get (reply, "error"));
-    if (g->json)
-      printf ("%s\n", raw);
-    fc_error ("status: %s", e ? e : raw);
-    jv_free (reply);
-    free (raw);
-    return EXIT_FAIL;
-  }
   if (g->json)
     printf ("%s\n", raw);
-  else
+  if (!jv_true (jv_get (reply, "ok"))) {
+    fc_error ("status: %s", fc_reply_error (reply, raw));
+    ret = EXIT_FAIL;
+  }
+  else if (!g->json)
     status_print (stdout, reply, time (NULL));
   jv_free (reply);
   free (raw);
-  return EXIT_OK;
+  return ret;
 }
 
 /* Any other command: the words joined by spaces make one control
@@ -251,8 +166,8 @@ cmd_passthrough (struct globals *g, int argc, char **argv)
   if (jv_true (jv_get (reply, "ok")))
     ret = EXIT_OK;
   else {
-    const char *e = jv_str (jv_get (reply, "error"));
-    fc_error ("%s: %s", argv[0], e ? e : "the server answered ok:false");
+    fc_error ("%s: %s", argv[0],
+              fc_reply_error (reply, "the server answered ok:false"));
     ret = EXIT_FAIL;
   }
   jv_free (reply);
@@ -261,40 +176,34 @@ cmd_passthrough (struct globals *g, int argc, char **argv)
   return ret;
 }
 
-static const struct option main_opts[] = {
-  GLOBAL_LONG_OPTS,
-  { "help", no_argument, NULL, 'h' },
-  { "version", no_argument, NULL, 'V' },
-  { NULL, 0, NULL, 0 }
-};
+static int
+show_help (const char *name, const char *arg, void *dest)
+{
+  fputs (usage_text, stdout);
+  exit (EXIT_OK);
+}
+
+static int
+show_version (const char *name, const char *arg, void *dest)
+{
+  printf ("fleecectl %s\n", PACKAGE_VERSION);
+  exit (EXIT_OK);
+}
 
 int
 main (int argc, char *argv[])
 {
+  static const struct fc_opt opts[] = {
+    { "help", no_argument, show_help, NULL, 'h' },
+    { "version", no_argument, show_version, NULL, 'V' },
+    FC_END
+  };
   struct globals g = { NULL, false, 30000, PROGRESS_AUTO };
   const char *cmd;
-  int c, r;
 
   opterr = 0;                   /* our own one-line messages */
-  while ((c = getopt_long (argc, argv, "+" GLOBAL_SHORT_OPTS "hV",
-                           main_opts, NULL)) != -1) {
-    switch (c) {
-    case 'h':
-      fputs (usage_text, stdout);
-      return EXIT_OK;
-    case 'V':
-      printf ("fleecectl %s\n", PACKAGE_VERSION);
-      return EXIT_OK;
-    default:
-      r = fc_global_option (&g, c, optarg);
-      if (r == -1)
-        return EXIT_USAGE;
-      if (r == 1) {
-        fc_usage_error ("unknown option or missing value: %s", argv[optind - 1]);
-        return EXIT_USAGE;
-      }
-    }
-  }
+  if (fc_options (&g, NULL, argc, argv, opts) == -1)
+    return EXIT_USAGE;
   if (optind >= argc) {
     fc_usage_error ("no command given");
     return EXIT_USAGE;

@@ -26,15 +26,6 @@
 
 #define BAR_WIDTH 24
 
-double
-now_mono (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 void
 fmt_bytes (char *buf, size_t len, double bytes)
 {
@@ -77,7 +68,7 @@ progress_start (struct progress *p, enum progress_mode mode, FILE *fp,
   p->mode = mode;
   p->fp = fp;
   snprintf (p->label, sizeof p->label, "%s", label);
-  p->t0 = now_mono ();
+  p->t0 = fleece_now_mono ();
   p->last_line = -1;
   p->line_interval = 1.0;
 }
@@ -115,7 +106,7 @@ void
 progress_update (struct progress *p, uint64_t done, uint64_t total,
                  const char *extra)
 {
-  double t = now_mono (), rate, pct, eta;
+  double t = fleece_now_mono (), rate, pct, eta;
   char sdone[32], stotal[32], srate[32], seta[32];
 
   add_sample (p, t, done);
@@ -165,17 +156,23 @@ progress_update (struct progress *p, uint64_t done, uint64_t total,
 }
 
 void
-progress_end (struct progress *p, uint64_t done, const char *what)
+progress_break (struct progress *p)
 {
-  double secs = now_mono () - p->t0;
-  char srate[32];
-
-  if (p->mode == PROGRESS_NONE)
-    return;
   if (p->drawn) {
     fputc ('\n', p->fp);
     p->drawn = false;
   }
+}
+
+void
+progress_end (struct progress *p, uint64_t done, const char *what)
+{
+  double secs = fleece_now_mono () - p->t0;
+  char srate[32];
+
+  if (p->mode == PROGRESS_NONE)
+    return;
+  progress_break (p);
   fmt_bytes (srate, sizeof srate, secs > 0 ? done / secs : 0);
   fprintf (p->fp, "%s: %s, %llu bytes in %.1f s (%s/s)\n",
            p->label, what, (unsigned long long) done, secs, srate);

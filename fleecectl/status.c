@@ -100,16 +100,25 @@ put_snapshot (FILE *fp, const char *title, const struct jval *s)
              jv_str (broken) ? jv_str (broken) : "(no reason given)");
 }
 
+/* "TITLE: none" for an empty list (false), else "TITLE:" (true). */
+static bool
+put_list_title (FILE *fp, const char *title, const struct jval *list)
+{
+  if (jv_len (list) == 0) {
+    fprintf (fp, "%s: none\n", title);
+    return false;
+  }
+  fprintf (fp, "%s:\n", title);
+  return true;
+}
+
 static void
 put_checkpoints (FILE *fp, const struct jval *cps)
 {
   size_t i;
 
-  if (jv_len (cps) == 0) {
-    fprintf (fp, "checkpoints: none\n");
+  if (!put_list_title (fp, "checkpoints", cps))
     return;
-  }
-  fprintf (fp, "checkpoints:\n");
   for (i = 0; i < jv_len (cps); i++) {
     const struct jval *c = jv_index (cps, i);
     const char *name = jv_str (jv_get (c, "name"));
@@ -182,13 +191,8 @@ put_jobs (FILE *fp, const struct jval *jobs, time_t now)
 {
   size_t i;
 
-  if (jobs == NULL)
+  if (jobs == NULL || !put_list_title (fp, "jobs", jobs))
     return;
-  if (jv_len (jobs) == 0) {
-    fprintf (fp, "jobs: none\n");
-    return;
-  }
-  fprintf (fp, "jobs:\n");
   for (i = 0; i < jv_len (jobs); i++) {
     const struct jval *j = jv_index (jobs, i);
     const char *type = jv_str (jv_get (j, "type"));

@@ -16,7 +16,6 @@
 
 #include <nbdkit-filter.h>
 
-#include "backend.h"
 #include "cbw.h"
 #include "commands.h"
 #include "errors.h"
@@ -72,27 +71,13 @@ cbw_after_fork (nbdkit_backend *backend)
   /* The size before any client connects; from then on every
    * connection's handshake updates it (cbw_get_size).
    */
-  int64_t size = fleece_disk_size (backend);
+  int64_t size = fleece_glue_disk_size (FLEECE_CBW, backend);
 
-  if (size == -1) {
-    nbdkit_error ("cbw: cannot find the size of the disk");
+  if (size == -1)
     return -1;
-  }
   saw_size (size);
   target_after_fork ();
   return 0;
-}
-
-static void
-cbw_cleanup (void)
-{
-  const struct fleece_sa_api *sa = fleece_snapshot_access ();
-
-  /* A backup job reads our snapshots: end it first, whatever the order
-   * nbdkit runs the filters' .cleanup in.
-   */
-  if (sa)
-    sa->stop_jobs ("nbdkit is shutting down");
 }
 
 static struct fleece_glue glue = {
@@ -103,7 +88,6 @@ static struct fleece_glue glue = {
   .config_check = cbw_config_complete,
   .get_ready = target_open,
   .after_fork = cbw_after_fork,
-  .cleanup = cbw_cleanup,
 };
 FLEECE_GLUE_CALLBACKS (glue)
 
@@ -117,47 +101,24 @@ cbw_get_size (nbdkit_next *next, void *handle)
   return size;
 }
 
-/* Guest I/O: everything that changes data is preserved first. */
-
+/* Guest I/O: everything that changes data is preserved first (a fast
+ * zero fails rather than wait for a copy).
+ */
 static int
-cbw_pwrite (nbdkit_next *next, void *handle, const void *buf,
-            uint32_t count, uint64_t offset, uint32_t flags, int *err)
+cbw_write (nbdkit_next *next, void *handle, enum fleece_write_op op,
+           const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+           int *err)
 {
+  bool fast = op == FLEECE_OP_ZERO && (flags & NBDKIT_FLAG_FAST_ZERO);
   int r;
 
-  if (snapshot_before_write (next, count, offset, false, err) == -1)
+  if (snapshot_before_write (next, count, offset, fast, err) == -1)
     return -1;
-  r = next->pwrite (next, buf, count, offset, flags, err);
+  r = fleece_next_write (next, op, buf, count, offset, flags, err);
   snapshot_after_write ();
   return r;
 }
-
-static int
-cbw_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
-          uint32_t flags, int *err)
-{
-  int r;
-
-  if (snapshot_before_write (next, count, offset,
-                             flags & NBDKIT_FLAG_FAST_ZERO, err) == -1)
-    return -1;
-  r = next->zero (next, count, offset, flags, err);
-  snapshot_after_write ();
-  return r;
-}
-
-static int
-cbw_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
-          uint32_t flags, int *err)
-{
-  int r;
-
-  if (snapshot_before_write (next, count, offset, false, err) == -1)
-    return -1;
-  r = next->trim (next, count, offset, flags, err);
-  snapshot_after_write ();
-  return r;
-}
+FLEECE_WRITE_CALLBACKS (cbw, cbw_write)
 
 /* Interface for the other project filters. */
 
@@ -168,14 +129,8 @@ api_disk_size (void)
 }
 
 NBDKIT_DLL_PUBLIC const struct fleece_cbw_api fleece_cbw_v1 = {
-  .base = {
-    .size = sizeof (struct fleece_cbw_api),
-    .id = FLEECE_CBW,
-    .name = "cbw",
-    .config_started = glue_config_started,
-    .status = snapshot_status,
-    .commands = cbw_commands,
-  },
+  .base = FLEECE_GLUE_API (struct fleece_cbw_api, FLEECE_CBW, "cbw",
+                           snapshot_status, cbw_commands),
   .snapshot_info = snapshot_info,
   .snapshot_names = snapshot_names,
   .snapshot_pread = snapshot_pread,

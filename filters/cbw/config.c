@@ -49,22 +49,6 @@ cbw_target_kind_name (enum cbw_target_kind k)
   }
 }
 
-/* NBD URI schemes libnbd understands. */
-static bool
-is_nbd_uri (const char *value)
-{
-  static const char *const schemes[] = {
-    "nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
-    "nbd+vsock://", "nbds+vsock://", NULL
-  };
-  size_t i;
-
-  for (i = 0; schemes[i]; i++)
-    if (strncmp (value, schemes[i], strlen (schemes[i])) == 0)
-      return true;
-  return false;
-}
-
 static int
 config_target (const char *key, const char *value)
 {
@@ -72,14 +56,9 @@ config_target (const char *key, const char *value)
     nbdkit_error ("%s: given twice; give it once", key);
     return -1;
   }
-  if (is_nbd_uri (value)) {
-    cbw_config.target = strdup (value);
-    if (cbw_config.target == NULL) {
-      nbdkit_error ("%s: strdup: %m", key);
-      return -1;
-    }
+  if (fleece_is_nbd_uri (value)) {
     cbw_config.target_kind = CBW_TARGET_NBD;
-    return 0;
+    return fleece_config_string (key, value, NULL, &cbw_config.target);
   }
   if (strstr (value, "://")) {
     nbdkit_error ("%s=%s: unsupported URI scheme; use a file path or an "
@@ -89,17 +68,6 @@ config_target (const char *key, const char *value)
   }
   cbw_config.target_kind = CBW_TARGET_FILE;
   return fleece_config_path (key, value, &cbw_config.target);
-}
-
-static int
-config_once (const char *key, bool *seen)
-{
-  if (*seen) {
-    nbdkit_error ("%s: given twice; give it once", key);
-    return -1;
-  }
-  *seen = true;
-  return 0;
 }
 
 /* Returns 1 if key was ours and is good, -1 on error, 0 if not ours. */
@@ -112,14 +80,14 @@ cbw_config_key (const char *key, const char *value)
   if (strcmp (key, "cbw-target") == 0)
     return config_target (key, value) == -1 ? -1 : 1;
   if (strcmp (key, "cbw-cluster-size") == 0) {
-    if (config_once (key, &cluster_size_set) == -1 ||
+    if (fleece_config_once (key, &cluster_size_set) == -1 ||
         fleece_config_cluster (key, value, &size) == -1)
       return -1;
     cbw_config.cluster_size = size;
     return 1;
   }
   if (strcmp (key, "cbw-on-error") == 0) {
-    if (config_once (key, &on_error_set) == -1)
+    if (fleece_config_once (key, &on_error_set) == -1)
       return -1;
     if (strcmp (value, "break-guest-write") == 0)
       cbw_config.on_error = CBW_BREAK_GUEST_WRITE;
@@ -133,22 +101,16 @@ cbw_config_key (const char *key, const char *value)
     return 1;
   }
   if (strcmp (key, "cbw-timeout") == 0) {
-    if (config_once (key, &timeout_set) == -1 ||
+    if (fleece_config_once (key, &timeout_set) == -1 ||
         fleece_config_uint (key, value, CBW_MAX_TIMEOUT, &v) == -1)
       return -1;
     cbw_config.timeout = v;
     return 1;
   }
   if (strcmp (key, "cbw-target-limit") == 0) {
-    const char *why;
-
-    if (config_once (key, &limit_set) == -1)
+    if (fleece_config_once (key, &limit_set) == -1 ||
+        fleece_config_size (key, value, "10G", &v) == -1)
       return -1;
-    if (fleece_parse_size (value, &v, &why) == -1) {
-      nbdkit_error ("%s=%s: %s; expected a size such as 10G",
-                    key, value, why);
-      return -1;
-    }
     if (v == 0) {
       nbdkit_error ("%s=%s: must be more than 0; leave it out for no "
                     "limit", key, value);
@@ -157,26 +119,14 @@ cbw_config_key (const char *key, const char *value)
     cbw_config.target_limit = v;
     return 1;
   }
-  if (strcmp (key, "cbw-buffer") == 0) {
-    const char *why;
-
-    if (config_once (key, &buffer_set) == -1)
-      return -1;
-    if (fleece_parse_size (value, &v, &why) == -1) {
-      nbdkit_error ("%s=%s: %s; expected a size such as 256M (0 for no "
-                    "buffer)", key, value, why);
-      return -1;
-    }
-    cbw_config.buffer = v;
-    return 1;
-  }
-  if (fleece_filter_row (FLEECE_CBW)->owns_param (key)) {
-    nbdkit_error ("%s: unknown cbw parameter; the cbw filter takes "
-                  "cbw-target, cbw-cluster-size, cbw-on-error, "
-                  "cbw-timeout, cbw-target-limit and cbw-buffer", key);
-    return -1;
-  }
-  return 0;
+  if (strcmp (key, "cbw-buffer") == 0)
+    return fleece_config_once (key, &buffer_set) == -1 ||
+      fleece_config_size (key, value, "256M (0 for no buffer)",
+                          &cbw_config.buffer) == -1 ? -1 : 1;
+  return fleece_config_unknown (FLEECE_CBW, key, "cbw-target, "
+                                "cbw-cluster-size, cbw-on-error, "
+                                "cbw-timeout, cbw-target-limit and "
+                                "cbw-buffer");
 }
 
 /* A file target must be a regular file or block device we can read and
@@ -243,6 +193,5 @@ cbw_config_check (void)
 void
 cbw_config_free (void)
 {
-  free (cbw_config.target);
-  cbw_config.target = NULL;
+  fleece_config_free (&cbw_config.target);
 }

@@ -36,6 +36,7 @@
 #include "errors.h"
 #include "gate.h"
 #include "json.h"
+#include "monotime.h"
 #include "quiesce.h"
 #include "snapshot-int.h"
 
@@ -52,12 +53,7 @@ static bool last_expired;
 void
 quiesce_init (void)
 {
-  pthread_condattr_t attr;
-
-  pthread_condattr_init (&attr);
-  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-  pthread_cond_init (&q_cond, &attr);
-  pthread_condattr_destroy (&attr);
+  fleece_cond_init_mono (&q_cond);
 }
 
 static uint64_t
@@ -159,10 +155,8 @@ quiesce_begin (unsigned timeout, struct jbuf *reply, char **errmsg)
   }
   pthread_rwlock_unlock (&snap_gate);
   clock_gettime (CLOCK_MONOTONIC, &drained);
-  jbuf_key (reply, "timeout");
-  jbuf_u64 (reply, timeout);
-  jbuf_key (reply, "drain_ms");
-  jbuf_u64 (reply, ms_between (&q_start, &drained));
+  jbuf_kv_u64 (reply, "timeout", timeout);
+  jbuf_kv_u64 (reply, "drain_ms", ms_between (&q_start, &drained));
   return 0;
 }
 
@@ -186,10 +180,8 @@ quiesce_end (struct jbuf *reply, char **errmsg)
     return fleece_errorf (errmsg, "not quiesced");
   }
   release_locked (false);
-  jbuf_key (reply, "held_ms");
-  jbuf_u64 (reply, last_hold_ms);
-  jbuf_key (reply, "writes_held");
-  jbuf_u64 (reply, writes_held);
+  jbuf_kv_u64 (reply, "held_ms", last_hold_ms);
+  jbuf_kv_u64 (reply, "writes_held", writes_held);
   pthread_mutex_unlock (&q_lock);
   return 0;
 }
@@ -200,18 +192,12 @@ quiesce_status (struct jbuf *reply)
   pthread_mutex_lock (&q_lock);
   if (held && passed (&q_deadline))
     release_locked (true);
-  jbuf_key (reply, "quiesce");
-  jbuf_raw (reply, "{");
-  jbuf_key (reply, "active");
-  jbuf_bool (reply, held);
-  jbuf_key (reply, "since");
-  jbuf_time (reply, held ? q_started_wall : 0);
-  jbuf_key (reply, "holds");
-  jbuf_u64 (reply, holds);
-  jbuf_key (reply, "expired");
-  jbuf_u64 (reply, expired_holds);
-  jbuf_key (reply, "last_hold_ms");
-  jbuf_u64 (reply, last_hold_ms);
+  jbuf_kv_raw (reply, "quiesce", "{");
+  jbuf_kv_bool (reply, "active", held);
+  jbuf_kv_time (reply, "since", held ? q_started_wall : 0);
+  jbuf_kv_u64 (reply, "holds", holds);
+  jbuf_kv_u64 (reply, "expired", expired_holds);
+  jbuf_kv_u64 (reply, "last_hold_ms", last_hold_ms);
   jbuf_raw (reply, "}");
   pthread_mutex_unlock (&q_lock);
 }

@@ -330,16 +330,11 @@ snapshot_begin (const char *name, const char *checkpoint, const char *since,
   nbdkit_debug ("cbw: snapshot %" PRIu64 "%s%s begun, %" PRIi64 " bytes, %"
                 PRIu64 " of %" PRIu64 " clusters preserved", s->id,
                 name[0] ? " " : "", name, size, needed, s->nclusters);
-  jbuf_key (reply, "id");
-  jbuf_u64 (reply, s->id);
-  if (name[0]) {
-    jbuf_key (reply, "name");
-    jbuf_string (reply, name);
-  }
-  jbuf_key (reply, "started");
-  jbuf_time (reply, s->started);
-  jbuf_key (reply, "clusters_preserved");
-  jbuf_u64 (reply, needed);
+  jbuf_kv_u64 (reply, "id", s->id);
+  if (name[0])
+    jbuf_kv_string (reply, "name", name);
+  jbuf_kv_time (reply, "started", s->started);
+  jbuf_kv_u64 (reply, "clusters_preserved", needed);
   return 0;
 }
 
@@ -377,10 +372,8 @@ snapshot_end (const char *name, struct jbuf *reply, char **errmsg)
 
   nbdkit_debug ("cbw: snapshot %" PRIu64 " ended after copying %" PRIu64
                 " clusters", s->id, s->clusters_copied);
-  jbuf_key (reply, "id");
-  jbuf_u64 (reply, s->id);
-  jbuf_key (reply, "clusters_copied");
-  jbuf_u64 (reply, s->clusters_copied);
+  jbuf_kv_u64 (reply, "id", s->id);
+  jbuf_kv_u64 (reply, "clusters_copied", s->clusters_copied);
   snapshot_free (s);
   return 0;
 }
@@ -395,40 +388,26 @@ snapshot_end (const char *name, struct jbuf *reply, char **errmsg)
 static void
 status_members (const struct snapshot *s, struct jbuf *reply)
 {
-  jbuf_key (reply, "active");
-  jbuf_bool (reply, s != NULL);
-  jbuf_key (reply, "started");
-  jbuf_time (reply, s ? s->started : 0);
+  jbuf_kv_bool (reply, "active", s != NULL);
+  jbuf_kv_time (reply, "started", s ? s->started : 0);
   pthread_mutex_lock (&state_lock);
-  jbuf_key (reply, "clusters_copied");
-  jbuf_u64 (reply, s ? s->clusters_copied : 0);
-  jbuf_key (reply, "target_bytes");
-  jbuf_u64 (reply, s ? s->target_bytes : 0);
-  jbuf_key (reply, "released_bytes");
-  jbuf_u64 (reply, s ? s->released_bytes : 0);
-  jbuf_key (reply, "broken");
-  jbuf_string (reply, s ? s->broken : NULL);
-  jbuf_key (reply, "copy_errors");
-  jbuf_u64 (reply, s ? s->copy_errors : 0);
-  jbuf_key (reply, "last_error");
-  jbuf_string (reply, s ? s->last_error : NULL);
+  jbuf_kv_u64 (reply, "clusters_copied", s ? s->clusters_copied : 0);
+  jbuf_kv_u64 (reply, "target_bytes", s ? s->target_bytes : 0);
+  jbuf_kv_u64 (reply, "released_bytes", s ? s->released_bytes : 0);
+  jbuf_kv_string (reply, "broken", s ? s->broken : NULL);
+  jbuf_kv_u64 (reply, "copy_errors", s ? s->copy_errors : 0);
+  jbuf_kv_string (reply, "last_error", s ? s->last_error : NULL);
   pthread_mutex_unlock (&state_lock);
   if (s) {
-    jbuf_key (reply, "id");
-    jbuf_u64 (reply, s->id);
-    jbuf_key (reply, "size");
-    jbuf_u64 (reply, s->size);
-    jbuf_key (reply, "checkpoint");
-    jbuf_string (reply, s->checkpoint[0] ? s->checkpoint : NULL);
-    jbuf_key (reply, "since");
-    jbuf_string (reply, s->since[0] ? s->since : NULL);
+    jbuf_kv_u64 (reply, "id", s->id);
+    jbuf_kv_u64 (reply, "size", s->size);
+    jbuf_kv_name (reply, "checkpoint", s->checkpoint);
+    jbuf_kv_name (reply, "since", s->since);
   }
-  jbuf_key (reply, "cluster_size");
-  jbuf_u64 (reply, cbw_config.cluster_size);
-  jbuf_key (reply, "target_kind");
-  jbuf_string (reply, cbw_target_kind_name (cbw_config.target_kind));
-  jbuf_key (reply, "on_error");
-  jbuf_string (reply, cbw_on_error_name (cbw_config.on_error));
+  jbuf_kv_u64 (reply, "cluster_size", cbw_config.cluster_size);
+  jbuf_kv_string (reply, "target_kind",
+                  cbw_target_kind_name (cbw_config.target_kind));
+  jbuf_kv_string (reply, "on_error", cbw_on_error_name (cbw_config.on_error));
 }
 
 void
@@ -438,37 +417,30 @@ snapshot_status (struct jbuf *reply)
   bool first = true;
 
   pthread_rwlock_rdlock (&snap_gate);
-  jbuf_key (reply, "snapshot");
-  jbuf_raw (reply, "{");
+  jbuf_kv_raw (reply, "snapshot", "{");
   status_members (find_by_name (""), reply);
   jbuf_raw (reply, "}");
-  jbuf_key (reply, "snapshots");
-  jbuf_raw (reply, "[");
+  jbuf_kv_raw (reply, "snapshots", "[");
   for (i = 0; i < SNAP_MAX; i++) {
     if (snaps[i] == NULL || snaps[i]->name[0] == '\0')
       continue;
     jbuf_raw (reply, first ? "{" : ",{");
     first = false;
-    jbuf_key (reply, "name");
-    jbuf_string (reply, snaps[i]->name);
+    jbuf_kv_string (reply, "name", snaps[i]->name);
     status_members (snaps[i], reply);
     jbuf_raw (reply, "}");
   }
   jbuf_raw (reply, "]");
-  jbuf_key (reply, "target");
-  jbuf_raw (reply, "{");
-  jbuf_key (reply, "held_bytes");
+  jbuf_kv_raw (reply, "target", "{");
   pthread_mutex_lock (&state_lock);
-  jbuf_u64 (reply, store_held_bytes ());
+  jbuf_kv_u64 (reply, "held_bytes", store_held_bytes ());
   pthread_mutex_unlock (&state_lock);
-  jbuf_key (reply, "limit");
   if (cbw_config.target_limit)
-    jbuf_u64 (reply, cbw_config.target_limit);
+    jbuf_kv_u64 (reply, "limit", cbw_config.target_limit);
   else
-    jbuf_raw (reply, "null");
+    jbuf_kv_raw (reply, "limit", "null");
   jbuf_raw (reply, "}");
-  jbuf_key (reply, "buffer");
-  jbuf_raw (reply, "{");
+  jbuf_kv_raw (reply, "buffer", "{");
   target_status (reply);
   jbuf_raw (reply, "}");
   pthread_rwlock_unlock (&snap_gate);

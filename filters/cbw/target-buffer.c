@@ -69,6 +69,7 @@
 
 #include "cbw.h"
 #include "json.h"
+#include "monotime.h"
 #include "snapshot.h"
 #include "target-ops.h"
 
@@ -168,7 +169,7 @@ writer_main (void *arg)
 {
   struct buffer_target *bt = arg;
   struct target *below = bt->t.below;
-  struct timespec ts, *dl;
+  struct timespec ts;
   struct entry *e;
   bool any;
   int err = 0, r;
@@ -182,13 +183,8 @@ writer_main (void *arg)
     e->writing = true;
     pthread_mutex_unlock (&bt->lock);
 
-    dl = NULL;
-    if (cbw_config.timeout) {
-      clock_gettime (CLOCK_MONOTONIC, &ts);
-      ts.tv_sec += cbw_config.timeout;
-      dl = &ts;
-    }
-    r = below->ops->write (below, e->data, e->count, e->offset, dl, &err);
+    r = below->ops->write (below, e->data, e->count, e->offset,
+                           target_timeout_deadline (&ts), &err);
     if (r == -1) {
       nbdkit_error ("cbw-buffer: writing %" PRIu32 " buffered bytes to the "
                     "fleecing target at %" PRIu64 " failed: %s; the "
@@ -476,16 +472,11 @@ buffer_status (struct target *t, struct jbuf *reply)
   struct buffer_target *bt = (struct buffer_target *) t;
 
   pthread_mutex_lock (&bt->lock);
-  jbuf_key (reply, "size");
-  jbuf_u64 (reply, bt->size);
-  jbuf_key (reply, "used");
-  jbuf_u64 (reply, bt->used);
-  jbuf_key (reply, "flushed_bytes");
-  jbuf_u64 (reply, bt->flushed_bytes);
-  jbuf_key (reply, "waits");
-  jbuf_u64 (reply, bt->waits);
-  jbuf_key (reply, "lost_bytes");
-  jbuf_u64 (reply, bt->lost_bytes);
+  jbuf_kv_u64 (reply, "size", bt->size);
+  jbuf_kv_u64 (reply, "used", bt->used);
+  jbuf_kv_u64 (reply, "flushed_bytes", bt->flushed_bytes);
+  jbuf_kv_u64 (reply, "waits", bt->waits);
+  jbuf_kv_u64 (reply, "lost_bytes", bt->lost_bytes);
   pthread_mutex_unlock (&bt->lock);
 }
 
@@ -504,15 +495,8 @@ target_buffer_open (struct target *below, uint64_t size)
   bt->size = size;
   pthread_mutex_init (&bt->lock, NULL);
   pthread_cond_init (&bt->work, NULL);
-  {
-    pthread_condattr_t a;
-
-    /* Deadlines are CLOCK_MONOTONIC (target-ops.h). */
-    pthread_condattr_init (&a);
-    pthread_condattr_setclock (&a, CLOCK_MONOTONIC);
-    pthread_cond_init (&bt->room, &a);
-    pthread_condattr_destroy (&a);
-  }
+  /* Deadlines are CLOCK_MONOTONIC (target-ops.h). */
+  fleece_cond_init_mono (&bt->room);
   return &bt->t;
 }
 

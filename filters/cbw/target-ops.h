@@ -97,5 +97,9 @@ extern struct target *target_buffer_open (struct target *below,
  * passed, else at least 1 (at most INT32_MAX).
  */
 extern int target_ms_left (const struct timespec *deadline);
+/* now + cbw-timeout in *ts, returning ts; or NULL if there is no
+ * timeout (target.c: the one cbw-timeout rule).
+ */
+extern const struct timespec *target_timeout_deadline (struct timespec *ts);
 
 #endif /* FLEECE_CBW_TARGET_OPS_H */

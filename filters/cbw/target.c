@@ -49,8 +49,8 @@ target_ms_left (const struct timespec *deadline)
  * this: a hung target must hold neither a guest write, a snapshot read,
  * snapshot-begin nor snapshot-end forever.
  */
-static const struct timespec *
-timeout_deadline (struct timespec *ts)
+const struct timespec *
+target_timeout_deadline (struct timespec *ts)
 {
   if (cbw_config.timeout == 0)
     return NULL;
@@ -95,7 +95,7 @@ target_begin (uint64_t size, char **errmsg)
 {
   struct timespec ts;
 
-  return top->ops->begin (top, size, timeout_deadline (&ts), errmsg);
+  return top->ops->begin (top, size, target_timeout_deadline (&ts), errmsg);
 }
 
 uint64_t
@@ -109,7 +109,7 @@ target_end (void)
 {
   struct timespec ts;
 
-  top->ops->end (top, timeout_deadline (&ts));
+  top->ops->end (top, target_timeout_deadline (&ts));
 }
 
 int
@@ -124,7 +124,7 @@ target_read (void *buf, uint32_t count, uint64_t offset, int *err)
 {
   struct timespec ts;
 
-  return top->ops->read (top, buf, count, offset, timeout_deadline (&ts),
+  return top->ops->read (top, buf, count, offset, target_timeout_deadline (&ts),
                          err);
 }
 
@@ -134,7 +134,7 @@ target_release (uint64_t offset, uint64_t count)
   struct timespec ts;
   int err;
 
-  if (top->ops->release (top, offset, count, timeout_deadline (&ts),
+  if (top->ops->release (top, offset, count, target_timeout_deadline (&ts),
                          &err) == -1)
     nbdkit_debug ("cbw: releasing target space at %" PRIu64 ": %s",
                   offset, strerror (err));
@@ -146,7 +146,6 @@ target_status (struct jbuf *reply)
   if (top && top->ops->status)
     top->ops->status (top, reply);
   else {
-    jbuf_key (reply, "size");
-    jbuf_u64 (reply, 0);
+    jbuf_kv_u64 (reply, "size", 0);
   }
 }

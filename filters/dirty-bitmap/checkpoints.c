@@ -1,7 +1,10 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * The chain of checkpoints.
+ * The chain of checkpoints: its state and locks, marking, and the
+ * chain operations the other files build on (checkpoints-int.h).  A
+ * checkpoint's life (create, confirm, merge back, delete) is in
+ * checkpoints-life.c; status and holds are in checkpoints-status.c.
  *
  * Checkpoint N's bitmap holds the granules written between N's start
  * and the start of the next checkpoint.  "Changed since N" is the
@@ -10,13 +13,14 @@
  *
  * Locks:
  *
- * gate (rwlock, writers preferred).  Protects the chain (membership,
- * order, which checkpoint records) and the bitmaps' lifetime.  Every
- * guest write, zero and trim holds it for reading from marking until
- * the request has finished below us, so a checkpoint that starts
- * (holding it for writing) sees every earlier write marked in the
- * checkpoint before it and every later write marked in itself.
- * Holders of the write side may read and change everything.
+ * ckpt_gate (rwlock, writers preferred).  Protects the chain
+ * (membership, order, which checkpoint records) and the bitmaps'
+ * lifetime.  Every guest write, zero and trim holds it for reading
+ * from marking until the request has finished below us, so a
+ * checkpoint that starts (holding it for writing) sees every earlier
+ * write marked in the checkpoint before it and every later write
+ * marked in itself.  Holders of the write side may read and change
+ * everything.
  *
  * Marking is lock-free under the read side: bitset_set_range_atomic on
  * the newest checkpoint's bitmap, which only marking changes while the
@@ -30,21 +34,22 @@
  * already are.  So while the write side is held, every bit set in the
  * newest checkpoint is also durable.
  *
- * chain_lock (mutex).  Also held by whoever changes the chain or a
- * checkpoint's name, time, consistency or bitmap size (always with the
- * write side of gate too), so that status can read them holding only
- * chain_lock: it never waits for guest writes and never stalls them.
- * It counts the recording bitmap's bits with atomic loads, racing only
- * with marking (each word before or after a write's bits, which is all
- * a count taken while writes go on can mean).
+ * ckpt_chain_lock (mutex).  Also held by whoever changes the chain or
+ * a checkpoint's name, time, consistency or bitmap size (always with
+ * the write side of the gate too), so that status can read them
+ * holding only ckpt_chain_lock: it never waits for guest writes and
+ * never stalls them.  It counts the recording bitmap's bits with
+ * atomic loads, racing only with marking (each word before or after a
+ * write's bits, which is all a count taken while writes go on can
+ * mean).
  *
- * save_lock (mutex).  Serialises saves of the bitmap file, so files
- * reach the disk in the order of their images.  A save takes the image
- * under the write side of gate (persist_snapshot: CPU only), releases
- * the gate, and only then writes and syncs the file (persist_write).
- * That is safe because:
+ * ckpt_save_lock (mutex).  Serialises saves of the bitmap file, so
+ * files reach the disk in the order of their images.  A save takes the
+ * image under the write side of the gate (persist_snapshot: CPU only),
+ * releases the gate, and only then writes and syncs the file
+ * (persist_write).  That is safe because:
  *  - the image is the chain at one instant of the gate, and no other
- *    save can overtake it (save_lock is held until the file is in
+ *    save can overtake it (ckpt_save_lock is held until the file is in
  *    place);
  *  - in clean-stop mode the file says "in use" anyway: its bits are
  *    not trusted after a crash, only its chain is, and the chain in the
@@ -61,24 +66,23 @@
  * A save that runs under the gate (a size change, rare) holds it
  * across the I/O; nothing waits on a switch then.
  *
- * Lock order: save_lock, then gate, then chain_lock.  The durable-bits
- * lock is a leaf (taken by writers under gate's read side).
+ * Lock order: ckpt_save_lock, then ckpt_gate, then ckpt_chain_lock.
+ * The durable-bits lock is a leaf (taken by writers under the gate's
+ * read side).  A control command that changes the chain holds
+ * ckpt_save_lock and the write side (ckpt_command_lock).
  *
- * The persistence code (persist.c) runs with save_lock and the write
- * side held (persist_snapshot), with save_lock held (persist_write),
- * or during single-threaded start-up and shutdown.
+ * The persistence code (persist.c) runs with ckpt_save_lock and the
+ * write side held (persist_snapshot), with ckpt_save_lock held
+ * (persist_write), or during single-threaded start-up and shutdown.
  */
 
 #include <config.h>
 
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <nbdkit-filter.h>
 
@@ -86,37 +90,32 @@
 #include "errors.h"
 #include "gate.h"
 #include "checkpoints.h"
+#include "checkpoints-int.h"
 #include "dirty-bitmap.h"
-#include "json.h"
 #include "persist.h"
-
-extern int db_debug_verbose;
 
 struct checkpoint *ckpt_oldest, *ckpt_newest;
 uint64_t ckpt_next_seq = 1;
 uint64_t db_disk_size, db_ngranules;
 
-static pthread_rwlock_t gate;
-static pthread_mutex_t chain_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_rwlock_t ckpt_gate;
+pthread_mutex_t ckpt_chain_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t ckpt_save_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void
 ckpt_init (void)
 {
-  fleece_gate_init (&gate);
+  fleece_gate_init (&ckpt_gate);
 }
 
-/* Save outside the gate (see the lock rules above): the caller holds
- * save_lock and the write side, which this releases.
- */
-static int
-save_and_unlock (char **errmsg)
+int
+ckpt_save_and_unlock (char **errmsg)
 {
   struct persist_image img;
   int r;
 
   r = persist_snapshot (true, &img, errmsg);
-  pthread_rwlock_unlock (&gate);
+  pthread_rwlock_unlock (&ckpt_gate);
   if (r == 0)
     r = persist_write (&img, errmsg);
   return r;
@@ -158,7 +157,7 @@ ckpt_before_write (uint32_t count, uint64_t offset)
   struct checkpoint *c;
   uint64_t g0, g1;
 
-  pthread_rwlock_rdlock (&gate);
+  pthread_rwlock_rdlock (&ckpt_gate);
   c = ckpt_newest;
   if (c == NULL || count == 0 || offset >= db_disk_size)
     return 0;
@@ -178,15 +177,16 @@ ckpt_before_write (uint32_t count, uint64_t offset)
 void
 ckpt_after_write (void)
 {
-  pthread_rwlock_unlock (&gate);
+  pthread_rwlock_unlock (&ckpt_gate);
 }
 
 /*----------------------------------------------------------------------
- * The chain.  Callers hold the write side of gate, or run at start-up.
+ * The chain.  Callers hold the write side of the gate, or run at
+ * start-up.
  */
 
-static struct checkpoint *
-find (const char *name)
+struct checkpoint *
+ckpt_find (const char *name)
 {
   struct checkpoint *c;
 
@@ -212,37 +212,51 @@ ckpt_append (const char *name, uint64_t seq, int64_t created,
   c->seq = seq;
   c->created = created;
   c->consistent = consistent;
-  pthread_mutex_lock (&chain_lock);
+  pthread_mutex_lock (&ckpt_chain_lock);
   c->older = ckpt_newest;
   if (ckpt_newest)
     ckpt_newest->newer = c;
   else
     ckpt_oldest = c;
   ckpt_newest = c;
-  pthread_mutex_unlock (&chain_lock);
+  pthread_mutex_unlock (&ckpt_chain_lock);
   if (seq >= ckpt_next_seq)
     ckpt_next_seq = seq + 1;
   return c;
 }
 
-/* Take the gate for a control command, never waiting for ever. */
-static int
-gate_for_command (char **errmsg)
+int
+ckpt_gate_for_command (char **errmsg)
 {
-  if (fleece_gate_wrlock (&gate, FLEECE_GATE_WAIT_SECONDS) != 0)
+  if (fleece_gate_wrlock (&ckpt_gate, FLEECE_GATE_WAIT_SECONDS) != 0)
     return fleece_errorf (errmsg, "writes in flight did not finish within "
                           "%d s (is the disk hung?); nothing was changed",
                           FLEECE_GATE_WAIT_SECONDS);
   return 0;
 }
 
-/* Unlink c from the chain, merging its bits (and its inconsistency)
- * into the older neighbour.  Caller holds the write side.
- */
-static void
-unlink_merge (struct checkpoint *c)
+int
+ckpt_command_lock (char **errmsg)
 {
-  pthread_mutex_lock (&chain_lock);
+  pthread_mutex_lock (&ckpt_save_lock);
+  if (ckpt_gate_for_command (errmsg) == -1) {
+    pthread_mutex_unlock (&ckpt_save_lock);
+    return -1;
+  }
+  return 0;
+}
+
+void
+ckpt_command_unlock (void)
+{
+  pthread_rwlock_unlock (&ckpt_gate);
+  pthread_mutex_unlock (&ckpt_save_lock);
+}
+
+void
+ckpt_unlink_merge (struct checkpoint *c)
+{
+  pthread_mutex_lock (&ckpt_chain_lock);
   if (c->older) {
     bitset_merge (&c->older->bits, &c->bits);
     if (!c->consistent && c->older->consistent) {
@@ -260,311 +274,21 @@ unlink_merge (struct checkpoint *c)
     c->newer->older = c->older;
   else
     ckpt_newest = c->older;     /* the older one records from now on */
-  pthread_mutex_unlock (&chain_lock);
+  pthread_mutex_unlock (&ckpt_chain_lock);
   ckpt_free (c);
 }
 
-static int create (const char *name, bool provisional, char **errmsg);
-
-int
-ckpt_create (const char *name, char **errmsg)
-{
-  return create (name, false, errmsg);
-}
-
-int
-ckpt_create_provisional (const char *name, char **errmsg)
-{
-  return create (name, true, errmsg);
-}
-
-static int
-create (const char *name, bool provisional, char **errmsg)
-{
-  struct checkpoint *c;
-  uint64_t seq;
-  int r;
-
-  pthread_mutex_lock (&save_lock);
-  if (gate_for_command (errmsg) == -1) {
-    pthread_mutex_unlock (&save_lock);
-    return -1;
-  }
-  if (find (name)) {
-    pthread_rwlock_unlock (&gate);
-    pthread_mutex_unlock (&save_lock);
-    return fleece_errorf (errmsg, "checkpoint %s already exists", name);
-  }
-  if (db_ngranules == 0 && db_disk_size == 0) {
-    pthread_rwlock_unlock (&gate);
-    pthread_mutex_unlock (&save_lock);
-    return fleece_errorf (errmsg, "the disk size is not known yet");
-  }
-  c = ckpt_append (name, ckpt_next_seq, time (NULL), true);
-  if (c == NULL) {
-    pthread_rwlock_unlock (&gate);
-    pthread_mutex_unlock (&save_lock);
-    return fleece_errorf (errmsg, "out of memory for checkpoint %s", name);
-  }
-  seq = c->seq;
-  c->provisional = provisional;
-  /* The checkpoint starts here; the file follows outside the gate. */
-  r = save_and_unlock (errmsg);
-  if (r == -1) {
-    /* Keep memory and file in step: undo.  Writes since the point
-     * marked c; its bits go back to the one before, which records
-     * again (and in write-ahead mode they went to its file region).
-     * save_lock keeps every other change of the chain out, so c is
-     * still the newest.
-     */
-    pthread_rwlock_wrlock (&gate);
-    if (ckpt_newest && ckpt_newest->seq == seq)
-      unlink_merge (ckpt_newest);
-    pthread_rwlock_unlock (&gate);
-  }
-  else if (db_debug_verbose)
-    nbdkit_debug ("dirty-bitmap: checkpoint %s (seq %" PRIu64 ") started",
-                  name, seq);
-  pthread_mutex_unlock (&save_lock);
-  return r;
-}
-
-int
-ckpt_confirm (const char *name, char **errmsg)
-{
-  struct checkpoint *c;
-  int r;
-
-  pthread_mutex_lock (&save_lock);
-  if (gate_for_command (errmsg) == -1) {
-    pthread_mutex_unlock (&save_lock);
-    return -1;
-  }
-  c = find (name);
-  if (c == NULL || !c->provisional) {
-    pthread_rwlock_unlock (&gate);
-    pthread_mutex_unlock (&save_lock);
-    return 0;
-  }
-  c->provisional = false;
-  r = save_and_unlock (errmsg);
-  pthread_mutex_unlock (&save_lock);
-  return r;
-}
-
-void
-ckpt_merge_provisional (void)
-{
-  struct checkpoint *c, *older;
-  char *errmsg = NULL;
-  bool any = false;
-
-  pthread_mutex_lock (&save_lock);
-  pthread_rwlock_wrlock (&gate);
-  for (c = ckpt_newest; c; c = older) {
-    older = c->older;
-    if (c->provisional) {
-      nbdkit_error ("dirty-bitmap: checkpoint %s was begun by a backup job "
-                    "that did not complete before nbdkit stopped; it is "
-                    "merged back, so incremental backups since the "
-                    "checkpoint before it still cover every change",
-                    c->name);
-      unlink_merge (c);
-      any = true;
-    }
-  }
-  if (!any) {
-    pthread_rwlock_unlock (&gate);
-    pthread_mutex_unlock (&save_lock);
-    return;
-  }
-  if (save_and_unlock (&errmsg) == -1) {
-    nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
-    free (errmsg);
-  }
-  pthread_mutex_unlock (&save_lock);
-}
-
-/* How long checkpoint-delete waits for delta connections to close. */
-#define VIEW_CLOSE_WAIT_MS 2000
-
-int
-ckpt_delete (const char *name, char **errmsg)
-{
-  struct checkpoint *c;
-  unsigned i;
-  int r = 0;
-
-  pthread_mutex_lock (&save_lock);
-  if (gate_for_command (errmsg) == -1) {
-    pthread_mutex_unlock (&save_lock);
-    return -1;
-  }
-  c = find (name);
-  if (c == NULL) {
-    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
-    goto out;
-  }
-  if (c->holds[FLEECE_HOLD_SINCE]) {
-    r = fleece_errorf (errmsg, "checkpoint %s is in use: the active snapshot "
-                       "was begun with since=%s and serves changes since "
-                       "it; delete it after snapshot-end", name, name);
-    goto out;
-  }
-  /* A client that has just disconnected may not be closed by nbdkit
-   * yet (nbdcopy; checkpoint-delete in a script): give its connection
-   * up to VIEW_CLOSE_WAIT_MS to go, with the gate released meanwhile.
-   */
-  for (i = 0; c && c->holds[FLEECE_HOLD_VIEW] && i < VIEW_CLOSE_WAIT_MS / 50;
-       i++) {
-    pthread_rwlock_unlock (&gate);
-    nanosleep (&(struct timespec) { .tv_nsec = 50000000 }, NULL);
-    if (gate_for_command (errmsg) == -1) {
-      pthread_mutex_unlock (&save_lock);
-      return -1;
-    }
-    c = find (name);
-  }
-  if (c == NULL) {
-    r = fleece_errorf (errmsg, "no checkpoint named %s", name);
-    goto out;
-  }
-  if (c->holds[FLEECE_HOLD_VIEW]) {
-    r = fleece_errorf (errmsg, "checkpoint %s is in use: %u open "
-                       "connection(s) read the delta view since it; "
-                       "delete it after they close", name,
-                       c->holds[FLEECE_HOLD_VIEW]);
-    goto out;
-  }
-  /* Merge into the older neighbour, so "since" any older checkpoint
-   * still covers these changes.  An inconsistent checkpoint taints the
-   * one it merges into.
-   */
-  unlink_merge (c);
-  if (db_debug_verbose)
-    nbdkit_debug ("dirty-bitmap: checkpoint %s deleted", name);
-  /* The file follows memory, outside the gate; a failure here is
-   * reported but the checkpoint is gone either way (keeping it would
-   * lose nothing, but memory is the truth while nbdkit runs).
-   */
-  r = save_and_unlock (errmsg);
-  pthread_mutex_unlock (&save_lock);
-  return r;
- out:
-  pthread_rwlock_unlock (&gate);
-  pthread_mutex_unlock (&save_lock);
-  return r;
-}
-
-/* The number of set bits, read with atomic loads (see chain_lock). */
-static uint64_t
-count_atomic (const struct bitset *bm)
-{
-  uint64_t i, n = 0, nw = (bm->nbits + 63) / 64;
-
-  for (i = 0; i < nw; i++)
-    n += __builtin_popcountll (__atomic_load_n (&bm->words[i],
-                                                __ATOMIC_RELAXED));
-  return n;
-}
-
-static bool
-last_bit_atomic (const struct bitset *bm)
-{
-  uint64_t b = bm->nbits - 1;
-
-  return (__atomic_load_n (&bm->words[b / 64], __ATOMIC_RELAXED)
-          >> (b % 64)) & 1;
-}
-
-void
-ckpt_status (struct jbuf *reply)
-{
-  struct checkpoint *c;
-
-  /* chain_lock only: writers go on (see the lock rules). */
-  pthread_mutex_lock (&chain_lock);
-  jbuf_key (reply, "checkpoints");
-  jbuf_raw (reply, "[");
-  for (c = ckpt_oldest; c; c = c->newer) {
-    uint64_t dirty = count_atomic (&c->bits) * db_config.granularity;
-
-    if (c->bits.nbits && last_bit_atomic (&c->bits))
-      dirty -= db_ngranules * db_config.granularity - db_disk_size;
-    jbuf_raw (reply, c == ckpt_oldest ? "{" : ",{");
-    jbuf_key (reply, "name");
-    jbuf_string (reply, c->name);
-    jbuf_key (reply, "created");
-    jbuf_time (reply, c->created);
-    jbuf_key (reply, "recording");
-    jbuf_bool (reply, c == ckpt_newest);
-    jbuf_key (reply, "dirty_bytes");
-    jbuf_u64 (reply, dirty);
-    jbuf_key (reply, "persistent");
-    jbuf_bool (reply, db_config.bitmap_file != NULL);
-    jbuf_key (reply, "consistent");
-    jbuf_bool (reply, c->consistent);
-    if (!c->consistent) {
-      jbuf_key (reply, "reason");
-      jbuf_string (reply, c->reason[0] ? c->reason : "not recorded");
-    }
-    jbuf_raw (reply, "}");
-  }
-  jbuf_raw (reply, "]");
-  pthread_mutex_unlock (&chain_lock);
-  jbuf_key (reply, "bitmap_granularity");
-  jbuf_u64 (reply, db_config.granularity);
-  persist_status (reply);
-}
-
-/*----------------------------------------------------------------------
- * Interface for the other filters.
- */
-
+/* The gate's write side, for frozen.c. */
 void
 ckpt_lock (void)
 {
-  pthread_rwlock_wrlock (&gate);
+  pthread_rwlock_wrlock (&ckpt_gate);
 }
 
 void
 ckpt_unlock (void)
 {
-  pthread_rwlock_unlock (&gate);
-}
-
-/* The token is the checkpoint's sequence number, which no other
- * checkpoint ever has, so a release never lands on a later checkpoint
- * of the same name.
- */
-uint64_t
-ckpt_hold (const char *name, enum fleece_hold why)
-{
-  struct checkpoint *c;
-  uint64_t token = 0;
-
-  pthread_rwlock_wrlock (&gate);
-  c = find (name);
-  if (c) {
-    c->holds[why]++;
-    token = c->seq;
-  }
-  pthread_rwlock_unlock (&gate);
-  return token;
-}
-
-void
-ckpt_unhold (uint64_t token, enum fleece_hold why)
-{
-  struct checkpoint *c;
-
-  if (token == 0)
-    return;
-  pthread_rwlock_wrlock (&gate);
-  for (c = ckpt_oldest; c; c = c->newer)
-    if (c->seq == token && c->holds[why] > 0)
-      c->holds[why]--;
-  pthread_rwlock_unlock (&gate);
+  pthread_rwlock_unlock (&ckpt_gate);
 }
 
 /*----------------------------------------------------------------------
@@ -582,15 +306,15 @@ ckpt_saw_size (uint64_t size)
   uint64_t n = (size + g - 1) / g, old, first;
   struct checkpoint *c;
 
-  pthread_rwlock_rdlock (&gate);
+  pthread_rwlock_rdlock (&ckpt_gate);
   old = db_disk_size;
-  pthread_rwlock_unlock (&gate);
+  pthread_rwlock_unlock (&ckpt_gate);
   if (size == old)
     return;
 
-  pthread_mutex_lock (&save_lock);
-  pthread_rwlock_wrlock (&gate);
-  pthread_mutex_lock (&chain_lock);
+  pthread_mutex_lock (&ckpt_save_lock);
+  pthread_rwlock_wrlock (&ckpt_gate);
+  pthread_mutex_lock (&ckpt_chain_lock);
   old = db_disk_size;
   if (size != old) {
     char *errmsg = NULL;
@@ -611,7 +335,7 @@ ckpt_saw_size (uint64_t size)
                   " on count as changed", old, size, first);
     db_disk_size = size;
     db_ngranules = n;
-    pthread_mutex_unlock (&chain_lock);
+    pthread_mutex_unlock (&ckpt_chain_lock);
     /* Write-ahead: the file must describe the new size (and its
      * newest checkpoint the new space) before a write reaches it.
      * Saved under the gate: rare, and nothing may write meanwhile.
@@ -622,7 +346,7 @@ ckpt_saw_size (uint64_t size)
     }
   }
   else
-    pthread_mutex_unlock (&chain_lock);
-  pthread_rwlock_unlock (&gate);
-  pthread_mutex_unlock (&save_lock);
+    pthread_mutex_unlock (&ckpt_chain_lock);
+  pthread_rwlock_unlock (&ckpt_gate);
+  pthread_mutex_unlock (&ckpt_save_lock);
 }

@@ -7,10 +7,8 @@
 
 #include <config.h>
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <nbdkit-filter.h>
 
@@ -29,39 +27,30 @@ static bool granularity_set;
 /* bitmap-sync=: NULL (not given), "write-ahead" or "clean-stop". */
 static const char *sync_mode;
 
+static int
+check_disk_id (const char *key, const char *value)
+{
+  if (bmfile_valid_disk_id (value))
+    return 0;
+  nbdkit_error ("%s=%s: a disk id is 1 to %d printable ASCII characters "
+                "without spaces, e.g. vm1-disk0", key, value,
+                BMFILE_DISK_ID_MAX);
+  return -1;
+}
+
 int
 db_config_key (const char *key, const char *value)
 {
   if (strcmp (key, "bitmap-file") == 0)
     return fleece_config_path (key, value, &db_config.bitmap_file) == -1
       ? -1 : 1;
-  if (strcmp (key, "bitmap-granularity") == 0) {
-    if (granularity_set) {
-      nbdkit_error ("%s: given twice; give it once", key);
-      return -1;
-    }
-    granularity_set = true;
-    return fleece_config_cluster (key, value, &db_config.granularity) == -1
+  if (strcmp (key, "bitmap-granularity") == 0)
+    return fleece_config_once (key, &granularity_set) == -1 ||
+      fleece_config_cluster (key, value, &db_config.granularity) == -1
       ? -1 : 1;
-  }
-  if (strcmp (key, "bitmap-disk-id") == 0) {
-    if (db_config.disk_id) {
-      nbdkit_error ("%s: given twice; give it once", key);
-      return -1;
-    }
-    if (!bmfile_valid_disk_id (value)) {
-      nbdkit_error ("%s=%s: a disk id is 1 to %d printable ASCII "
-                    "characters without spaces, e.g. vm1-disk0", key, value,
-                    BMFILE_DISK_ID_MAX);
-      return -1;
-    }
-    db_config.disk_id = strdup (value);
-    if (db_config.disk_id == NULL) {
-      nbdkit_error ("%s: strdup: %m", key);
-      return -1;
-    }
-    return 1;
-  }
+  if (strcmp (key, "bitmap-disk-id") == 0)
+    return fleece_config_string (key, value, check_disk_id,
+                                 &db_config.disk_id) == -1 ? -1 : 1;
   if (strcmp (key, "bitmap-sync") == 0) {
     if (sync_mode) {
       nbdkit_error ("%s: given twice; give it once", key);
@@ -79,20 +68,14 @@ db_config_key (const char *key, const char *value)
     }
     return 1;
   }
-  if (fleece_filter_row (FLEECE_DIRTY_BITMAP)->owns_param (key)) {
-    nbdkit_error ("%s: unknown dirty-bitmap parameter; the dirty-bitmap "
-                  "filter takes bitmap-file, bitmap-granularity, "
-                  "bitmap-disk-id and bitmap-sync", key);
-    return -1;
-  }
-  return 0;
+  return fleece_config_unknown (FLEECE_DIRTY_BITMAP, key, "bitmap-file, "
+                                "bitmap-granularity, bitmap-disk-id and "
+                                "bitmap-sync");
 }
 
 int
 db_config_check (void)
 {
-  struct stat st;
-
   if (db_config.bitmap_file == NULL) {
     if (db_config.disk_id) {
       nbdkit_error ("bitmap-disk-id=%s: names the disk a bitmap file "
@@ -109,19 +92,12 @@ db_config_check (void)
   }
   db_config.write_ahead = sync_mode == NULL ||
     strcmp (sync_mode, "write-ahead") == 0;
-  if (stat (db_config.bitmap_file, &st) == 0 && !S_ISREG (st.st_mode)) {
-    nbdkit_error ("bitmap-file=%s: exists and is not a regular file",
-                  db_config.bitmap_file);
-    return -1;
-  }
-  return fleece_check_parent_dir ("bitmap-file", db_config.bitmap_file);
+  return fleece_check_own_file ("bitmap-file", db_config.bitmap_file);
 }
 
 void
 db_config_free (void)
 {
-  free (db_config.bitmap_file);
-  db_config.bitmap_file = NULL;
-  free (db_config.disk_id);
-  db_config.disk_id = NULL;
+  fleece_config_free (&db_config.bitmap_file);
+  fleece_config_free (&db_config.disk_id);
 }

@@ -15,7 +15,6 @@
 
 #include <nbdkit-filter.h>
 
-#include "backend.h"
 #include "checkpoints.h"
 #include "debug-flag.h"
 #include "dirty-bitmap.h"
@@ -49,12 +48,10 @@ db_unload (void)
 static int
 db_after_fork (nbdkit_backend *backend)
 {
-  int64_t size = fleece_disk_size (backend);
+  int64_t size = fleece_glue_disk_size (FLEECE_DIRTY_BITMAP, backend);
 
-  if (size == -1) {
-    nbdkit_error ("dirty-bitmap: cannot find the size of the disk");
+  if (size == -1)
     return -1;
-  }
   ckpt_set_size (size);
   if (persist_load () == -1)
     return -1;
@@ -66,16 +63,12 @@ db_after_fork (nbdkit_backend *backend)
 static void
 db_cleanup (void)
 {
-  const struct fleece_sa_api *sa = fleece_snapshot_access ();
   char *errmsg = NULL;
 
-  /* A backup job that is stopped by this shutdown merges back the
-   * checkpoint it started: that must happen before the save below,
-   * whatever the order nbdkit runs the filters' .cleanup in.
+  /* The glue stopped the backup jobs first (glue.h), so a checkpoint
+   * a stopped job started is merged back before this save.  A clean
+   * stop: the bits are complete, clear the in-use mark.
    */
-  if (sa)
-    sa->stop_jobs ("nbdkit is shutting down");
-  /* A clean stop: the bits are complete, clear the in-use mark. */
   if (tracking_ready && persist_save (false, &errmsg) == -1) {
     nbdkit_error ("%s", errmsg ? errmsg : "bitmap-file: cannot save");
     free (errmsg);
@@ -120,10 +113,10 @@ db_get_size (nbdkit_next *next, void *handle)
 }
 
 /* Guest I/O: mark, then pass down. */
-
 static int
-db_pwrite (nbdkit_next *next, void *handle, const void *buf,
-           uint32_t count, uint64_t offset, uint32_t flags, int *err)
+db_write (nbdkit_next *next, void *handle, enum fleece_write_op op,
+          const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+          int *err)
 {
   int r;
 
@@ -132,42 +125,11 @@ db_pwrite (nbdkit_next *next, void *handle, const void *buf,
     *err = EIO;
     return -1;
   }
-  r = next->pwrite (next, buf, count, offset, flags, err);
+  r = fleece_next_write (next, op, buf, count, offset, flags, err);
   ckpt_after_write ();
   return r;
 }
-
-static int
-db_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
-         uint32_t flags, int *err)
-{
-  int r;
-
-  if (ckpt_before_write (count, offset) == -1) {
-    ckpt_after_write ();
-    *err = EIO;
-    return -1;
-  }
-  r = next->zero (next, count, offset, flags, err);
-  ckpt_after_write ();
-  return r;
-}
-
-static int
-db_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
-         uint32_t flags, int *err)
-{
-  int r;
-
-  if (ckpt_before_write (count, offset) == -1) {
-    ckpt_after_write ();
-    *err = EIO;
-    return -1;
-  }
-  r = next->trim (next, count, offset, flags, err);
-  ckpt_after_write ();
-  return r;
-}
+FLEECE_WRITE_CALLBACKS (db, db_write)
 
 /* Interface for the other project filters. */
 
@@ -240,14 +202,8 @@ api_delete_checkpoint (const char *name, char **errmsg)
 }
 
 NBDKIT_DLL_PUBLIC const struct fleece_db_api fleece_dirty_bitmap_v1 = {
-  .base = {
-    .size = sizeof (struct fleece_db_api),
-    .id = FLEECE_DIRTY_BITMAP,
-    .name = "dirty-bitmap",
-    .config_started = glue_config_started,
-    .status = ckpt_status,
-    .commands = commands,
-  },
+  .base = FLEECE_GLUE_API (struct fleece_db_api, FLEECE_DIRTY_BITMAP,
+                           "dirty-bitmap", ckpt_status, commands),
   .freeze = ckpt_freeze,
   .frozen_free = ckpt_frozen_free,
   .changed_since = ckpt_frozen_changed_since,

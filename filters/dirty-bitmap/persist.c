@@ -253,12 +253,10 @@ persist_status (struct jbuf *reply)
 
   if (db_config.bitmap_file == NULL)
     return;
-  jbuf_key (reply, "bitmap_file");
-  jbuf_raw (reply, "{");
-  jbuf_key (reply, "path");
-  jbuf_string (reply, db_config.bitmap_file);
-  jbuf_key (reply, "sync");
-  jbuf_string (reply, db_config.write_ahead ? "write-ahead" : "clean-stop");
+  jbuf_kv_raw (reply, "bitmap_file", "{");
+  jbuf_kv_string (reply, "path", db_config.bitmap_file);
+  jbuf_kv_string (reply, "sync",
+                  db_config.write_ahead ? "write-ahead" : "clean-stop");
   /* When the file found at start-up was last written, if nbdkit had
    * not stopped cleanly and the file (written in write-ahead mode)
    * was recovered with every checkpoint consistent; else null.
@@ -270,12 +268,9 @@ persist_status (struct jbuf *reply)
     jbuf_raw (reply, "null");
   if (wal)
     durable_bits_get_stats (wal, &st);
-  jbuf_key (reply, "syncs");
-  jbuf_u64 (reply, st.syncs);
-  jbuf_key (reply, "pages_written");
-  jbuf_u64 (reply, st.pages_written);
-  jbuf_key (reply, "writes_waited");
-  jbuf_u64 (reply, st.waits);
+  jbuf_kv_u64 (reply, "syncs", st.syncs);
+  jbuf_kv_u64 (reply, "pages_written", st.pages_written);
+  jbuf_kv_u64 (reply, "writes_waited", st.waits);
   jbuf_raw (reply, "}");
 }
 

@@ -68,28 +68,12 @@ check_export_name (const char *key, const char *value)
 int
 sa_config_key (const char *key, const char *value)
 {
-  if (strcmp (key, "snapshot-export") == 0) {
-    if (sa_config.export_name) {
-      nbdkit_error ("%s: given twice; give it once", key);
-      return -1;
-    }
-    if (check_export_name (key, value) == -1)
-      return -1;
-    sa_config.export_name = strdup (value);
-    if (sa_config.export_name == NULL) {
-      nbdkit_error ("%s: strdup: %m", key);
-      return -1;
-    }
-    return 1;
-  }
-  if (strcmp (key, "snapshot-discard") == 0) {
-    if (discard_set) {
-      nbdkit_error ("%s: given twice; give it once", key);
-      return -1;
-    }
-    discard_set = true;
-    return fleece_config_bool (key, value, &sa_config.discard) == -1 ? -1 : 1;
-  }
+  if (strcmp (key, "snapshot-export") == 0)
+    return fleece_config_string (key, value, check_export_name,
+                                 &sa_config.export_name) == -1 ? -1 : 1;
+  if (strcmp (key, "snapshot-discard") == 0)
+    return fleece_config_once (key, &discard_set) == -1 ||
+      fleece_config_bool (key, value, &sa_config.discard) == -1 ? -1 : 1;
   return 0;
 }
 
@@ -114,8 +98,7 @@ sa_config_check (void)
 void
 sa_config_free (void)
 {
-  free (sa_config.export_name);
-  sa_config.export_name = NULL;
+  fleece_config_free (&sa_config.export_name);
 }
 
 /* Names reserved for snapshots (stack-rules.c) never reach the

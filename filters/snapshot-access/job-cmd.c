@@ -255,8 +255,7 @@ backup_start (const struct ctl_request *req, struct jbuf *reply,
   nbdkit_debug ("job %s: backup %s of snapshot %" PRIu64 " to %s%s%s",
                 j->id, full ? "full" : "incremental", snap_id, target,
                 since ? " since " : "", since ? since : "");
-  jbuf_key (reply, "job");
-  jbuf_string (reply, j->id);
+  jbuf_kv_string (reply, "job", j->id);
   return 0;
 }
 
@@ -333,17 +332,16 @@ control (const struct ctl_request *req, struct jbuf *reply, char **errmsg)
       r = fleece_errorf (errmsg, "job %s is not paused", j->id);
     else {
       j->state = JOB_RUNNING;
-      j->t_free = now_mono ();
+      j->t_free = fleece_now_mono ();
     }
   }
   else {
     j->speed = speed;
-    j->t_free = now_mono ();
+    j->t_free = fleece_now_mono ();
   }
   if (r == 0) {
     pthread_cond_broadcast (&jobs_cond);
-    jbuf_key (reply, "job");
-    jbuf_string (reply, j->id);
+    jbuf_kv_string (reply, "job", j->id);
   }
   pthread_mutex_unlock (&jobs_lock);
   return r;
@@ -375,39 +373,24 @@ job_status (struct jbuf *reply)
   size_t i;
 
   pthread_mutex_lock (&jobs_lock);
-  jbuf_key (reply, "jobs");
-  jbuf_raw (reply, "[");
+  jbuf_kv_raw (reply, "jobs", "[");
   for (i = 0; i < njobs; i++) {
     j = jobs[i];
     jbuf_raw (reply, i ? ",{" : "{");
-    jbuf_key (reply, "id");
-    jbuf_string (reply, j->id);
-    jbuf_key (reply, "type");
-    jbuf_string (reply, "backup");
-    jbuf_key (reply, "sync");
-    jbuf_string (reply, j->full ? "full" : "incremental");
-    jbuf_key (reply, "state");
-    jbuf_string (reply, state_names[j->state]);
-    jbuf_key (reply, "bytes_total");
-    jbuf_u64 (reply, j->bytes_total);
-    jbuf_key (reply, "bytes_done");
-    jbuf_u64 (reply, j->bytes_done);
-    jbuf_key (reply, "speed");
-    jbuf_u64 (reply, j->speed);
-    jbuf_key (reply, "started");
-    jbuf_time (reply, j->started);
-    jbuf_key (reply, "finished");
-    jbuf_time (reply, j->finished);
-    jbuf_key (reply, "error");
-    jbuf_string (reply, j->error);
-    jbuf_key (reply, "target");
-    jbuf_string (reply, j->target);
-    jbuf_key (reply, "since");
-    jbuf_string (reply, j->since[0] ? j->since : NULL);
-    jbuf_key (reply, "checkpoint");
-    jbuf_string (reply, j->checkpoint[0] ? j->checkpoint : NULL);
-    jbuf_key (reply, "cancel_requested");
-    jbuf_bool (reply, j->cancel);
+    jbuf_kv_string (reply, "id", j->id);
+    jbuf_kv_string (reply, "type", "backup");
+    jbuf_kv_string (reply, "sync", j->full ? "full" : "incremental");
+    jbuf_kv_string (reply, "state", state_names[j->state]);
+    jbuf_kv_u64 (reply, "bytes_total", j->bytes_total);
+    jbuf_kv_u64 (reply, "bytes_done", j->bytes_done);
+    jbuf_kv_u64 (reply, "speed", j->speed);
+    jbuf_kv_time (reply, "started", j->started);
+    jbuf_kv_time (reply, "finished", j->finished);
+    jbuf_kv_string (reply, "error", j->error);
+    jbuf_kv_string (reply, "target", j->target);
+    jbuf_kv_name (reply, "since", j->since);
+    jbuf_kv_name (reply, "checkpoint", j->checkpoint);
+    jbuf_kv_bool (reply, "cancel_requested", j->cancel);
     jbuf_raw (reply, "}");
   }
   jbuf_raw (reply, "]");

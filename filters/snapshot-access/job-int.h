@@ -18,6 +18,7 @@
 
 #include "fleece-api.h"
 #include "job-dest.h"
+#include "monotime.h"
 
 #define MAX_WORKERS 4
 #define PIECE_MAX (1024 * 1024)
@@ -94,7 +95,6 @@ extern nbdkit_backend *below;
 extern int nworkers;
 
 extern bool active (const struct job *j);
-extern double now_mono (void);
 extern void free_job (struct job *j);
 /* Record the first error of a job (takes msg). */
 extern void set_error_locked (struct job *j, char *msg);

@@ -131,15 +131,6 @@ active (const struct job *j)
   return j->state == JOB_RUNNING || j->state == JOB_PAUSED;
 }
 
-double
-now_mono (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 void
 free_job (struct job *j)
 {
@@ -249,7 +240,7 @@ wait_until (struct job *j, double due)
       return;
     }
     pthread_mutex_unlock (&jobs_lock);
-    left = due - now_mono ();
+    left = due - fleece_now_mono ();
     if (left <= 0)
       return;
     if (left > 0.05)
@@ -300,7 +291,7 @@ worker (void *arg)
     }
     due = 0;
     if (p.kind == RUN_DATA && j->speed) {
-      double now = now_mono ();
+      double now = fleece_now_mono ();
 
       if (j->t_free < now)
         j->t_free = now;
@@ -379,7 +370,7 @@ run_job (struct job *j)
 
   pthread_mutex_lock (&jobs_lock);
   j->bytes_total = total;
-  j->t_free = now_mono ();
+  j->t_free = fleece_now_mono ();
   pthread_mutex_unlock (&jobs_lock);
   nbdkit_debug ("job %s: %zu runs, %" PRIu64 " bytes to copy, %d workers",
                 j->id, j->nruns, total, nworkers);

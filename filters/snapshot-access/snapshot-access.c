@@ -58,17 +58,6 @@ sa_after_fork (nbdkit_backend *backend)
   return 0;
 }
 
-/* The glue stops the control server first, so no backup-start arrives
- * after the jobs stopped; the jobs end their snapshots and merge back
- * their checkpoints before the filters below clean up (they call
- * stop_jobs too, in case nbdkit runs .cleanup from the bottom up).
- */
-static void
-sa_cleanup (void)
-{
-  job_stop_all ("nbdkit is shutting down");
-}
-
 static struct fleece_glue glue = {
   .id = FLEECE_SNAPSHOT_ACCESS,
   .unload = sa_config_free,
@@ -76,7 +65,6 @@ static struct fleece_glue glue = {
   .config_check = sa_config_check,
   .get_ready = sa_get_ready,
   .after_fork = sa_after_fork,
-  .cleanup = sa_cleanup,
 };
 FLEECE_GLUE_CALLBACKS (glue)
 
@@ -182,51 +170,28 @@ sa_get_size (nbdkit_next *next, void *handle)
   return h->size;
 }
 
+/* sa_can_WHAT: on a snapshot view the fixed answer on_snapshot, on
+ * the live disk what the layer below says.
+ */
+#define SA_CAN(what, on_snapshot)                                       \
+  static int                                                            \
+  sa_##what (nbdkit_next *next, void *handle)                           \
+  {                                                                     \
+    return SNAP (handle) ? (on_snapshot) : next->what (next);           \
+  }
+
 /* With snapshot-discard=true the export must be writable for clients
  * to send TRIM; every write and zero is still refused.
  */
-static int
-sa_can_write (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? sa_config.discard : next->can_write (next);
-}
-
-static int
-sa_can_trim (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? sa_config.discard : next->can_trim (next);
-}
-
-static int
-sa_can_zero (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? NBDKIT_ZERO_NONE : next->can_zero (next);
-}
-
-static int
-sa_can_fast_zero (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? 0 : next->can_fast_zero (next);
-}
-
-static int
-sa_can_fua (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? NBDKIT_FUA_NONE : next->can_fua (next);
-}
-
-static int
-sa_can_flush (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? 1 : next->can_flush (next);
-}
-
+SA_CAN (can_write, sa_config.discard)
+SA_CAN (can_trim, sa_config.discard)
+SA_CAN (can_zero, NBDKIT_ZERO_NONE)
+SA_CAN (can_fast_zero, 0)
+SA_CAN (can_fua, NBDKIT_FUA_NONE)
+SA_CAN (can_flush, 1)
 /* Every connection sees the same snapshot. */
-static int
-sa_can_multi_conn (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? 1 : next->can_multi_conn (next);
-}
+SA_CAN (can_multi_conn, 1)
+SA_CAN (can_cache, NBDKIT_CACHE_NONE)
 
 static int
 sa_can_extents (nbdkit_next *next, void *handle)
@@ -238,12 +203,6 @@ sa_can_extents (nbdkit_next *next, void *handle)
     return 1;
   }
   return next->can_extents (next);
-}
-
-static int
-sa_can_cache (nbdkit_next *next, void *handle)
-{
-  return SNAP (handle) ? NBDKIT_CACHE_NONE : next->can_cache (next);
 }
 
 static const char *
@@ -304,33 +263,20 @@ refuse_write (int *err)
   return -1;
 }
 
+/* The live disk takes every change; a snapshot view refuses them but
+ * for a trim with snapshot-discard=true, which releases the snapshot's
+ * copy of the range.
+ */
 static int
-sa_pwrite (nbdkit_next *next, void *handle, const void *buf,
-           uint32_t count, uint64_t offset, uint32_t flags, int *err)
-{
-  if (SNAP (handle))
-    return refuse_write (err);
-  return next->pwrite (next, buf, count, offset, flags, err);
-}
-
-static int
-sa_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
-         uint32_t flags, int *err)
-{
-  if (SNAP (handle))
-    return refuse_write (err);
-  return next->zero (next, count, offset, flags, err);
-}
-
-static int
-sa_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
-         uint32_t flags, int *err)
+sa_write (nbdkit_next *next, void *handle, enum fleece_write_op op,
+          const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+          int *err)
 {
   struct handle *h = handle;
 
   if (!SNAP (h))
-    return next->trim (next, count, offset, flags, err);
-  if (!sa_config.discard)
+    return fleece_next_write (next, op, buf, count, offset, flags, err);
+  if (op != FLEECE_OP_TRIM || !sa_config.discard)
     return refuse_write (err);
   if (h->view == SA_VIEW_DELTA && check_alive (h, err) == -1)
     return -1;
@@ -339,6 +285,7 @@ sa_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
                   count, offset);
   return cbw->snapshot_release (h->id, count, offset, err);
 }
+FLEECE_WRITE_CALLBACKS (sa, sa_write)
 
 static int
 sa_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
@@ -381,20 +328,13 @@ sa_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
 static void
 api_status (struct jbuf *reply)
 {
-  jbuf_key (reply, "snapshot_export");
-  jbuf_string (reply, sa_config.export_name);
+  jbuf_kv_string (reply, "snapshot_export", sa_config.export_name);
   job_status (reply);
 }
 
 NBDKIT_DLL_PUBLIC const struct fleece_sa_api fleece_snapshot_access_v1 = {
-  .base = {
-    .size = sizeof (struct fleece_sa_api),
-    .id = FLEECE_SNAPSHOT_ACCESS,
-    .name = "snapshot-access",
-    .config_started = glue_config_started,
-    .status = api_status,
-    .commands = job_commands,
-  },
+  .base = FLEECE_GLUE_API (struct fleece_sa_api, FLEECE_SNAPSHOT_ACCESS,
+                           "snapshot-access", api_status, job_commands),
   .stop_jobs = job_stop_all,
 };
 

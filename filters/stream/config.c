@@ -10,7 +10,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <nbdkit-filter.h>
 
@@ -40,53 +39,36 @@ stream_parse_rate (const char *value, uint64_t *out, const char **why)
   return 0;
 }
 
+static int
+check_base (const char *key, const char *value)
+{
+  if (fleece_is_nbd_uri (value))
+    return 0;
+  nbdkit_error ("%s=%s: not an NBD URI; use nbd://HOST[:PORT]/EXPORT, "
+                "nbds://... (TLS) or nbd+unix:///EXPORT?socket=PATH",
+                key, value);
+  return -1;
+}
+
 /* 1 if key is ours and was taken, 0 if it is not ours, -1 on error. */
 int
 stream_config_key (const char *key, const char *value)
 {
   const char *why;
 
-  if (strcmp (key, "stream-base") == 0) {
-    if (stream_config.base_uri) {
-      nbdkit_error ("%s: given twice; give it once", key);
-      return -1;
-    }
-    if (strncmp (value, "nbd://", 6) != 0 &&
-        strncmp (value, "nbds://", 7) != 0 &&
-        strncmp (value, "nbd+unix://", 11) != 0 &&
-        strncmp (value, "nbds+unix://", 12) != 0 &&
-        strncmp (value, "nbd+vsock://", 12) != 0 &&
-        strncmp (value, "nbds+vsock://", 13) != 0) {
-      nbdkit_error ("%s=%s: not an NBD URI; use nbd://HOST[:PORT]/EXPORT, "
-                    "nbds://... (TLS) or nbd+unix:///EXPORT?socket=PATH",
-                    key, value);
-      return -1;
-    }
-    stream_config.base_uri = strdup (value);
-    if (stream_config.base_uri == NULL) {
-      nbdkit_error ("%s: strdup: %m", key);
-      return -1;
-    }
-    return 1;
-  }
+  if (strcmp (key, "stream-base") == 0)
+    return fleece_config_string (key, value, check_base,
+                                 &stream_config.base_uri) == -1 ? -1 : 1;
   if (strcmp (key, "stream-state") == 0)
     return fleece_config_path (key, value, &stream_config.state_path) == -1
       ? -1 : 1;
-  if (strcmp (key, "stream-cluster-size") == 0) {
-    if (stream_config.cluster_size_set) {
-      nbdkit_error ("%s: given twice; give it once", key);
-      return -1;
-    }
-    stream_config.cluster_size_set = true;
-    return fleece_config_cluster (key, value, &stream_config.cluster_size)
-      == -1 ? -1 : 1;
-  }
+  if (strcmp (key, "stream-cluster-size") == 0)
+    return fleece_config_once (key, &stream_config.cluster_size_set) == -1 ||
+      fleece_config_cluster (key, value, &stream_config.cluster_size) == -1
+      ? -1 : 1;
   if (strcmp (key, "stream-speed") == 0) {
-    if (speed_set) {
-      nbdkit_error ("%s: given twice; give it once", key);
+    if (fleece_config_once (key, &speed_set) == -1)
       return -1;
-    }
-    speed_set = true;
     if (stream_parse_rate (value, &stream_config.speed, &why) == -1) {
       nbdkit_error ("%s=%s: %s; give bytes per second like 100M, or 0 "
                     "for unlimited", key, value, why);
@@ -94,39 +76,26 @@ stream_config_key (const char *key, const char *value)
     }
     return 1;
   }
-  if (strncmp (key, "stream-", 7) == 0) {
-    nbdkit_error ("%s: unknown stream parameter; the stream filter takes "
-                  "stream-base, stream-state, stream-cluster-size and "
-                  "stream-speed", key);
-    return -1;
-  }
-  return 0;
+  return fleece_config_unknown (FLEECE_STREAM, key, "stream-base, "
+                                "stream-state, stream-cluster-size and "
+                                "stream-speed");
 }
 
 int
 stream_config_check (void)
 {
-  struct stat st_;
-
   if (stream_config.state_path == NULL) {
     nbdkit_error ("stream-state=PATH is required: the stream filter keeps "
                   "the map of populated clusters there so that a restart "
                   "resumes");
     return -1;
   }
-  if (stat (stream_config.state_path, &st_) == 0 && !S_ISREG (st_.st_mode)) {
-    nbdkit_error ("stream-state=%s: exists and is not a regular file",
-                  stream_config.state_path);
-    return -1;
-  }
-  return fleece_check_parent_dir ("stream-state", stream_config.state_path);
+  return fleece_check_own_file ("stream-state", stream_config.state_path);
 }
 
 void
 stream_config_free (void)
 {
-  free (stream_config.base_uri);
-  stream_config.base_uri = NULL;
-  free (stream_config.state_path);
-  stream_config.state_path = NULL;
+  fleece_config_free (&stream_config.base_uri);
+  fleece_config_free (&stream_config.state_path);
 }

@@ -69,6 +69,7 @@ static struct fleece_glue glue = {
   .cleanup = stream_cleanup,
 };
 FLEECE_GLUE_CALLBACKS (glue)
+FLEECE_WRITE_CALLBACKS (stream, stream_write)
 
 static void
 api_status (struct jbuf *reply)
@@ -121,14 +122,9 @@ static const struct fleece_command commands[] = {
   { .name = NULL }
 };
 
-NBDKIT_DLL_PUBLIC const struct fleece_filter_api fleece_stream_v1 = {
-  .size = sizeof (struct fleece_filter_api),
-  .id = FLEECE_STREAM,
-  .name = "stream",
-  .config_started = glue_config_started,
-  .status = api_status,
-  .commands = commands,
-};
+NBDKIT_DLL_PUBLIC const struct fleece_filter_api fleece_stream_v1 =
+  FLEECE_GLUE_API (struct fleece_filter_api, FLEECE_STREAM, "stream",
+                   api_status, commands);
 
 static struct nbdkit_filter filter = {
   .name              = "stream",

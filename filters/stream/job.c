@@ -34,6 +34,7 @@
 
 #include "errors.h"
 #include "json.h"
+#include "monotime.h"
 #include "stream.h"
 
 extern nbdkit_next *st_wnext;
@@ -52,15 +53,6 @@ static uint64_t speed;
 static double slice_start;
 static uint64_t slice_bytes;
 
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Wait on job_cond until t (monotonic seconds) or a broadcast.
  * job_lock held.
  */
@@ -68,7 +60,7 @@ static void
 wait_until (double t)
 {
   struct timespec real, ts;
-  double d = t - now ();
+  double d = t - fleece_now_mono ();
 
   if (d <= 0)
     return;
@@ -85,7 +77,7 @@ pause_for (double secs)
 {
   pthread_mutex_lock (&job_lock);
   if (!stop)
-    wait_until (now () + secs);
+    wait_until (fleece_now_mono () + secs);
   pthread_mutex_unlock (&job_lock);
 }
 
@@ -95,6 +87,14 @@ set_waiting (bool w)
   pthread_mutex_lock (&job_lock);
   waiting = w;
   pthread_mutex_unlock (&job_lock);
+}
+
+/* Start a new rate-limit slice now.  job_lock held. */
+static void
+new_slice (void)
+{
+  slice_start = fleece_now_mono ();
+  slice_bytes = 0;
 }
 
 /* Rate limit: after copying n bytes, wait until the slice's bytes fit
@@ -108,15 +108,13 @@ rate_limit (uint64_t n)
    * of burst.
    */
   if (speed > 0 &&
-      now () > slice_start + (double) slice_bytes / speed + 0.5) {
-    slice_start = now ();
-    slice_bytes = 0;
-  }
+      fleece_now_mono () > slice_start + (double) slice_bytes / speed + 0.5)
+    new_slice ();
   slice_bytes += n;
   while (!stop && !paused && speed > 0) {
     double due = slice_start + (double) slice_bytes / speed;
 
-    if (now () >= due)
+    if (fleece_now_mono () >= due)
       break;
     wait_until (due);
   }
@@ -263,7 +261,7 @@ static void *
 job_thread (void *unused)
 {
   uint64_t c = 0, batch_start = 0;
-  double last_commit = now ();
+  double last_commit = fleece_now_mono ();
   char *buf = malloc (CHUNK_BYTES > st.cluster_size
                       ? CHUNK_BYTES : st.cluster_size);
 
@@ -350,9 +348,9 @@ job_thread (void *unused)
 
   maybe_commit:
     if (cluster_start (c - batch_start) >= BATCH_BYTES ||
-        now () - last_commit >= BATCH_SECONDS) {
+        fleece_now_mono () - last_commit >= BATCH_SECONDS) {
       commit (&batch_start, c);
-      last_commit = now ();
+      last_commit = fleece_now_mono ();
     }
   }
   /* A clean stop keeps what was filled. */
@@ -382,7 +380,7 @@ job_start (nbdkit_backend *backend)
   (void) st_wnext->get_size (st_wnext);
 
   speed = stream_config.speed;
-  slice_start = now ();
+  slice_start = fleece_now_mono ();
   err = pthread_create (&thread, NULL, job_thread, NULL);
   if (err) {
     errno = err;
@@ -429,19 +427,13 @@ job_status (struct jbuf *reply)
     state = "running";
   pthread_mutex_unlock (&job_lock);
 
-  jbuf_raw (reply, ",\"stream\":{");
-  jbuf_raw (reply, "\"state\":");
-  jbuf_string (reply, state);
-  jbuf_raw (reply, ",\"bytes_total\":");
-  jbuf_u64 (reply, st.disk_size);
-  jbuf_raw (reply, ",\"bytes_done\":");
-  jbuf_u64 (reply, pop_bytes_done ());
-  jbuf_raw (reply, ",\"speed\":");
-  jbuf_u64 (reply, sp);
-  jbuf_raw (reply, ",\"base_connected\":");
-  jbuf_bool (reply, base_connected ());
-  jbuf_raw (reply, ",\"cluster_size\":");
-  jbuf_u64 (reply, st.cluster_size);
+  jbuf_kv_raw (reply, "stream", "{");
+  jbuf_kv_string (reply, "state", state);
+  jbuf_kv_u64 (reply, "bytes_total", st.disk_size);
+  jbuf_kv_u64 (reply, "bytes_done", pop_bytes_done ());
+  jbuf_kv_u64 (reply, "speed", sp);
+  jbuf_kv_bool (reply, "base_connected", base_connected ());
+  jbuf_kv_u64 (reply, "cluster_size", st.cluster_size);
   jbuf_raw (reply, "}");
 }
 
@@ -465,8 +457,7 @@ job_resume (char **errmsg)
                           "resume");
   pthread_mutex_lock (&job_lock);
   paused = false;
-  slice_start = now ();
-  slice_bytes = 0;
+  new_slice ();
   pthread_cond_broadcast (&job_cond);
   pthread_mutex_unlock (&job_lock);
   return 0;
@@ -477,8 +468,7 @@ job_set_speed (uint64_t sp, char **errmsg)
 {
   pthread_mutex_lock (&job_lock);
   speed = sp;
-  slice_start = now ();
-  slice_bytes = 0;
+  new_slice ();
   pthread_cond_broadcast (&job_cond);
   pthread_mutex_unlock (&job_lock);
   return 0;

@@ -266,22 +266,6 @@ pop_pread (nbdkit_next *next, void *buf, uint32_t count, uint64_t offset,
   return 0;
 }
 
-static int
-do_op (nbdkit_next *next, enum pop_op op, const void *buf, uint32_t count,
-       uint64_t offset, uint32_t flags, int *err)
-{
-  switch (op) {
-  case POP_WRITE:
-    return next->pwrite (next, buf, count, offset, flags, err);
-  case POP_ZERO:
-    return next->zero (next, count, offset, flags, err);
-  case POP_TRIM:
-    return next->trim (next, count, offset, flags, err);
-  }
-  *err = EINVAL;
-  return -1;
-}
-
 /* Whether cluster c lies wholly inside [offset, end). */
 static bool
 covered (uint64_t c, uint64_t offset, uint64_t end)
@@ -299,7 +283,7 @@ covered (uint64_t c, uint64_t offset, uint64_t end)
  * for all of them (invariant 10).
  */
 int
-pop_modify (nbdkit_next *next, enum pop_op op, const void *buf,
+pop_modify (nbdkit_next *next, enum fleece_write_op op, const void *buf,
             uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   uint64_t end = offset + count, c0, c1, c;
@@ -308,11 +292,11 @@ pop_modify (nbdkit_next *next, enum pop_op op, const void *buf,
   int r;
 
   if (stream_is_complete () || count == 0)
-    return do_op (next, op, buf, count, offset, flags, err);
+    return fleece_next_write (next, op, buf, count, offset, flags, err);
   c0 = cluster_of (offset);
   c1 = cluster_of (end - 1);
   if (durable_bits_test (st.durable, c0, c1 - c0 + 1))
-    return do_op (next, op, buf, count, offset, flags, err);
+    return fleece_next_write (next, op, buf, count, offset, flags, err);
 
   for (c = c0; c <= c1; c++)
     if (!is_filled (c)) {
@@ -332,7 +316,7 @@ pop_modify (nbdkit_next *next, enum pop_op op, const void *buf,
         break;
       if (is_filled (c) || covered (c, offset, end))
         continue;
-      if (op == POP_ZERO && (flags & NBDKIT_FLAG_FAST_ZERO)) {
+      if (op == FLEECE_OP_ZERO && (flags & NBDKIT_FLAG_FAST_ZERO)) {
         *err = ENOTSUP;
         rangelock_unlock (&st.locks, &e);
         return -1;
@@ -344,7 +328,7 @@ pop_modify (nbdkit_next *next, enum pop_op op, const void *buf,
       pop_set_filled (c, 1);
     }
   }
-  r = do_op (next, op, buf, count, offset, flags, err);
+  r = fleece_next_write (next, op, buf, count, offset, flags, err);
   if (locked) {
     if (r == 0) {
       for (c = c0; c <= c1; c++) {

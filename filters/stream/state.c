@@ -126,40 +126,23 @@ make_header (unsigned char *h, uint64_t disk_size, uint64_t nclusters)
   put32 (h + 32, fleece_crc32 (0, h, 32));
 }
 
+/* All of len bytes at off, through short transfers and EINTR; a read
+ * that meets the end of the file fails with ENODATA.
+ */
 static int
-full_pwrite (int fd, const void *buf, size_t len, off_t off)
-{
-  const char *p = buf;
-
-  while (len > 0) {
-    ssize_t r = pwrite (fd, p, len, off);
-
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += r;
-    len -= r;
-    off += r;
-  }
-  return 0;
-}
-
-static int
-full_pread (int fd, void *buf, size_t len, off_t off)
+full_io (int fd, bool writing, void *buf, size_t len, off_t off)
 {
   char *p = buf;
 
   while (len > 0) {
-    ssize_t r = pread (fd, p, len, off);
+    ssize_t r = writing ? pwrite (fd, p, len, off) : pread (fd, p, len, off);
 
     if (r == -1) {
       if (errno == EINTR)
         continue;
       return -1;
     }
-    if (r == 0) {
+    if (r == 0 && !writing) {
       errno = ENODATA;
       return -1;
     }
@@ -202,7 +185,7 @@ create_file (const char *path, uint64_t disk_size, uint64_t nclusters)
   make_header (h, disk_size, nclusters);
   fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd == -1 ||
-      full_pwrite (fd, h, sizeof h, 0) == -1 ||
+      full_io (fd, true, h, sizeof h, 0) == -1 ||
       ftruncate (fd, STATE_BITS_OFFSET +
                  ((bits_bytes (nclusters) + 4095) & ~UINT64_C (4095))) == -1 ||
       fsync (fd) == -1 ||
@@ -238,7 +221,7 @@ write_done_record (int fd, uint64_t disk_size)
   memcpy (r, DONE_MAGIC, 8);
   put64 (r + 8, disk_size);
   put32 (r + 16, fleece_crc32 (0, r, 16));
-  if (full_pwrite (fd, r, sizeof r, DONE_OFFSET) == -1 ||
+  if (full_io (fd, true, r, sizeof r, DONE_OFFSET) == -1 ||
       fdatasync (fd) == -1)
     return -1;
   return 0;
@@ -290,7 +273,7 @@ state_open (uint64_t disk_size, bool have_base, bool *complete,
       return -1;
   }
   else {
-    if (full_pread (fd, h, sizeof h, 0) == -1 ||
+    if (full_io (fd, false, h, sizeof h, 0) == -1 ||
         memcmp (h, HDR_MAGIC, 8) != 0) {
       nbdkit_error ("stream-state=%s: not a stream state file; give the "
                     "state file of this restore, or a path that does not "
@@ -345,7 +328,7 @@ state_open (uint64_t disk_size, bool have_base, bool *complete,
     nbdkit_error ("stream-state: calloc: %m");
     goto err;
   }
-  if (full_pread (fd, bits, nbytes, STATE_BITS_OFFSET) == -1) {
+  if (full_io (fd, false, bits, nbytes, STATE_BITS_OFFSET) == -1) {
     nbdkit_error ("stream-state=%s: cannot read the populated-cluster map "
                   "(%m): the file is truncated or damaged", path);
     goto err;
@@ -358,7 +341,7 @@ state_open (uint64_t disk_size, bool have_base, bool *complete,
   if (all && nclusters % 8)
     all = bits[nbytes - 1] == (1u << (nclusters % 8)) - 1;
 
-  if (full_pread (fd, done, sizeof done, DONE_OFFSET) == 0 &&
+  if (full_io (fd, false, done, sizeof done, DONE_OFFSET) == 0 &&
       done_record_valid (done, disk_size))
     *complete = true;
   else if (all) {

@@ -9,19 +9,18 @@
 
 #include <nbdkit-filter.h>
 
+#include "glue.h"
+
 extern void *stream_open (nbdkit_next_open *next, nbdkit_context *nxdata,
                           int readonly, const char *exportname, int is_tls);
 extern int stream_can_cache (nbdkit_next *next, void *handle);
 extern int stream_pread (nbdkit_next *next, void *handle, void *buf,
                          uint32_t count, uint64_t offset, uint32_t flags,
                          int *err);
-extern int stream_pwrite (nbdkit_next *next, void *handle, const void *buf,
-                          uint32_t count, uint64_t offset, uint32_t flags,
-                          int *err);
-extern int stream_zero (nbdkit_next *next, void *handle, uint32_t count,
-                        uint64_t offset, uint32_t flags, int *err);
-extern int stream_trim (nbdkit_next *next, void *handle, uint32_t count,
-                        uint64_t offset, uint32_t flags, int *err);
+extern int stream_write (nbdkit_next *next, void *handle,
+                         enum fleece_write_op op, const void *buf,
+                         uint32_t count, uint64_t offset, uint32_t flags,
+                         int *err);
 extern int stream_extents (nbdkit_next *next, void *handle, uint32_t count,
                            uint64_t offset, uint32_t flags,
                            struct nbdkit_extents *extents, int *err);

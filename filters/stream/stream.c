@@ -14,7 +14,6 @@
 
 #include <nbdkit-filter.h>
 
-#include "backend.h"
 #include "fleece-api.h"
 #include "stack-rules.h"
 #include "stream.h"
@@ -46,25 +45,13 @@ stream_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
   return pop_pread (next, buf, count, offset, flags, err);
 }
 
+/* Write, zero and trim (FLEECE_WRITE_CALLBACKS in glue.c). */
 int
-stream_pwrite (nbdkit_next *next, void *handle, const void *buf,
-               uint32_t count, uint64_t offset, uint32_t flags, int *err)
+stream_write (nbdkit_next *next, void *handle, enum fleece_write_op op,
+              const void *buf, uint32_t count, uint64_t offset,
+              uint32_t flags, int *err)
 {
-  return pop_modify (next, POP_WRITE, buf, count, offset, flags, err);
-}
-
-int
-stream_zero (nbdkit_next *next, void *handle, uint32_t count,
-             uint64_t offset, uint32_t flags, int *err)
-{
-  return pop_modify (next, POP_ZERO, NULL, count, offset, flags, err);
-}
-
-int
-stream_trim (nbdkit_next *next, void *handle, uint32_t count,
-             uint64_t offset, uint32_t flags, int *err)
-{
-  return pop_modify (next, POP_TRIM, NULL, count, offset, flags, err);
+  return pop_modify (next, op, buf, count, offset, flags, err);
 }
 
 /* Block status: populated clusters as the disk says; an unpopulated
@@ -134,11 +121,9 @@ stream_start (nbdkit_backend *backend)
 
   if (state_after_fork_pid () == -1)
     return -1;
-  size = fleece_disk_size (backend);
-  if (size == -1) {
-    nbdkit_error ("stream: cannot find the size of the disk");
+  size = fleece_glue_disk_size (FLEECE_STREAM, backend);
+  if (size == -1)
     return -1;
-  }
   if (state_open (size, stream_config.base_uri != NULL, &complete,
                   &initial, &fd) == -1)
     return -1;

@@ -46,6 +46,7 @@
 
 #include "bitset.h"
 #include "durable-bits.h"
+#include "glue.h"
 #include "json.h"
 #include "rangelock.h"
 
@@ -189,10 +190,9 @@ extern int pop_make_durable (nbdkit_next *next, uint64_t first, uint64_t n,
 /* Guest I/O with population; see stream.c. */
 extern int pop_pread (nbdkit_next *next, void *buf, uint32_t count,
                       uint64_t offset, uint32_t flags, int *err);
-enum pop_op { POP_WRITE, POP_ZERO, POP_TRIM };
-extern int pop_modify (nbdkit_next *next, enum pop_op op, const void *buf,
-                       uint32_t count, uint64_t offset, uint32_t flags,
-                       int *err);
+extern int pop_modify (nbdkit_next *next, enum fleece_write_op op,
+                       const void *buf, uint32_t count, uint64_t offset,
+                       uint32_t flags, int *err);
 extern uint64_t pop_bytes_done (void);
 
 /* job.c: the background job. */
