@@ -294,7 +294,7 @@ stress_thread (void *arg)
     uint64_t i, end;
     int sum = 0;
 
-    if ((iter & 63) == 0 && unit_now () > stress_deadline)
+    if ((iter & 63) == 0 && fleece_now_mono () > stress_deadline)
       break;
     if (off + len > SPACE)
       len = SPACE - off;
@@ -355,7 +355,7 @@ test_stress (void)
   pthread_t th[NT];
   int t;
 
-  stress_deadline = unit_now () + STRESS_SECONDS;
+  stress_deadline = fleece_now_mono () + STRESS_SECONDS;
   for (t = 0; t < NT; t++)
     pthread_create (&th[t], NULL, stress_thread, (void *) (uintptr_t) (t + 1));
   for (t = 0; t < NT; t++)

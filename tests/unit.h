@@ -3,8 +3,8 @@
  *
  * Minimal helpers for the C unit tests.  A test program exits 0 when
  * every check passed, 1 otherwise (automake's test protocol).  Also
- * the clock, sleeping and waiting for another thread that the tests
- * with threads or servers need.
+ * the sleeping and waiting for another thread that the tests with
+ * threads or servers need (the clock is common/monotime.h).
  */
 
 #ifndef FLEECE_UNIT_H
@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "monotime.h"
 
 static unsigned unit_failures;
 
@@ -37,16 +39,6 @@ static unsigned unit_failures;
 
 #define ARRAY_SIZE(a) (sizeof (a) / sizeof (a)[0])
 
-/* Seconds of CLOCK_MONOTONIC. */
-static inline double
-unit_now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static inline void
 unit_sleep_ms (unsigned ms)
 {
@@ -61,9 +53,9 @@ unit_sleep_ms (unsigned ms)
  */
 #define WAIT_UNTIL(cond, seconds, poll_ms)                              \
   __extension__ ({                                                      \
-    double unit_deadline_ = unit_now () + (seconds);                    \
+    double unit_deadline_ = fleece_now_mono () + (seconds);                    \
     bool unit_ok_;                                                      \
-    while (!(unit_ok_ = (cond)) && unit_now () < unit_deadline_)        \
+    while (!(unit_ok_ = (cond)) && fleece_now_mono () < unit_deadline_)        \
       unit_sleep_ms (poll_ms);                                          \
     unit_ok_;                                                           \
   })
