@@ -65,6 +65,12 @@ expect_refused_fg 'smaller than the disk' \
 start_nbdkit "$tmpdir/s.sock" $(s) stream-state="$state" \
   stream-base="nbd+unix:///?socket=$tmpdir/nobody.sock" \
   control="$tmpdir/ctl.sock"
+# The line comes from the filter's first connection attempt, which
+# may still be running when the socket appears: give it a few seconds.
+for _ in $(seq 50); do
+  grep -q 'the base cannot be reached now' "$tmpdir/s.sock.log" && break
+  sleep 0.1
+done
 grep -q 'the base cannot be reached now' "$tmpdir/s.sock.log" ||
   fail "no log line about the unreachable base"
 st=$(ctl "$tmpdir/ctl.sock" status)
