@@ -154,7 +154,7 @@ def run(a):
             kind = "read"
             off = rng.randrange(0, size)
             n = min(rng.choice([1, 512, 4096, CL, 3 * CL + 17,
-                                rng.randint(1, 512 * 1024)]), size - off)
+                                rng.randint(1, 256 * 1024)]), size - off)
         elif r < 0.50:
             kind = "write"           # partial, may cross a cluster
             off = rng.randrange(0, size)

@@ -13,9 +13,9 @@
 #         low speed.
 # The same seeded guest operations (reads, partial and whole-cluster
 # writes, zeroes, whole-cluster trims; tests/stream_vs_qemu.py) go to
-# both while their jobs run, every read checked on both; then both
-# speed limits go, both jobs complete, and both disks must equal the
-# model (base + operations) and each other.  Afterwards, with the base
+# both while their jobs run (at 1 MiB/s), every read checked on both;
+# then both speed limits go, both jobs complete, and both disks must
+# equal the model (base + operations) and each other.  Afterwards, with the base
 # server stopped: QEMU's overlay names no backing file any more and
 # converts to the model; our state file says complete, and a server
 # started without stream-base serves the model (and so does the raw
@@ -31,8 +31,8 @@ size=$((64 * 1024 * 1024))
 seed=${FLEECE_SEED:-20261202}
 ops=${FLEECE_OPS:-400}
 # Slow enough that the operations meet unpopulated clusters on both
-# sides (64 MiB takes 32 s at this rate; the limit goes after them).
-speed=$((2 * 1024 * 1024))
+# sides (64 MiB takes a minute at this rate; the limit goes after them).
+speed=$((1024 * 1024))
 echo "seed: $seed, operations: $ops (FLEECE_SEED, FLEECE_OPS)"
 
 d=$tmpdir
