@@ -64,6 +64,11 @@ connect_base (int *err)
 
   if (h == NULL ||
       nbd_set_uri_allow_local_file (h, true) == -1 ||
+      /* A failed read's buffer is never used: libnbd need not clear
+       * every buffer first (a memset of all the data copied, 16% of
+       * the server's CPU time while populating at full speed).
+       */
+      nbd_set_pread_initialize (h, false) == -1 ||
       nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
       nbd_connect_uri (h, uri) == -1) {
     *err = nbd_get_errno () ? nbd_get_errno () : EIO;
