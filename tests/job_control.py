@@ -59,8 +59,15 @@ def speed_pause(ctl, t, model):
     ctl.ok("job-pause id=%s" % jid)
     check(job_of(ctl, jid)["state"] == "paused", "state is not paused")
     ctl.refused("job-pause id=%s" % jid, "already paused")
-    time.sleep(0.4)             # pieces in flight finish
+    # Pieces already in flight finish (slowly on a loaded machine):
+    # wait until bytes_done stops, then it must stay put.
     a = job_of(ctl, jid)["bytes_done"]
+    for _ in range(50):
+        time.sleep(0.3)
+        n = job_of(ctl, jid)["bytes_done"]
+        if n == a:
+            break
+        a = n
     time.sleep(1.0)
     b = job_of(ctl, jid)
     check(b["bytes_done"] == a and b["state"] == "paused",
