@@ -17,10 +17,10 @@
  *   matches that and is at most 1 MiB): bitset_deserialize must
  *   accept exactly the inputs whose padding bits are zero, and
  *   serialising back must give the same bytes and the same bit count;
- * - versions 1, 2 and 3 decode; the disk id (version 2 on) and reasons
+ * - versions 1 to 4 decode; the disk id (version 2 on) and reasons
  *   (version 2 on, only on inconsistent checkpoints) are exactly their
- *   bytes, printable ASCII (the id without spaces); in version 3 the
- *   CRC ends the checksummed part, the newest checkpoint's bits are
+ *   bytes, printable ASCII (the id without spaces); from version 3 on
+ *   the CRC ends the checksummed part, the newest checkpoint's bits are
  *   the live region that ends the file, and a checkpoint's flag byte
  *   may also say provisional (bit 1);
  * - the file is encoded again with bmfile_encode (bitmaps of
@@ -28,7 +28,9 @@
  *   decoded: every field must survive, and when the flags word has no
  *   unknown bits the new file must be byte for byte the input
  *   (versions 2 and 3 are written back as they were; a version 1
- *   input comes back as version 3).
+ *   input comes back as version 4; a version 4 input is compared by
+ *   fields only, as its intent map is written back clear and sized
+ *   from the bits).
  */
 
 #include <config.h>
@@ -161,7 +163,10 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
     fprintf (stderr, "re-encoded file does not decode: %s\n", why);
     CHECK (!"decode (encode (x)) succeeds");
   }
-  CHECK (g.version == (f->version == 2 ? 2 : 3));
+  CHECK (g.version == (f->version == 2 ? 2 : f->version == 3 ? 3 : 4));
+  CHECK (g.version < 4 || (g.intent_shift == f->intent_shift &&
+                           memcmp (g.boot_id, f->boot_id,
+                                   BMFILE_BOOT_ID_LEN) == 0));
   CHECK (strcmp (g.disk_id, f->disk_id) == 0);
   CHECK (g.in_use == f->in_use);
   CHECK (g.disk_size == f->disk_size);
@@ -187,7 +192,9 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
    * decoder ignores and the encoder does not keep).
    */
   if (f->version == 1)
-    CHECK (memcmp (enc, buf, 8) == 0 && rd32 (enc + 8) == 3);
+    CHECK (memcmp (enc, buf, 8) == 0 && rd32 (enc + 8) == 4);
+  else if (f->version == 4)
+    ;  /* the intent map is re-encoded clear, sized from the bits */
   else if (rd32 (buf + 12) <= (f->version == 3 ? 3u : 1u)) {
     CHECK (enc_len == len);
     CHECK (memcmp (enc, buf, len) == 0);
@@ -230,15 +237,25 @@ decode_and_check (const unsigned char *buf, size_t len)
   CHECK (len >= HEADER_SIZE + 4);
   CHECK (memcmp (buf, BMFILE_MAGIC, 8) == 0);
   CHECK (rd32 (buf + 8) == f.version);
-  CHECK (f.version >= 1 && f.version <= 3);
+  CHECK (f.version >= 1 && f.version <= 4);
   CHECK (f.in_use == ((rd32 (buf + 12) & BMFILE_FLAG_IN_USE) != 0));
   CHECK (f.disk_size == rd64 (buf + 16));
   CHECK (f.granularity == rd32 (buf + 24));
   CHECK (f.n == rd32 (buf + 28));
   CHECK (f.next_seq == rd64 (buf + 32));
-  end = f.version == 3 ? buf + rd64 (buf + 40) - 4 : buf + len - 4;
+  end = f.version >= 3 ? buf + rd64 (buf + 40) - 4 : buf + len - 4;
   CHECK (rd32 (end) == fleece_crc32 (0, buf, end - buf));
-  if (f.version == 3) {
+  if (f.version == 4) {
+    CHECK (f.intent_offset == rd64 (buf + 64) &&
+           f.intent_len == rd64 (buf + 72) &&
+           f.intent_shift == rd32 (buf + 80) && f.intent_shift < 64 &&
+           memcmp (f.boot_id, buf + 84, BMFILE_BOOT_ID_LEN) == 0);
+    CHECK (f.intent_offset % BMFILE_PAGE == 0);
+    CHECK (f.live_offset == 0 ? f.intent_offset == 0 && f.intent_len == 0
+           : f.intent_offset >= (size_t) (end + 4 - buf)
+           && f.intent_offset + f.intent_len <= f.live_offset);
+  }
+  if (f.version >= 3) {
     CHECK (f.write_ahead == ((rd32 (buf + 12) & BMFILE_FLAG_WRITE_AHEAD)
                              != 0));
     CHECK (f.live_offset == rd64 (buf + 48) && f.live_len == rd64 (buf + 56));
@@ -251,7 +268,7 @@ decode_and_check (const unsigned char *buf, size_t len)
   /* Checkpoints: names valid, fields match the bytes, bits in order
    * and inside the buffer, nothing left over.
    */
-  next = buf + (f.version == 3 ? 64 : HEADER_SIZE);
+  next = buf + (f.version == 4 ? 100 : f.version == 3 ? 64 : HEADER_SIZE);
   if (f.version >= 2) {
     size_t idlen = strlen (f.disk_id);
 
@@ -298,7 +315,7 @@ decode_and_check (const unsigned char *buf, size_t len)
     }
     else
       CHECK (c->reason[0] == '\0');
-    if (f.version == 3 && i == f.n - 1) {
+    if (f.version >= 3 && i == f.n - 1) {
       CHECK (rd64 (next) == 0);
       next += 8;
       CHECK (c->bits == buf + f.live_offset && c->bits_len == f.live_len);
