@@ -5,9 +5,13 @@
  *
  * Invariants (f->lock held to read or change them, except written's
  * words, see the header):
- *  - written ⊆ wanted; outside f->lock, written == wanted unless error
- *    is set (fine_bits_set_write sets, writes and publishes under the
- *    lock), so the file region holds every bit of written;
+ *  - written ⊆ wanted; outside f->lock and outside a switch, written ==
+ *    wanted unless error is set (fine_bits_set_write sets, writes and
+ *    publishes under the lock), so the file region holds every bit of
+ *    written;
+ *  - while switching, written holds only bits in both the new image
+ *    and the old era's region, so a writer passing on them is covered
+ *    whichever file a crash leaves;
  *  - fd == -1 exactly while switching (or before the first attach):
  *    nothing is written, and fine_bits_set_write waits on done;
  *  - bits past nbits are never set.
@@ -212,10 +216,17 @@ fine_bits_switch_begin (struct fine_bits *f, uint64_t nbits,
   f->old_nbits = f->nbits;
   f->old_wanted = f->wanted;
   f->old_written = f->written;
-  /* The initial bits are in the new image: they pass the test at
-   * once (the caller makes them durable before the switch ends, or
-   * they were already in the old file's region).
+  /* Until the switch ends either file may be the one a crash leaves
+   * in place: only a bit in both (the new image and the old region)
+   * passes the test meanwhile.  A bit of the new image alone (the
+   * recording checkpoint changed) waits like a new one.
    */
+  {
+    uint64_t w, nw = nwords_for (nbits);
+
+    for (w = 0; w < nw; w++)
+      written[w] = nbits == f->old_nbits ? written[w] & f->old_written[w] : 0;
+  }
   f->wanted = wanted;
   f->written = written;
   f->nbits = nbits;
@@ -237,12 +248,19 @@ fine_bits_switch_end (struct fine_bits *f, int fd, uint64_t offset)
   }
   f->switching = false;
   if (fd >= 0) {
+    uint64_t w;
+
     f->fd = dup (fd);
     f->offset = offset;
     if (f->fd == -1)
       f->error = errno ? errno : EIO;
     if (f->old_fd >= 0)
       close (f->old_fd);
+    /* The new file is in place with the initial bits, and no bit was
+     * set since (writers waited).
+     */
+    for (w = 0; f->fd >= 0 && w < f->nwords; w++)
+      __atomic_store_n (&f->written[w], f->wanted[w], __ATOMIC_RELEASE);
   }
   else if (f->old_fd >= 0 && f->old_nbits == f->nbits) {
     /* Back to the old file: it gets the old bits and the new ones. */
