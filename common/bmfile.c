@@ -407,7 +407,7 @@ v4_layout (const unsigned char *buf, size_t len, uint64_t *meta,
   *intent_len = rd64 (buf + 72);
   if (*live == 0)
     return *intent == 0 && *intent_len == 0;
-  if (*intent % BMFILE_PAGE != 0 || *intent < *meta ||
+  if (*intent % BMFILE_PAGE != 0 || *intent < *meta || *intent > *live ||
       *intent_len > *live_len || *intent_len > *live - *intent)
     return false;
   for (k = *meta; k < *live; k++)

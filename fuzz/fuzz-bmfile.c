@@ -297,11 +297,11 @@ decode_and_check (const unsigned char *buf, size_t len)
     next += 1 + nlen;
     CHECK (c->seq == rd64 (next));
     CHECK ((uint64_t) c->created == rd64 (next + 8));
-    /* The flag byte: bit 0 consistent; in version 3, bit 1 provisional
+    /* The flag byte: bit 0 consistent; from version 3, bit 1 provisional
      * (a backup job's checkpoint, see bmfile.h); nothing else.
      */
     CHECK (next[16] == ((c->consistent ? 1 : 0) | (c->provisional ? 2 : 0)));
-    CHECK (f.version == 3 || !c->provisional);
+    CHECK (f.version >= 3 || !c->provisional);
     next += 17;
     if (f.version >= 2) {
       size_t rlen = strlen (c->reason), j;
