@@ -377,6 +377,21 @@ main (void)
     refused (d4, l4, "v4 padding after the intent map");
     for (k = 0; k + 1 < l4; k += 97)    /* any truncation */
       refused (v4, k, "v4 truncated");
+    {
+      /* An intent map placed at or after the live region, CRC fixed. */
+      static const uint64_t bad_at[] = { 3 * BMFILE_PAGE,
+                                         UINT64_C (0x4000001000) };
+      size_t b;
+
+      for (b = 0; b < 2; b++) {
+        uint64_t v = htole64 (bad_at[b]);
+
+        memcpy (d4, v4, l4);
+        memcpy (d4 + 64, &v, 8);
+        reseal (d4, meta);
+        refused (d4, l4, "v4 intent map after the live region");
+      }
+    }
     /* Intent bits set in place: accepted, and expanded on demand. */
     memcpy (d4, v4, l4);
     d4[lay.intent_offset] = 0x02;       /* region 1: granules 64-127 */
