@@ -263,16 +263,23 @@ fine_bits_switch_end (struct fine_bits *f, int fd, uint64_t offset)
       __atomic_store_n (&f->written[w], f->wanted[w], __ATOMIC_RELEASE);
   }
   else if (f->old_fd >= 0 && f->old_nbits == f->nbits) {
-    /* Back to the old file: it gets the old bits and the new ones. */
+    /* Back to the old file, exactly as it was: no bit was set during
+     * the switch (writers waited), and a bit of the new image alone
+     * must not pass without its region's intent bit in the old file
+     * (a writer of it now waits for that, then writes it here).
+     */
     uint64_t w;
 
-    for (w = 0; w < f->nwords; w++)
-      f->wanted[w] |= f->old_wanted[w];
+    /* Copied, not swapped: fine_bits_test may be reading the words
+     * (written during the switch is a subset of old_written).
+     */
+    for (w = 0; w < f->nwords; w++) {
+      f->wanted[w] = f->old_wanted[w];
+      __atomic_store_n (&f->written[w], f->old_written[w], __ATOMIC_RELEASE);
+    }
     f->fd = f->old_fd;
     f->offset = f->old_offset;
     f->error = f->old_error;
-    if (!f->error && f->nwords > 0)
-      write_changed (f, f->old_written, 0, f->nwords - 1);
   }
   else {
     if (f->old_fd >= 0)

@@ -381,10 +381,10 @@ main (void)
       /* An intent map placed at or after the live region, CRC fixed. */
       static const uint64_t bad_at[] = { 3 * BMFILE_PAGE,
                                          UINT64_C (0x4000001000) };
-      size_t b;
+      size_t j;
 
-      for (b = 0; b < 2; b++) {
-        uint64_t v = htole64 (bad_at[b]);
+      for (j = 0; j < 2; j++) {
+        uint64_t v = htole64 (bad_at[j]);
 
         memcpy (d4, v4, l4);
         memcpy (d4 + 64, &v, 8);

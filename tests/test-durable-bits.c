@@ -349,11 +349,14 @@ test_fine (void)
     }
   CHECK (get_count (&syncs_entered) == s0);             /* never synced */
 
-  /* A failed switch: writers wait, then go on in the old file. */
+  /* A failed switch: writers wait, then go on in the old file as it
+   * was; a bit of the new image alone (30777) is not taken as written
+   * there.
+   */
   free (init);
-  init = initial_with (NBITS);
+  init = initial_with (30777);
   CHECK (fine_bits_switch_begin (f, NBITS, init) == 0);
-  CHECK (!fine_bits_test (f, 500, 1));
+  CHECK (!fine_bits_test (f, 500, 1) && !fine_bits_test (f, 30777, 1));
   start (&w, SET_WRITE, f, 20000, 1);
   sleep_ms (20);
   CHECK (!is_done (&w));
@@ -361,6 +364,7 @@ test_fine (void)
   pthread_join (w.t, NULL);
   CHECK (w.r == 0 && file_bit (rd, 0, 20000) && file_bit (rd, 0, 500));
   CHECK (fine_bits_test (f, 500, 20) && fine_bits_test (f, 20000, 1));
+  CHECK (!fine_bits_test (f, 30777, 1) && !file_bit (rd, 0, 30777));
 
   /* A switch to a new file: its initial bits pass at once. */
   fd2 = new_file ("d", &rd2);
