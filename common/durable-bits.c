@@ -342,19 +342,14 @@ durable_bits_test (const struct durable_bits *d, uint64_t first, uint64_t n)
   return range_in (d->durable, first, end, true);
 }
 
-int
-durable_bits_set_wait (struct durable_bits *d, uint64_t first, uint64_t n)
+/* Ask for bits [first, end) (lock held, end > first): they go into
+ * the commit thread's next batch.
+ */
+static void
+ask_locked (struct durable_bits *d, uint64_t first, uint64_t end)
 {
-  uint64_t end, w;
-  bool waited = false;
-  int r = 0;
+  uint64_t w;
 
-  if (durable_bits_test (d, first, n))
-    return 0;
-  pthread_mutex_lock (&d->lock);
-  if (n == 0 || first >= d->nbits)
-    goto out;
-  end = n > d->nbits - first ? d->nbits : first + n;
   for (w = first / 64; w <= (end - 1) / 64; w++) {
     uint64_t m = mask_of (w, first, end);
 
@@ -366,6 +361,33 @@ durable_bits_set_wait (struct durable_bits *d, uint64_t first, uint64_t n)
   }
   if (d->any_dirty)
     pthread_cond_signal (&d->work);
+}
+
+void
+durable_bits_ask (struct durable_bits *d, uint64_t first, uint64_t n)
+{
+  if (durable_bits_test (d, first, n))
+    return;
+  pthread_mutex_lock (&d->lock);
+  if (n > 0 && first < d->nbits)
+    ask_locked (d, first, n > d->nbits - first ? d->nbits : first + n);
+  pthread_mutex_unlock (&d->lock);
+}
+
+int
+durable_bits_set_wait (struct durable_bits *d, uint64_t first, uint64_t n)
+{
+  uint64_t end;
+  bool waited = false;
+  int r = 0;
+
+  if (durable_bits_test (d, first, n))
+    return 0;
+  pthread_mutex_lock (&d->lock);
+  if (n == 0 || first >= d->nbits)
+    goto out;
+  end = n > d->nbits - first ? d->nbits : first + n;
+  ask_locked (d, first, end);
   while (!d->error && !range_in (d->durable, first, end, false)) {
     waited = true;
     pthread_cond_wait (&d->done, &d->lock);

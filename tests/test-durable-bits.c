@@ -9,7 +9,8 @@
  * sync runs share the next one; a failed sync fails its waiters and
  * every later one until the next era; a switch makes writers wait for
  * the new file, and a failed switch goes on in the old file with every
- * bit.  Fine bits: written in place with no sync, never fewer bits
+ * bit; bits asked for ahead go with the next commit, with no wait.
+ * Fine bits: written in place with no sync, never fewer bits
  * under concurrent writers, the same switch rules.  Both levels as the
  * dirty-bitmap filter uses them: one sync per region, none per
  * granule.
@@ -228,6 +229,17 @@ test_durable (void)
   CHECK (get_count (&syncs_done) == 2);
   durable_bits_get_stats (d, &st);
   CHECK (st.syncs == 2 && st.waits == 9);
+
+  /* Asked ahead: no wait, durable with the next commit. */
+  s0 = get_count (&syncs_done);
+  durable_bits_ask (d, 5500, 4);
+  CHECK (durable_bits_set_wait (d, 7500, 1) == 0);
+  CHECK (wait_count (&syncs_done, s0 + 1));
+  for (i = 0; i < 500 && !durable_bits_test (d, 5500, 4); i++)
+    sleep_ms (10);
+  CHECK (durable_bits_test (d, 5500, 4) && file_bit (rd, 4096, 5503));
+  durable_bits_get_stats (d, &st);
+  CHECK (st.waits == 10);
 
   /* Already durable: no I/O.  Past the end: ignored. */
   s0 = get_count (&syncs_done);

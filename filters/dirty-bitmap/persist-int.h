@@ -32,6 +32,8 @@ extern uint64_t recovered_regions;
 
 /* The intent map's region: 4 MiB of disk (see persist.c). */
 #define INTENT_REGION_BYTES (4 * 1024 * 1024)
+/* Regions asked for ahead of a sequential writer (see persist.c). */
+#define INTENT_AHEAD 4
 
 /* Write buf to path atomically (see persist.c); *keep_fd (may be
  * NULL) gets the new file's descriptor, open for writing.

@@ -77,6 +77,12 @@ time_t pending_mtime;
  * counted as written (persist-load.c).  Both maps start empty-of-news
  * in each new file: its image holds the live bits, synced.
  *
+ * Sequential writers: a write that starts a region right after a
+ * durable one also asks for the next INTENT_AHEAD regions (16 MiB)
+ * without waiting (persist_wait), so a stream of sequential writes
+ * rarely waits for a sync; after a power loss those few regions
+ * ahead count as changed too.
+ *
  * Region size: 4 MiB of disk (64 granules of 64K).  Larger regions mean
  * fewer syncs (a sequential writer pays one per 4 MiB) but more data
  * counted as changed after a power loss; 4 MiB keeps that to at most
@@ -298,6 +304,15 @@ persist_wait (uint64_t first, uint64_t n)
     return 0;
   r0 = first >> intent_shift;
   r1 = (first + n - 1) >> intent_shift;
+  /* A write that starts a region (or crosses into one) right after a
+   * region already durable looks sequential: the next INTENT_AHEAD
+   * regions are asked for too, in the same commit and without
+   * waiting, so a sequential writer finds them durable when it gets
+   * there.
+   */
+  if ((r1 > r0 || (first & ((UINT64_C (1) << intent_shift) - 1)) == 0) &&
+      r0 > 0 && durable_bits_test (wal, r0 - 1, 1))
+    durable_bits_ask (wal, r1 + 1, INTENT_AHEAD);
   if (durable_bits_set_wait (wal, r0, r1 - r0 + 1) == -1)
     return -1;
   return fine_bits_set_write (wal_fine, first, n);
