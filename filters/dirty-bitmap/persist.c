@@ -74,8 +74,9 @@ time_t pending_mtime;
  * Later writes to the granule find its bit in wal_fine and do no I/O.
  * After a crash of the process (same boot id) the live region is exact;
  * after a power loss (another boot) every region of the intent map is
- * counted as written (persist-load.c).  Both maps start empty-of-news
- * in each new file: its image holds the live bits, synced.
+ * counted as written (persist-load.c).  Each rewrite of the file
+ * starts both maps afresh: its image holds the granule bits (synced
+ * with the file) and a clear intent map.
  *
  * Sequential writers: a write that starts a region right after a
  * durable one also asks for the next INTENT_AHEAD regions (16 MiB)
@@ -83,11 +84,13 @@ time_t pending_mtime;
  * rarely waits for a sync; after a power loss those few regions
  * ahead count as changed too.
  *
- * Region size: 4 MiB of disk (64 granules of 64K).  Larger regions mean
- * fewer syncs (a sequential writer pays one per 4 MiB) but more data
- * counted as changed after a power loss; 4 MiB keeps that to at most
- * one region per region the guest touched since the checkpoint and
- * the intent map small (32 KiB for 1 TiB).
+ * Region size: 4 MiB of disk (64 granules of 64K).  Larger regions
+ * mean fewer syncs but more data counted as changed after a power
+ * loss (at most 4 MiB per region written since the checkpoint, where
+ * a backup of 64K granules reads at least 64K); 4 MiB is small next to
+ * what a guest typically writes between backups, a random 4K writer
+ * pays one sync per 64 first touches of granules instead of one per
+ * granule, and the intent map stays small (32 KiB for 1 TiB).
  *
  * Set at after_fork, freed at cleanup; durable-bits.c and fine-bits.c
  * have their own locks.  NULL in clean-stop mode.  intent_shift and
