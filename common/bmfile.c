@@ -7,7 +7,11 @@
  * CRC-32, and the live region (the newest checkpoint's bits, updated in
  * place, not checksummed: its bits only ever go from 0 to 1 between two
  * rewrites of the whole file) starts at the next multiple of
- * BMFILE_PAGE and ends the file.
+ * BMFILE_PAGE and ends the file.  Version 4: as version 3, with the
+ * intent map (one bit per region of granules, also updated in place
+ * and only ever set between two rewrites) at the first multiple of
+ * BMFILE_PAGE after the checksummed part, and the live region at the
+ * next multiple after the intent map.
  */
 
 #include <config.h>
@@ -26,6 +30,7 @@
 
 #define HEADER_SIZE 40          /* versions 1 and 2, before the disk id */
 #define HEADER3_SIZE 64         /* version 3, before the disk id */
+#define HEADER4_SIZE 100        /* version 4, before the disk id */
 
 /* An output buffer; failed is sticky. */
 struct out {
@@ -173,35 +178,47 @@ encode_v2 (const struct bmfile *f, const struct bitset *const *bitmaps,
   return out_finish (&o, len);
 }
 
-/* Version 3: the checksummed part ("meta"), then zeroes up to the next
- * multiple of BMFILE_PAGE, then the live region: the newest
- * checkpoint's bits, which the filter updates in place.
+/* Versions 3 and 4: the checksummed part ("meta"), then zeroes up to
+ * the next multiple of BMFILE_PAGE; version 4: the intent map (all
+ * clear), zeroes up to the next multiple of BMFILE_PAGE; then the live
+ * region: the newest checkpoint's bits.  Both regions are updated in
+ * place by the filter.
  */
+static uint64_t
+page_up (uint64_t x)
+{
+  return (x + BMFILE_PAGE - 1) / BMFILE_PAGE * BMFILE_PAGE;
+}
+
 unsigned char *
-bmfile_encode_live (const struct bmfile *f,
-                    const struct bitset *const *bitmaps, size_t *len,
-                    uint64_t *live_offset)
+bmfile_encode_layout (const struct bmfile *f,
+                      const struct bitset *const *bitmaps, size_t *len,
+                      struct bmfile_layout *lay)
 {
   struct out o = { NULL, 0, 0, false };
   size_t layout, meta_len;
-  uint64_t live = 0, live_len = 0;
-  uint32_t i, flags = 0;
+  uint64_t live = 0, live_len = 0, intent = 0, intent_len = 0;
+  uint32_t i, flags = 0, version = f->version == 3 ? 3 : 4;
   unsigned char *r;
 
-  if (f->version == 2) {
-    if (live_offset)
-      *live_offset = 0;
+  memset (lay, 0, sizeof *lay);
+  if (f->version == 2)
     return encode_v2 (f, bitmaps, len);
-  }
   if (f->in_use)
     flags |= BMFILE_FLAG_IN_USE;
   if (f->write_ahead)
     flags |= BMFILE_FLAG_WRITE_AHEAD;
-  put_header (&o, f, BMFILE_VERSION, flags);
+  put_header (&o, f, version, flags);
   layout = o.len;
   put64 (&o, 0);                /* meta length, patched below */
   put64 (&o, 0);                /* live region offset */
   put64 (&o, 0);                /* live region length */
+  if (version == 4) {
+    put64 (&o, 0);              /* intent map offset */
+    put64 (&o, 0);              /* intent map length */
+    put32 (&o, f->intent_shift);
+    put (&o, f->boot_id, BMFILE_BOOT_ID_LEN);
+  }
   put_disk_id (&o, f);
   for (i = 0; i < f->n; i++) {
     const struct bmfile_checkpoint *c = &f->checkpoints[i];
@@ -215,26 +232,52 @@ bmfile_encode_live (const struct bmfile *f,
       put_bits (&o, bitmaps[i]);
   }
   meta_len = o.len + 4;
-  if (f->n > 0)
-    live = (meta_len + BMFILE_PAGE - 1) / BMFILE_PAGE * BMFILE_PAGE;
+  live = f->n > 0 ? page_up (meta_len) : 0;
+  if (f->n > 0 && version == 4) {
+    intent = live;
+    intent_len = (bmfile_intent_regions (bitmaps[f->n - 1]->nbits,
+                                         f->intent_shift) + 7) / 8;
+    live = page_up (intent + intent_len);
+  }
   patch64 (&o, layout, meta_len);
   patch64 (&o, layout + 8, live);
   patch64 (&o, layout + 16, live_len);
+  if (version == 4) {
+    patch64 (&o, layout + 24, intent);
+    patch64 (&o, layout + 32, intent_len);
+  }
   if (!o.failed)
     put32 (&o, fleece_crc32 (0, o.p, o.len));
   if (f->n > 0) {
     unsigned char *pad = reserve (&o, live - meta_len);
     unsigned char *bits;
 
-    if (pad)
+    if (pad)                    /* padding and the intent map: clear */
       memset (pad, 0, live - meta_len);
     bits = reserve (&o, live_len);
     if (bits)
       bitset_serialize (bitmaps[f->n - 1], bits);
   }
   r = out_finish (&o, len);
-  if (r && live_offset)
-    *live_offset = live;
+  if (r) {
+    lay->live_offset = live;
+    lay->live_len = live_len;
+    lay->intent_offset = intent;
+    lay->intent_len = intent_len;
+  }
+  return r;
+}
+
+unsigned char *
+bmfile_encode_live (const struct bmfile *f,
+                    const struct bitset *const *bitmaps, size_t *len,
+                    uint64_t *live_offset)
+{
+  struct bmfile_layout lay;
+  unsigned char *r = bmfile_encode_layout (f, bitmaps, len, &lay);
+
+  if (live_offset)
+    *live_offset = lay.live_offset;
   return r;
 }
 
@@ -350,6 +393,36 @@ v3_layout (const unsigned char *buf, size_t len, uint64_t *meta,
     *live_len == len - *live;
 }
 
+/* Version 4's layout: as version 3's, and the intent map
+ * [intent, intent + intent_len) is page-aligned, between the
+ * checksummed part and the live region, no longer than the live
+ * region, and present exactly when the live region is.  Every byte
+ * between the checksummed part and the live region that is not in the
+ * intent map (padding, never written in place) is zero.
+ */
+static bool
+v4_layout (const unsigned char *buf, size_t len, uint64_t *meta,
+           uint64_t *live, uint64_t *live_len, uint64_t *intent,
+           uint64_t *intent_len)
+{
+  uint64_t k;
+
+  if (len < HEADER4_SIZE + 1 + 4 || !v3_layout (buf, len, meta, live, live_len) ||
+      *meta < HEADER4_SIZE + 1 + 4)
+    return false;
+  *intent = rd64 (buf + 64);
+  *intent_len = rd64 (buf + 72);
+  if (*live == 0)
+    return *intent == 0 && *intent_len == 0;
+  if (*intent % BMFILE_PAGE != 0 || *intent < *meta || *intent > *live ||
+      *intent_len > *live_len || *intent_len > *live - *intent)
+    return false;
+  for (k = *meta; k < *live; k++)
+    if (buf[k] != 0 && (k < *intent || k >= *intent + *intent_len))
+      return false;
+  return true;
+}
+
 int
 bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
                const char **why)
@@ -357,15 +430,18 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
   struct in in = { buf, len };
   char magic[8];
   uint32_t version, flags, i;
-  uint64_t meta = len, live = 0, live_len = 0;
+  uint64_t meta = len, live = 0, live_len = 0, intent = 0, intent_len = 0;
 
   memset (f, 0, sizeof *f);
   if (len < HEADER_SIZE + 4) {
     *why = "the file is truncated";
     return -1;
   }
-  if (le_load32 (buf + 8) == 3 &&
-      !v3_layout (buf, len, &meta, &live, &live_len)) {
+  version = le_load32 (buf + 8);
+  if ((version == 3 && !v3_layout (buf, len, &meta, &live, &live_len)) ||
+      (version == 4 &&
+       !v4_layout (buf, len, &meta, &live, &live_len, &intent,
+                   &intent_len))) {
     *why = "the file is truncated or its layout is invalid";
     return -1;
   }
@@ -380,7 +456,7 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
     return -1;
   }
   get32 (&in, &version);
-  if (version < 1 || version > 3) {
+  if (version < 1 || version > 4) {
     *why = "unknown format version";
     return -1;
   }
@@ -400,6 +476,21 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
     get64 (&in, &skip);
     f->live_offset = live;
     f->live_len = live_len;
+  }
+  if (version >= 4) {
+    uint64_t skip;
+
+    get64 (&in, &skip);
+    get64 (&in, &skip);
+    get32 (&in, &f->intent_shift);
+    get (&in, f->boot_id, BMFILE_BOOT_ID_LEN);
+    f->intent_offset = intent;
+    f->intent_len = intent_len;
+    if (f->intent_shift > 63) {
+      *why = "its structure is invalid";
+      memset (f, 0, sizeof *f);
+      return -1;
+    }
   }
   if (version >= 2) {
     uint8_t idlen;
@@ -453,8 +544,10 @@ bmfile_decode (const unsigned char *buf, size_t len, struct bmfile *f,
 
       if (c->bits_len != 0)
         goto bad;
-      /* The padding is never written in place: it must be zeroes. */
-      for (k = meta; k < live; k++)
+      /* The padding is never written in place: it must be zeroes
+       * (version 4: checked with the intent map by v4_layout).
+       */
+      for (k = meta; version == 3 && k < live; k++)
         if (buf[k] != 0)
           goto bad;
       c->bits = buf + live;

@@ -17,7 +17,7 @@
 #include "size.h"
 
 #define BMFILE_MAGIC "FLEECEBM"
-#define BMFILE_VERSION 3          /* written; 1, 2 and 3 are read */
+#define BMFILE_VERSION 4          /* written; 1 to 4 are read */
 #define BMFILE_FLAG_IN_USE 1
 #define BMFILE_FLAG_WRITE_AHEAD 2 /* written with bitmap-sync=write-ahead */
 /* Version 3: the newest checkpoint's bits (the "live region") start at
@@ -25,6 +25,11 @@
  * can be updated in place a page at a time.
  */
 #define BMFILE_PAGE 4096
+/* Version 4 adds the intent map of the newest checkpoint: one bit per
+ * region of 2^intent_shift granules, page-aligned before the live
+ * region and also updated in place; and the boot id of the writer.
+ */
+#define BMFILE_BOOT_ID_LEN 16
 #define BMFILE_DISK_ID_MAX 64     /* bitmap-disk-id= */
 #define BMFILE_REASON_MAX 255     /* why a checkpoint is inconsistent */
 
@@ -50,8 +55,8 @@ struct bmfile_checkpoint {
 };
 
 struct bmfile {
-  /* Decoded: 1, 2 or 3.  Encoding: 2 writes version 2 (no live
-   * region), anything else version 3.
+  /* Decoded: 1 to 4.  Encoding: 2 writes version 2 (no live region),
+   * 3 version 3 (no intent map), anything else version 4.
    */
   uint32_t version;
   bool in_use;
@@ -70,6 +75,20 @@ struct bmfile {
    * and 0 if there is none (no checkpoints).
    */
   uint64_t live_offset, live_len;
+  /* Version 4: regions of 2^intent_shift granules (encoding: input);
+   * the intent map's place, set as the live region's (encoding writes
+   * it all clear); the boot id of the writer (encoding: input; all
+   * zeroes: unknown).
+   */
+  uint32_t intent_shift;
+  uint64_t intent_offset, intent_len;
+  unsigned char boot_id[BMFILE_BOOT_ID_LEN];
+};
+
+/* Where an encoder put the in-place regions (0 and 0: none). */
+struct bmfile_layout {
+  uint64_t live_offset, live_len;
+  uint64_t intent_offset, intent_len;
 };
 
 /* Encode f, with checkpoint i's bits taken from bitmaps[i], into a
@@ -87,6 +106,26 @@ extern unsigned char *bmfile_encode_live (const struct bmfile *f,
                                           size_t *len,
                                           uint64_t *live_offset);
 
+/* The same, with the places of both in-place regions. */
+extern unsigned char *bmfile_encode_layout (const struct bmfile *f,
+                                            const struct bitset *const *bitmaps,
+                                            size_t *len,
+                                            struct bmfile_layout *lay);
+
+/* Regions of 2^shift granules for nbits granules, and the bytes of
+ * their intent map.
+ */
+extern uint64_t bmfile_intent_regions (uint64_t nbits, uint32_t shift);
+
+/* Recovery after a power loss (version 4): set in live (the newest
+ * checkpoint's nbits bits, serialised) every granule of every region
+ * whose bit is set in intent (intent_len bytes); bits past nbits stay
+ * clear.  Returns the number of regions set in intent.
+ */
+extern uint64_t bmfile_expand_intent (const unsigned char *intent,
+                                      uint64_t intent_len, uint32_t shift,
+                                      unsigned char *live, uint64_t nbits);
+
 /* Decode buf.  Returns 0 (f->checkpoints malloc'd, their bits pointing
  * into buf), or -1 with *why saying what is wrong (f left empty).
  * In version 3 the newest checkpoint's bits point into the live
@@ -100,6 +139,9 @@ extern unsigned char *bmfile_encode_live (const struct bmfile *f,
 extern int bmfile_decode (const unsigned char *buf, size_t len,
                           struct bmfile *f, const char **why);
 extern void bmfile_free (struct bmfile *f);
+
+/* True if two boot ids are known (not all zeroes) and equal. */
+extern bool bmfile_same_boot (const unsigned char *a, const unsigned char *b);
 
 /* A disk id: 1 to BMFILE_DISK_ID_MAX printable ASCII characters
  * without spaces (0x21 to 0x7e).

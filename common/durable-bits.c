@@ -1,20 +1,11 @@
 /* nbdkit-fleece
  * SPDX-License-Identifier: BSD-3-Clause
  *
- * Durable bits: see durable-bits.h for the contract, the crash
- * argument and the locks.
+ * Durable bits: the commit thread, attaching, testing and waiting.
+ * Moving to a new file is in durable-bits-switch.c.  The contract, the
+ * crash argument and the locks are in durable-bits.h.
  *
- * Invariants (d->lock held to read or change them, except durable's
- * words, see the header):
- *  - durable ⊆ wanted: a bit is durable only after a commit wrote a
- *    page holding it and fdatasync returned;
- *  - a page of wanted that holds a bit not yet written since it was
- *    asked for has its dirty flag set, or is in the batch the commit
- *    thread is writing (committing);
- *  - fd == -1 only between switch_begin and switch_end (or before the
- *    first attach): nothing is committed and durable is all clear, so
- *    every waiter waits for the new file;
- *  - bits past nbits are never set in wanted or durable.
+ * The invariants are in durable-bits-int.h.
  */
 
 #include <config.h>
@@ -28,40 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "durable-bits.h"
+#include "durable-bits-int.h"
 
-#define PAGE 4096                       /* = BMFILE_PAGE */
-#define WORDS_PER_PAGE (PAGE / 8)
-
-struct durable_bits {
-  pthread_mutex_t lock;
-  pthread_cond_t work;                  /* the commit thread waits */
-  pthread_cond_t done;                  /* waiters and switches wait */
-  pthread_t thread;
-  bool thread_started, stop;
-
-  int fd;                               /* -1: no file (switching) */
-  uint64_t offset;
-  uint64_t nbits, nwords, npages;
-  uint64_t *wanted;
-  uint64_t *durable;                    /* atomic words */
-  unsigned char *dirty;                 /* one flag per page */
-  bool any_dirty, committing;
-  int error;                            /* sticky errno of this era */
-
-  /* Between switch_begin and switch_end: the old era, and the new
-   * era's initial bits (durable once its file is in place).
-   */
-  bool switching;
-  int old_fd;
-  uint64_t old_offset, old_nbits;
-  uint64_t *old_wanted, *old_durable, *pending_initial;
-
-  struct durable_bits_stats stats;
-};
-
-static uint64_t
-nwords_for (uint64_t nbits)
+uint64_t
+durable_nwords_for (uint64_t nbits)
 {
   return (nbits + 63) / 64;
 }
@@ -70,7 +31,7 @@ nwords_for (uint64_t nbits)
 static void
 load_words (uint64_t *w, uint64_t nbits, const unsigned char *in)
 {
-  uint64_t nw = nwords_for (nbits), len = (nbits + 7) / 8, i;
+  uint64_t nw = durable_nwords_for (nbits), len = (nbits + 7) / 8, i;
 
   memset (w, 0, nw * 8);
   for (i = 0; i < len; i++)
@@ -79,8 +40,8 @@ load_words (uint64_t *w, uint64_t nbits, const unsigned char *in)
     w[nw - 1] &= (UINT64_C (1) << (nbits % 64)) - 1;
 }
 
-static void
-store_durable (struct durable_bits *d, const uint64_t *src)
+void
+durable_store (struct durable_bits *d, const uint64_t *src)
 {
   uint64_t i;
 
@@ -88,8 +49,8 @@ store_durable (struct durable_bits *d, const uint64_t *src)
     __atomic_store_n (&d->durable[i], src ? src[i] : 0, __ATOMIC_RELEASE);
 }
 
-static void
-mark_dirty_where_not_durable (struct durable_bits *d, const uint64_t *base)
+void
+durable_mark_dirty_where_not_durable (struct durable_bits *d, const uint64_t *base)
 {
   uint64_t i;
 
@@ -231,8 +192,8 @@ durable_bits_new (void)
   return d;
 }
 
-static void
-free_maps (uint64_t **a, uint64_t **b)
+void
+durable_free_maps (uint64_t **a, uint64_t **b)
 {
   free (*a);
   free (*b);
@@ -254,8 +215,8 @@ durable_bits_free (struct durable_bits *d)
     close (d->fd);
   if (d->old_fd >= 0)
     close (d->old_fd);
-  free_maps (&d->wanted, &d->durable);
-  free_maps (&d->old_wanted, &d->old_durable);
+  durable_free_maps (&d->wanted, &d->durable);
+  durable_free_maps (&d->old_wanted, &d->old_durable);
   free (d->pending_initial);
   free (d->dirty);
   pthread_mutex_destroy (&d->lock);
@@ -265,11 +226,11 @@ durable_bits_free (struct durable_bits *d)
 }
 
 /* New maps of nbits for the current era (lock held, nothing running). */
-static int
-new_maps (struct durable_bits *d, uint64_t nbits, const unsigned char *initial,
+int
+durable_new_maps (struct durable_bits *d, uint64_t nbits, const unsigned char *initial,
           uint64_t **wanted, uint64_t **durable, unsigned char **dirty)
 {
-  uint64_t nw = nwords_for (nbits), np = (nw + WORDS_PER_PAGE - 1) /
+  uint64_t nw = durable_nwords_for (nbits), np = (nw + WORDS_PER_PAGE - 1) /
     WORDS_PER_PAGE;
 
   *wanted = calloc (nw ? nw : 1, 8);
@@ -311,7 +272,7 @@ durable_bits_attach (struct durable_bits *d, int fd, uint64_t offset,
   uint64_t *wanted, *durable;
   unsigned char *dirty;
 
-  if (new_maps (d, nbits, initial, &wanted, &durable, &dirty) == -1)
+  if (durable_new_maps (d, nbits, initial, &wanted, &durable, &dirty) == -1)
     return -1;
   pthread_mutex_lock (&d->lock);
   if (start_thread (d) == -1) {
@@ -323,13 +284,13 @@ durable_bits_attach (struct durable_bits *d, int fd, uint64_t offset,
   }
   if (d->fd >= 0)
     close (d->fd);
-  free_maps (&d->wanted, &d->durable);
+  durable_free_maps (&d->wanted, &d->durable);
   free (d->dirty);
   d->wanted = wanted;
   d->durable = durable;
   d->dirty = dirty;
   d->nbits = nbits;
-  d->nwords = nwords_for (nbits);
+  d->nwords = durable_nwords_for (nbits);
   d->npages = (d->nwords + WORDS_PER_PAGE - 1) / WORDS_PER_PAGE;
   memcpy (d->durable, d->wanted, d->nwords * 8);
   d->fd = fd;
@@ -339,108 +300,6 @@ durable_bits_attach (struct durable_bits *d, int fd, uint64_t offset,
   pthread_cond_broadcast (&d->done);
   pthread_mutex_unlock (&d->lock);
   return 0;
-}
-
-int
-durable_bits_switch_begin (struct durable_bits *d, uint64_t nbits,
-                           const unsigned char *initial)
-{
-  uint64_t *wanted, *durable;
-  unsigned char *dirty;
-
-  if (new_maps (d, nbits, initial, &wanted, &durable, &dirty) == -1)
-    return -1;
-  pthread_mutex_lock (&d->lock);
-  /* No waiter is left (the caller's rule), but the thread may still
-   * be finishing a batch nobody waits for any more.
-   */
-  while (d->committing)
-    pthread_cond_wait (&d->done, &d->lock);
-  free (d->dirty);
-  d->old_fd = d->fd;
-  d->old_offset = d->offset;
-  d->old_nbits = d->nbits;
-  d->old_wanted = d->wanted;
-  d->old_durable = d->durable;
-  /* The new era's bits count as durable only once its file is in
-   * place: until then durable is all clear and every writer waits.
-   */
-  d->pending_initial = durable;
-  memcpy (d->pending_initial, wanted, nwords_for (nbits) * 8);
-  d->wanted = wanted;
-  d->durable = calloc (nwords_for (nbits) ? nwords_for (nbits) : 1, 8);
-  d->dirty = dirty;
-  d->nbits = nbits;
-  d->nwords = nwords_for (nbits);
-  d->npages = (d->nwords + WORDS_PER_PAGE - 1) / WORDS_PER_PAGE;
-  d->fd = -1;
-  d->switching = true;
-  d->any_dirty = false;
-  if (d->durable == NULL) {
-    /* Cannot even wait safely: fail every writer until the next era. */
-    d->durable = d->pending_initial;
-    d->pending_initial = NULL;
-    memset (d->durable, 0, d->nwords * 8);
-    d->error = ENOMEM;
-  }
-  pthread_mutex_unlock (&d->lock);
-  return 0;
-}
-
-void
-durable_bits_switch_end (struct durable_bits *d, int fd, uint64_t offset)
-{
-  pthread_mutex_lock (&d->lock);
-  if (!d->switching) {
-    pthread_mutex_unlock (&d->lock);
-    if (fd >= 0)
-      close (fd);
-    return;
-  }
-  d->switching = false;
-  if (fd >= 0) {
-    /* The new file is in place: its initial bits are durable, and
-     * whatever was asked for meanwhile is written to it.
-     */
-    if (d->old_fd >= 0)
-      close (d->old_fd);
-    d->fd = fd;
-    d->offset = offset;
-    d->error = d->pending_initial ? 0 : d->error;
-    if (d->pending_initial) {
-      store_durable (d, d->pending_initial);
-      mark_dirty_where_not_durable (d, d->pending_initial);
-    }
-    free_maps (&d->old_wanted, &d->old_durable);
-  }
-  else if (d->old_fd >= 0 && d->old_nbits == d->nbits &&
-           d->pending_initial) {
-    /* Back to the old file: its region gets the old era's bits and
-     * every bit asked for since.
-     */
-    uint64_t i;
-
-    for (i = 0; i < d->nwords; i++)
-      d->wanted[i] |= d->old_wanted[i];
-    d->fd = d->old_fd;
-    d->offset = d->old_offset;
-    store_durable (d, d->old_durable);
-    mark_dirty_where_not_durable (d, d->old_durable);
-    free_maps (&d->old_wanted, &d->old_durable);
-  }
-  else {
-    /* Nowhere to write: every writer fails until the next era. */
-    if (d->old_fd >= 0)
-      close (d->old_fd);
-    free_maps (&d->old_wanted, &d->old_durable);
-    d->error = EIO;
-  }
-  d->old_fd = -1;
-  free (d->pending_initial);
-  d->pending_initial = NULL;
-  pthread_cond_broadcast (&d->work);
-  pthread_cond_broadcast (&d->done);
-  pthread_mutex_unlock (&d->lock);
 }
 
 /* Mask of the bits of word w inside [first, end). */
@@ -483,19 +342,14 @@ durable_bits_test (const struct durable_bits *d, uint64_t first, uint64_t n)
   return range_in (d->durable, first, end, true);
 }
 
-int
-durable_bits_set_wait (struct durable_bits *d, uint64_t first, uint64_t n)
+/* Ask for bits [first, end) (lock held, end > first): they go into
+ * the commit thread's next batch.
+ */
+static void
+ask_locked (struct durable_bits *d, uint64_t first, uint64_t end)
 {
-  uint64_t end, w;
-  bool waited = false;
-  int r = 0;
+  uint64_t w;
 
-  if (durable_bits_test (d, first, n))
-    return 0;
-  pthread_mutex_lock (&d->lock);
-  if (n == 0 || first >= d->nbits)
-    goto out;
-  end = n > d->nbits - first ? d->nbits : first + n;
   for (w = first / 64; w <= (end - 1) / 64; w++) {
     uint64_t m = mask_of (w, first, end);
 
@@ -507,6 +361,33 @@ durable_bits_set_wait (struct durable_bits *d, uint64_t first, uint64_t n)
   }
   if (d->any_dirty)
     pthread_cond_signal (&d->work);
+}
+
+void
+durable_bits_ask (struct durable_bits *d, uint64_t first, uint64_t n)
+{
+  if (durable_bits_test (d, first, n))
+    return;
+  pthread_mutex_lock (&d->lock);
+  if (n > 0 && first < d->nbits)
+    ask_locked (d, first, n > d->nbits - first ? d->nbits : first + n);
+  pthread_mutex_unlock (&d->lock);
+}
+
+int
+durable_bits_set_wait (struct durable_bits *d, uint64_t first, uint64_t n)
+{
+  uint64_t end;
+  bool waited = false;
+  int r = 0;
+
+  if (durable_bits_test (d, first, n))
+    return 0;
+  pthread_mutex_lock (&d->lock);
+  if (n == 0 || first >= d->nbits)
+    goto out;
+  end = n > d->nbits - first ? d->nbits : first + n;
+  ask_locked (d, first, end);
   while (!d->error && !range_in (d->durable, first, end, false)) {
     waited = true;
     pthread_cond_wait (&d->done, &d->lock);

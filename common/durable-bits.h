@@ -96,6 +96,13 @@ extern bool durable_bits_test (const struct durable_bits *d,
 extern int durable_bits_set_wait (struct durable_bits *d,
                                   uint64_t first, uint64_t n);
 
+/* Ask for bits [first, first + n) to be made durable, without
+ * waiting: they go into the next commit (bits past the end are
+ * ignored).  For bits that will probably be waited for soon.
+ */
+extern void durable_bits_ask (struct durable_bits *d,
+                              uint64_t first, uint64_t n);
+
 extern void durable_bits_get_stats (struct durable_bits *d,
                                     struct durable_bits_stats *s);
 

@@ -17,10 +17,10 @@
  *   matches that and is at most 1 MiB): bitset_deserialize must
  *   accept exactly the inputs whose padding bits are zero, and
  *   serialising back must give the same bytes and the same bit count;
- * - versions 1, 2 and 3 decode; the disk id (version 2 on) and reasons
+ * - versions 1 to 4 decode; the disk id (version 2 on) and reasons
  *   (version 2 on, only on inconsistent checkpoints) are exactly their
- *   bytes, printable ASCII (the id without spaces); in version 3 the
- *   CRC ends the checksummed part, the newest checkpoint's bits are
+ *   bytes, printable ASCII (the id without spaces); from version 3 on
+ *   the CRC ends the checksummed part, the newest checkpoint's bits are
  *   the live region that ends the file, and a checkpoint's flag byte
  *   may also say provisional (bit 1);
  * - the file is encoded again with bmfile_encode (bitmaps of
@@ -28,7 +28,9 @@
  *   decoded: every field must survive, and when the flags word has no
  *   unknown bits the new file must be byte for byte the input
  *   (versions 2 and 3 are written back as they were; a version 1
- *   input comes back as version 3).
+ *   input comes back as version 4; a version 4 input is compared by
+ *   fields only, as its intent map is written back clear and sized
+ *   from the bits).
  */
 
 #include <config.h>
@@ -143,7 +145,10 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
     fprintf (stderr, "re-encoded file does not decode: %s\n", why);
     CHECK (!"decode (encode (x)) succeeds");
   }
-  CHECK (g.version == (f->version == 2 ? 2 : 3));
+  CHECK (g.version == (f->version == 2 ? 2 : f->version == 3 ? 3 : 4));
+  CHECK (g.version < 4 || (g.intent_shift == f->intent_shift &&
+                           memcmp (g.boot_id, f->boot_id,
+                                   BMFILE_BOOT_ID_LEN) == 0));
   CHECK (strcmp (g.disk_id, f->disk_id) == 0);
   CHECK (g.in_use == f->in_use);
   CHECK (g.disk_size == f->disk_size);
@@ -169,7 +174,9 @@ check_round_trip (const unsigned char *buf, size_t len, const struct bmfile *f)
    * decoder ignores and the encoder does not keep).
    */
   if (f->version == 1)
-    CHECK (memcmp (enc, buf, 8) == 0 && le_load32 (enc + 8) == 3);
+    CHECK (memcmp (enc, buf, 8) == 0 && le_load32 (enc + 8) == 4);
+  else if (f->version == 4)
+    ;  /* the intent map is re-encoded clear, sized from the bits */
   else if (le_load32 (buf + 12) <= (f->version == 3 ? 3u : 1u)) {
     CHECK (enc_len == len);
     CHECK (memcmp (enc, buf, len) == 0);
@@ -211,15 +218,25 @@ decode_and_check (const unsigned char *buf, size_t len)
   CHECK (len >= HEADER_SIZE + 4);
   CHECK (memcmp (buf, BMFILE_MAGIC, 8) == 0);
   CHECK (le_load32 (buf + 8) == f.version);
-  CHECK (f.version >= 1 && f.version <= 3);
+  CHECK (f.version >= 1 && f.version <= 4);
   CHECK (f.in_use == ((le_load32 (buf + 12) & BMFILE_FLAG_IN_USE) != 0));
   CHECK (f.disk_size == le_load64 (buf + 16));
   CHECK (f.granularity == le_load32 (buf + 24));
   CHECK (f.n == le_load32 (buf + 28));
   CHECK (f.next_seq == le_load64 (buf + 32));
-  end = f.version == 3 ? buf + le_load64 (buf + 40) - 4 : buf + len - 4;
+  end = f.version >= 3 ? buf + le_load64 (buf + 40) - 4 : buf + len - 4;
   CHECK (le_load32 (end) == fleece_crc32 (0, buf, end - buf));
-  if (f.version == 3) {
+  if (f.version == 4) {
+    CHECK (f.intent_offset == le_load64 (buf + 64) &&
+           f.intent_len == le_load64 (buf + 72) &&
+           f.intent_shift == le_load32 (buf + 80) && f.intent_shift < 64 &&
+           memcmp (f.boot_id, buf + 84, BMFILE_BOOT_ID_LEN) == 0);
+    CHECK (f.intent_offset % BMFILE_PAGE == 0);
+    CHECK (f.live_offset == 0 ? f.intent_offset == 0 && f.intent_len == 0
+           : f.intent_offset >= (size_t) (end + 4 - buf)
+           && f.intent_offset + f.intent_len <= f.live_offset);
+  }
+  if (f.version >= 3) {
     CHECK (f.write_ahead == ((le_load32 (buf + 12) & BMFILE_FLAG_WRITE_AHEAD)
                              != 0));
     CHECK (f.live_offset == le_load64 (buf + 48) &&
@@ -233,7 +250,7 @@ decode_and_check (const unsigned char *buf, size_t len)
   /* Checkpoints: names valid, fields match the bytes, bits in order
    * and inside the buffer, nothing left over.
    */
-  next = buf + (f.version == 3 ? 64 : HEADER_SIZE);
+  next = buf + (f.version == 4 ? 100 : f.version == 3 ? 64 : HEADER_SIZE);
   if (f.version >= 2) {
     size_t idlen = strlen (f.disk_id);
 
@@ -262,11 +279,11 @@ decode_and_check (const unsigned char *buf, size_t len)
     next += 1 + nlen;
     CHECK (c->seq == le_load64 (next));
     CHECK ((uint64_t) c->created == le_load64 (next + 8));
-    /* The flag byte: bit 0 consistent; in version 3, bit 1 provisional
+    /* The flag byte: bit 0 consistent; from version 3, bit 1 provisional
      * (a backup job's checkpoint, see bmfile.h); nothing else.
      */
     CHECK (next[16] == ((c->consistent ? 1 : 0) | (c->provisional ? 2 : 0)));
-    CHECK (f.version == 3 || !c->provisional);
+    CHECK (f.version >= 3 || !c->provisional);
     next += 17;
     if (f.version >= 2) {
       size_t rlen = strlen (c->reason), j;
@@ -280,7 +297,7 @@ decode_and_check (const unsigned char *buf, size_t len)
     }
     else
       CHECK (c->reason[0] == '\0');
-    if (f.version == 3 && i == f.n - 1) {
+    if (f.version >= 3 && i == f.n - 1) {
       CHECK (le_load64 (next) == 0);
       next += 8;
       CHECK (c->bits == buf + f.live_offset && c->bits_len == f.live_len);

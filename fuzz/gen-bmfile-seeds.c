@@ -2,7 +2,8 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * Writes the seed corpus of fuzz-bmfile: a few valid bitmap files made
- * with bmfile_encode (version 2, and v3-NAME in version 3), and the
+ * with bmfile_encode (version 2, v3-NAME in version 3, v4-NAME in
+ * version 4, with an intent map and a boot id), and the
  * same files in version 1 (v1-NAME: no disk id, no reasons) for the
  * old format's decoder.  Not part of any build; run it only when the
  * file format changes (see README.md, "Seeds"):
@@ -41,14 +42,19 @@ write_seed (const char *dir, const char *name, const struct bmfile *f,
   struct bmfile g = *f;
   int v;
 
-  /* NAME in version 2, v3-NAME in version 3 (what the filter writes). */
-  for (v = 2; v <= 3; v++) {
+  /* NAME in version 2, v3-NAME in version 3, v4-NAME in version 4
+   * (what the filter writes).
+   */
+  for (v = 2; v <= 4; v++) {
     g.version = v;
-    g.write_ahead = v == 3;
+    g.write_ahead = v >= 3;
+    g.intent_shift = v == 4 ? 6 : 0;
+    memset (g.boot_id, v == 4 ? 0x5a : 0, sizeof g.boot_id);
     buf = bmfile_encode (&g, bms, &len);
     if (buf == NULL)
       die ("bmfile_encode");
-    snprintf (path, sizeof path, v == 2 ? "%s/%s" : "%s/v3-%s", dir, name);
+    snprintf (path, sizeof path, v == 2 ? "%s/%s" : v == 3 ? "%s/v3-%s"
+              : "%s/v4-%s", dir, name);
     fp = fopen (path, "wb");
     if (fp == NULL || fwrite (buf, 1, len, fp) != len || fclose (fp) != 0)
       die (path);

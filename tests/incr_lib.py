@@ -355,19 +355,30 @@ class Writers:
 
 
 def parse_bitmap_file(path, data=None):
-    """Parse a bitmap-file per the documented format (versions 2 and 3;
-    in version 3 the newest checkpoint's bits are the live region after
-    the checksummed part).  Returns a dict, or raises TestFailure saying
+    """Parse a bitmap-file per the documented format (versions 2 to 4;
+    from version 3 on the newest checkpoint's bits are the live region
+    after the checksummed part; version 4 has the intent map between
+    them).  Returns a dict, or raises TestFailure saying
     what is wrong.  data: the file's bytes, if not read from path."""
     b = read_file(path) if data is None else data
     check(len(b) >= 44, "%s: %d bytes, too short for a bitmap file"
           % (path, len(b)))
     version, = struct.unpack_from("<I", b, 8)
     meta, live, live_len = len(b), 0, 0
-    if version == 3:
-        check(len(b) >= 69, "%s: too short for version 3" % path)
+    intent, intent_len, shift, boot = 0, 0, 0, b""
+    if version in (3, 4):
+        hdr = 64 if version == 3 else 100
+        check(len(b) >= hdr + 5, "%s: too short for version %d"
+              % (path, version))
         meta, live, live_len = struct.unpack_from("<QQQ", b, 40)
-        check(69 <= meta <= len(b), "%s: meta length %d" % (path, meta))
+        check(hdr + 5 <= meta <= len(b), "%s: meta length %d" % (path, meta))
+        if version == 4:
+            intent, intent_len, shift = struct.unpack_from("<QQI", b, 64)
+            boot = bytes(b[84:100])
+            check((intent == 0) == (live == 0) and
+                  (intent == 0 or (intent % 4096 == 0 and intent >= meta and
+                                   intent + intent_len <= live)),
+                  "%s: intent map %d+%d" % (path, intent, intent_len))
         if live:
             check(live % 4096 == 0 and live >= meta
                   and live + live_len == len(b),
@@ -384,8 +395,8 @@ def parse_bitmap_file(path, data=None):
     check(b[:8] == b"FLEECEBM", "%s: magic is %r" % (path, b[:8]))
     version, flags, size, gran, n, next_seq = \
         struct.unpack_from("<IIQIIQ", b, 8)
-    check(version in (2, 3), "%s: version %d" % (path, version))
-    p = 40 if version == 2 else 64
+    check(version in (2, 3, 4), "%s: version %d" % (path, version))
+    p = {2: 40, 3: 64, 4: 100}[version]
     ln = b[p]
     disk_id = b[p + 1:p + 1 + ln].decode()
     p += 1 + ln
@@ -405,7 +416,7 @@ def parse_bitmap_file(path, data=None):
         check(len(bits) == blen, "%s: bitmap of %s is cut short"
               % (path, name))
         p += blen
-        if version == 3 and i == n - 1:
+        if version >= 3 and i == n - 1:
             check(blen == 0, "%s: newest checkpoint has inline bits" % path)
             bits, blen = b[live:live + live_len], live_len
         gs = set()
@@ -422,5 +433,7 @@ def parse_bitmap_file(path, data=None):
           % (path, meta - 4 - p))
     return {"in_use": bool(flags & 1), "flags": flags, "size": size,
             "version": version, "write_ahead": bool(flags & 2),
+            "intent": bytes(b[intent:intent + intent_len]),
+            "intent_shift": shift, "boot_id": boot,
             "disk_id": disk_id,
             "granularity": gran, "next_seq": next_seq, "checkpoints": cps}

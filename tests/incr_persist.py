@@ -247,9 +247,9 @@ def cmd_damage(s, mode):
     b = bytearray(read_file(p))
     rng = random.Random(len(b))
     # Where the CRC-32 is: last (version 2), or ending the checksummed
-    # part (version 3, whose live region follows).
+    # part (versions 3 and 4, whose in-place regions follow).
     meta = len(b)
-    if struct.unpack_from("<I", b, 8)[0] == 3:
+    if struct.unpack_from("<I", b, 8)[0] in (3, 4):
         meta, = struct.unpack_from("<Q", b, 40)
     if mode == "flip":
         b[meta // 2] ^= 0x10

@@ -17,10 +17,16 @@
 # random subset is, each torn at 512-byte sectors (each sector old or
 # new); a rename is there if a directory sync followed it, else maybe.
 # The file is decoded by the filter's own decoder (bmfile-dump) and
-# must be valid, written in write-ahead mode, every checkpoint
-# consistent, and every disk write issued before the crash point after
-# a checkpoint's creation was acknowledged must be in that checkpoint's
-# "since" union (its bits and every newer checkpoint's).
+# recovered as after a reboot (every region of the intent map counts as
+# written); it must be valid, written in write-ahead mode, every
+# checkpoint consistent, and every disk write issued before the crash
+# point after a checkpoint's creation was acknowledged must be in that
+# checkpoint's "since" union (its bits and every newer checkpoint's).
+#
+# For the same crash points the file is also rebuilt as a crash of the
+# process leaves it (the page cache keeps every write and rename made
+# before the point) and decoded without expansion, as the filter loads
+# it in the same boot: the granule bits alone must cover every write.
 
 import argparse
 import os
@@ -206,15 +212,33 @@ def rebuild(ev, k, rng):
     return bytes(content)
 
 
-def decode(data):
+def rebuild_process_crash(ev, k):
+    """The bitmap file after a crash of the process at event k: every
+    write and rename issued before k is there (the page cache has it)."""
+    content = {}
+    names = {}
+    for e in ev[:k]:
+        if e[0] == "O":
+            content.setdefault(e[1], bytearray())
+            names[e[2]] = e[1]
+        elif e[0] == "W":
+            apply_write(content[e[1]], e[2], e[3])
+        elif e[0] == "R":
+            names[e[2]] = names.get(e[1])
+    ino = names.get(BM)
+    return None if ino is None else bytes(content[ino])
+
+
+def decode(data, reboot):
     p = os.path.join(D, "rebuilt")
     with open(p, "wb") as f:
         f.write(data)
-    out = subprocess.run([args.dump, p], capture_output=True, text=True,
+    cmd = [args.dump] + (["-r"] if reboot else []) + [p]
+    out = subprocess.run(cmd, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     check(out and out[0].startswith("ok "), "rebuilt file not valid: %s"
           % (out[0] if out else "no output"))
-    _, version, in_use, wa, size, gran, n = out[0].split()
+    _, version, in_use, wa, size, gran, n, regions = out[0].split()
     cps = []
     for line in out[1:]:
         p = line.split()
@@ -222,12 +246,12 @@ def decode(data):
     return int(version), in_use == "1", wa == "1", cps
 
 
-def check_point(ev, k, rng):
-    data = rebuild(ev, k, rng)
+def check_point(ev, k, rng, reboot):
+    data = rebuild(ev, k, rng) if reboot else rebuild_process_crash(ev, k)
     if data is None:
         return "no file"
-    version, in_use, wa, cps = decode(data)
-    check(version == 3 and wa, "crash point %d: version %d, write-ahead %s"
+    version, in_use, wa, cps = decode(data, reboot)
+    check(version == 4 and wa, "crash point %d: version %d, write-ahead %s"
           % (k, version, wa))
     for name, consistent, _ in cps:
         check(consistent, "crash point %d: checkpoint %s inconsistent"
@@ -252,9 +276,11 @@ def check_point(ev, k, rng):
                 lost = [g for g in gs if g not in since]
                 if lost:
                     missing.append((name, i, lost[:4]))
-    check(not missing, "crash point %d (of %d events): writes issued "
+    check(not missing, "crash point %d (of %d events, %s): writes issued "
           "after a checkpoint's creation are not in its since map "
-          "(checkpoint, event, granules): %s" % (k, len(ev), missing[:5]))
+          "(checkpoint, event, granules): %s"
+          % (k, len(ev), "power loss" if reboot else "process crash",
+             missing[:5]))
     return "%d checkpoint(s)" % len(cps)
 
 
@@ -275,12 +301,15 @@ def main():
         [rng.randrange(len(ev) + 1) for _ in range(args.points // 2)] +
         [rng.choice(interesting) + rng.choice([0, 1])
          for _ in range(args.points - args.points // 2)] + [len(ev)]))
-    seen = {}
-    for k in points:
-        r = check_point(ev, k, rng)
-        seen[r] = seen.get(r, 0) + 1
-    log("%d crash points, every one valid and covering every write issued "
-        "after each checkpoint: %s" % (len(points), seen))
+    for reboot in (True, False):
+        seen = {}
+        for k in points:
+            r = check_point(ev, k, rng, reboot)
+            seen[r] = seen.get(r, 0) + 1
+        log("%s: %d crash points, every one valid and covering every "
+            "write issued after each checkpoint: %s"
+            % ("power loss (expanded)" if reboot else
+               "process crash (exact)", len(points), seen))
 
 
 run_main(main)

@@ -7,7 +7,8 @@
  * directory, every rename, and every data write, zero or trim issued
  * to the disk file.  One line per event, appended to $FLEECE_PL_LOG:
  *
- *   O id path        a matching file was opened as inode id
+ *   O id path        a matching file was opened as inode id (a dup
+ *                    of its descriptor keeps the id)
  *   W id off hex     bytes written at off (logged after the write)
  *   S id             fsync/fdatasync of inode id returned
  *   R from to        rename returned
@@ -337,6 +338,25 @@ rename (const char *from, const char *to)
     pthread_mutex_unlock (&lock);
   }
   return e;
+}
+
+/* A duplicate is the same open file: same kind, same inode id. */
+int
+dup (int fd)
+{
+  static int (*r) (int);
+  int nfd;
+
+  if (!r) r = dlsym (RTLD_NEXT, "dup");
+  nfd = r (fd);
+  if (nfd >= 0 && nfd < MAXFD && fd >= 0 && fd < MAXFD) {
+    pthread_mutex_lock (&lock);
+    kinds[nfd] = kinds[fd];
+    ids[nfd] = ids[fd];
+    pos[nfd] = pos[fd];
+    pthread_mutex_unlock (&lock);
+  }
+  return nfd;
 }
 
 int

@@ -280,7 +280,7 @@ main (void)
     size_t l3, k;
     unsigned char *v3, *d3;
 
-    f.version = 0;
+    f.version = 3;
     f.write_ahead = true;
     f.n = 2;
     v3 = bmfile_encode_live (&f, bms, &l3, &live);
@@ -329,6 +329,89 @@ main (void)
            g.live_offset == 0);
     bmfile_free (&g);
     free (v3);
+  }
+
+  {
+    /* Version 4: the meta part, the intent map at the next page, the
+     * newest checkpoint's bits at the page after it.
+     */
+    struct bmfile_layout lay;
+    uint64_t nbits = bms[1]->nbits, nreg, meta, k;
+    size_t l4;
+    unsigned char *v4, *d4, bits[126];
+    static const unsigned char zero[BMFILE_BOOT_ID_LEN];
+
+    f.version = 0;
+    f.write_ahead = true;
+    f.n = 2;
+    f.intent_shift = 6;
+    memset (f.boot_id, 0xa5, sizeof f.boot_id);
+    nreg = bmfile_intent_regions (nbits, 6);
+    CHECK (nreg == (nbits + 63) / 64);
+    v4 = bmfile_encode_layout (&f, bms, &l4, &lay);
+    CHECK (v4 != NULL && memcmp (v4 + 8, "\4\0\0\0\3\0\0\0", 8) == 0);
+    CHECK (lay.intent_offset == BMFILE_PAGE &&
+           lay.intent_len == (nreg + 7) / 8 &&
+           lay.live_offset == 2 * BMFILE_PAGE && lay.live_len == 126 &&
+           l4 == lay.live_offset + 126);
+    memcpy (&meta, v4 + 40, 8);
+    meta = le64toh (meta);
+    CHECK (bmfile_decode (v4, l4, &g, &why) == 0);
+    CHECK (g.version == 4 && g.in_use && g.write_ahead && g.n == 2 &&
+           g.intent_shift == 6 && g.intent_offset == lay.intent_offset &&
+           g.intent_len == lay.intent_len &&
+           g.live_offset == lay.live_offset &&
+           bmfile_same_boot (g.boot_id, f.boot_id) &&
+           !bmfile_same_boot (g.boot_id, zero) &&
+           !bmfile_same_boot (zero, zero));
+    CHECK (g.checkpoints[1].bits == v4 + lay.live_offset);
+    bmfile_free (&g);
+    d4 = malloc (l4);
+    for (k = 0; k < meta; k += 5) {     /* any flipped byte of meta */
+      memcpy (d4, v4, l4);
+      d4[k] ^= 0x08;
+      refused (d4, l4, "v4 flipped byte");
+    }
+    memcpy (d4, v4, l4);                /* padding must be zeroes */
+    d4[meta + 1] = 1;
+    refused (d4, l4, "v4 padding before the intent map");
+    memcpy (d4, v4, l4);
+    d4[lay.intent_offset + lay.intent_len] = 1;
+    refused (d4, l4, "v4 padding after the intent map");
+    for (k = 0; k + 1 < l4; k += 97)    /* any truncation */
+      refused (v4, k, "v4 truncated");
+    {
+      /* An intent map placed at or after the live region, CRC fixed. */
+      static const uint64_t bad_at[] = { 3 * BMFILE_PAGE,
+                                         UINT64_C (0x4000001000) };
+      size_t j;
+
+      for (j = 0; j < 2; j++) {
+        uint64_t v = htole64 (bad_at[j]);
+
+        memcpy (d4, v4, l4);
+        memcpy (d4 + 64, &v, 8);
+        reseal (d4, meta);
+        refused (d4, l4, "v4 intent map after the live region");
+      }
+    }
+    /* Intent bits set in place: accepted, and expanded on demand. */
+    memcpy (d4, v4, l4);
+    d4[lay.intent_offset] = 0x02;       /* region 1: granules 64-127 */
+    d4[lay.intent_offset + lay.intent_len - 1] |= 0x80; /* past the end */
+    CHECK (bmfile_decode (d4, l4, &g, &why) == 0);
+    memcpy (bits, g.checkpoints[1].bits, 126);
+    CHECK (bmfile_expand_intent (v4 + lay.intent_offset + 0, 1, 6, bits,
+                                 nbits) == 0);
+    CHECK (bmfile_expand_intent (d4 + lay.intent_offset, g.intent_len, 6,
+                                 bits, nbits) == 1 + (nreg % 8 == 0));
+    CHECK (bitset_deserialize (&back, bits, 126) == 0 &&
+           bitset_test (&back, 64) && bitset_test (&back, 127) &&
+           !bitset_test (&back, 63) && !bitset_test (&back, 128) &&
+           bitset_test (&back, 500));
+    bmfile_free (&g);
+    free (d4);
+    free (v4);
   }
 
   free (copy);

@@ -27,10 +27,12 @@
 #include "bitset.h"
 #include "checkpoints.h"
 #include "bmfile.h"
+#include "bootid.h"
 #include "errors.h"
 #include "filelock.h"
 #include "dirty-bitmap.h"
 #include "durable-bits.h"
+#include "fine-bits.h"
 #include "json.h"
 #include "persist.h"
 #include "persist-int.h"
@@ -248,6 +250,52 @@ persist_get_ready (void)
   return r;
 }
 
+/* A file left in use by a write-ahead server (f, decoded from buf,
+ * for this disk and granularity).  Format 4 after another boot (or an
+ * unknown one): the page cache that held the granule bits written
+ * since the last sync may be lost, so every granule of every region
+ * marked in the intent map is set in the live region, in buf, before
+ * the chain is built from it.  Same boot: the live region is exact.
+ * Format 3 synced every granule bit: exact.  Returns false if the
+ * intent map does not fit the disk (the caller then trusts nothing).
+ */
+static bool
+recover_live (const struct bmfile *f, unsigned char *buf)
+{
+  uint64_t nreg;
+
+  if (f->version < 4 || f->n == 0)
+    return true;
+  if (bmfile_same_boot (f->boot_id, boot_id))
+    return true;
+  nreg = bmfile_intent_regions (db_ngranules, f->intent_shift);
+  if (f->intent_len != (nreg + 7) / 8 ||
+      f->live_len != (db_ngranules + 7) / 8)
+    return false;
+  recovered_expanded = true;
+  recovered_regions =
+    bmfile_expand_intent (buf + f->intent_offset, f->intent_len,
+                          f->intent_shift, buf + f->live_offset,
+                          db_ngranules);
+  return true;
+}
+
+/* Decode buf, recover its live region if needed, build the chain. */
+static int
+decode_and_load (unsigned char *buf, size_t len, struct bmfile *f,
+                 const char **why)
+{
+  if (bmfile_decode (buf, len, f, why) == -1)
+    return -1;
+  if (f->in_use && f->write_ahead && f->disk_size == db_disk_size &&
+      f->granularity == db_config.granularity && !recover_live (f, buf)) {
+    *why = "its intent map does not fit the disk";
+    bmfile_free (f);
+    return -1;
+  }
+  return load_chain (f, why);
+}
+
 int
 persist_load (void)
 {
@@ -261,14 +309,23 @@ persist_load (void)
   if (path == NULL)
     return 0;
   pending_buf = NULL;
+  /* Unknown (all zeroes): a recovery then expands the intent map. */
+  if (fleece_boot_id (boot_id) == -1)
+    nbdkit_debug ("bitmap-file: the kernel's boot id cannot be read; after "
+                  "an unclean stop whole regions will count as changed");
+  for (intent_shift = 0;
+       intent_shift < 63 &&
+         ((uint64_t) db_config.granularity << (intent_shift + 1)) <=
+         INTENT_REGION_BYTES;
+       intent_shift++)
+    ;
   /* nbdkit may have forked into the background since get_ready. */
   if (filelock_write_pid (lock_fd) == -1)
     nbdkit_debug ("bitmap-file=%s: cannot write the pid into its lock "
                   "file: %m", path);
   if (buf == NULL)
     nbdkit_debug ("dirty-bitmap: %s does not exist yet", path);
-  else if (bmfile_decode (buf, len, &f, &why) == -1 ||
-           load_chain (&f, &why) == -1) {
+  else if (decode_and_load (buf, len, &f, &why) == -1) {
     char *aside = move_aside (path);
 
     if (aside)
@@ -292,9 +349,17 @@ persist_load (void)
      */
     recovered = true;
     recovered_mtime = pending_mtime;
-    nbdkit_debug ("bitmap-file=%s: nbdkit did not stop cleanly; the file "
-                  "was written with bitmap-sync=write-ahead, so its "
-                  "checkpoints are recovered as they were", path);
+    if (recovered_expanded)
+      nbdkit_debug ("bitmap-file=%s: nbdkit did not stop cleanly and the "
+                    "machine has rebooted since (or the boot id is "
+                    "unknown): %" PRIu64 " region(s) of the intent map "
+                    "count as changed in the newest checkpoint", path,
+                    recovered_regions);
+    else
+      nbdkit_debug ("bitmap-file=%s: nbdkit did not stop cleanly; the file "
+                    "was written with bitmap-sync=write-ahead in this "
+                    "boot, so its checkpoints are recovered as they were",
+                    path);
   }
   else if (f.in_use) {
     char when[64];
@@ -334,15 +399,20 @@ persist_load (void)
     int fd = -1;
 
     wal = durable_bits_new ();
-    if (wal == NULL) {
+    wal_fine = fine_bits_new ();
+    if (wal == NULL || wal_fine == NULL) {
       nbdkit_error ("bitmap-file: out of memory");
       return -1;
     }
     if (persist_snapshot (true, &img, &errmsg) == 0) {
       /* Attach directly, not by a switch: nothing runs yet. */
       if (write_atomic (path, img.buf, img.len, &fd, &errmsg) == 0 &&
-          durable_bits_attach (wal, fd, img.live_offset, img.nbits,
-                               img.buf + img.live_offset) == -1) {
+          (fine_bits_attach (wal_fine, fd, img.live_offset, img.nbits,
+                             img.buf + img.live_offset) == -1 ||
+           durable_bits_attach (wal, fd, img.intent_offset,
+                                bmfile_intent_regions (img.nbits,
+                                                       intent_shift),
+                                img.buf + img.intent_offset) == -1)) {
         close (fd);
         fleece_errorf (&errmsg, "bitmap-file: cannot start its commit "
                        "thread: %s", strerror (errno));

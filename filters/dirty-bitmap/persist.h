@@ -47,7 +47,7 @@ extern int persist_load (void);
 struct persist_image {
   unsigned char *buf;
   size_t len;
-  uint64_t live_offset, nbits;
+  uint64_t live_offset, intent_offset, nbits;
   bool switching;
 };
 extern int persist_snapshot (bool in_use, struct persist_image *img,
