@@ -67,6 +67,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "buffer-pool.h"
 #include "cbw.h"
 #include "json.h"
 #include "snapshot.h"
@@ -81,12 +82,17 @@ struct entry {
   uint64_t offset;
   uint32_t count;
   char *data;                   /* count bytes at data (+ cut bytes) */
-  char *alloc;                  /* what was malloc'd */
+  char *alloc;                  /* a chunk of the pool, or malloc'd */
 };
 
 struct buffer_target {
   struct target t;              /* first; t.below is the real target */
   uint64_t size;                /* cbw-buffer= */
+  /* Chunks of one cluster for the copies that fit in one, or NULL
+   * (every copy malloc'd).  Set by open, read-only until close; it
+   * has its own lock.
+   */
+  struct buffer_pool *pool;
 
   pthread_mutex_t lock;
   pthread_cond_t room;          /* used went down, or the writer stopped */
@@ -105,9 +111,12 @@ struct buffer_target {
 static const struct target_ops buffer_ops;
 
 static void
-entry_free (struct entry *e)
+entry_free (struct buffer_target *bt, struct entry *e)
 {
-  free (e->alloc);
+  if (buffer_pool_owns (bt->pool, e->alloc))
+    buffer_pool_put (bt->pool, e->alloc);
+  else
+    free (e->alloc);
   free (e);
 }
 
@@ -137,7 +146,7 @@ discard_queued (struct buffer_target *bt)
     next = e->next;
     if (!e->writing) {
       unlink_entry (bt, e);
-      entry_free (e);
+      entry_free (bt, e);
     }
   }
   pthread_cond_broadcast (&bt->room);
@@ -203,7 +212,7 @@ writer_main (void *arg)
       bt->lost_bytes += e->count;
     else
       bt->flushed_bytes += e->count;
-    entry_free (e);
+    entry_free (bt, e);
     pthread_cond_broadcast (&bt->room);
     pthread_cond_broadcast (&bt->work);   /* a waiting overlap may go */
   }
@@ -242,12 +251,14 @@ buffer_close (struct target *t)
   pthread_mutex_destroy (&bt->lock);
   pthread_cond_destroy (&bt->room);
   pthread_cond_destroy (&bt->work);
+  buffer_pool_free (bt->pool);
   free (bt);
 }
 
 static void
 buffer_after_fork (struct target *t)
 {
+  buffer_pool_warm (((struct buffer_target *) t)->pool);
   if (t->below->ops->after_fork)
     t->below->ops->after_fork (t->below);
 }
@@ -307,10 +318,13 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
     struct entry *e = malloc (sizeof *e);
     int r = 0;
 
-    /* Page-aligned, so that a large copy can still go to a file
-     * target with O_DIRECT (target-file.c).
+    /* A chunk of the pool when the copy fits in one; else (or when
+     * every chunk is queued) page-aligned memory, so that a large copy
+     * can still go to a file target with O_DIRECT (target-file.c).
      */
-    if (e && posix_memalign ((void **) &e->alloc, 4096, n) != 0)
+    if (e && (n > cbw_config.cluster_size ||
+              (e->alloc = buffer_pool_get (bt->pool)) == NULL) &&
+        posix_memalign ((void **) &e->alloc, 4096, n) != 0)
       e->alloc = NULL;
     if (e == NULL || e->alloc == NULL) {
       if (e)
@@ -338,7 +352,7 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
     }
     if (r != 0 || !bt->running) {
       pthread_mutex_unlock (&bt->lock);
-      entry_free (e);
+      entry_free (bt, e);
       *err = r == ETIMEDOUT ? ETIMEDOUT : EIO;
       return -1;
     }
@@ -445,7 +459,7 @@ buffer_release (struct target *t, uint64_t offset, uint64_t count,
     else if (e->offset >= offset && e_end <= end) {
       *p = e->next;             /* inside: drop it */
       bt->used -= e->count;
-      entry_free (e);
+      entry_free (bt, e);
       continue;
     }
     else if (e->offset < offset && e_end <= end) {
@@ -502,6 +516,7 @@ target_buffer_open (struct target *below, uint64_t size)
   bt->t.ops = &buffer_ops;
   bt->t.below = below;
   bt->size = size;
+  bt->pool = buffer_pool_new (size, cbw_config.cluster_size);
   pthread_mutex_init (&bt->lock, NULL);
   pthread_cond_init (&bt->work, NULL);
   {
