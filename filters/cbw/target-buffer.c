@@ -22,7 +22,10 @@
  * once queued (release may only cut bytes off its ends).  It stays in
  * the queue, and reads see it, until a writer has written it below;
  * so at any time a byte of the target is either in a queued entry (the
- * newest one holding it wins) or already below.
+ * newest one holding it wins) or already below.  An entry's bytes live
+ * in a chunk of the buffer pool (buffer-pool.h) when they fit in one
+ * cluster and a chunk is free, else in memory of their own; the chunk
+ * goes back to the pool when the entry is freed.
  *
  * Reads copy what queued entries hold of the range under the lock,
  * oldest to newest, and read only the gaps from below.  That is exact
