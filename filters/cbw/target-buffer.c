@@ -309,17 +309,50 @@ buffer_capacity (struct target *t)
   return t->below->ops->capacity (t->below);
 }
 
+/* A chunk to fill for a copy that fits in one (see target-ops.h). */
+static void *
+buffer_get_buffer (struct target *t, uint32_t count)
+{
+  struct buffer_target *bt = (struct buffer_target *) t;
+
+  if (count > cbw_config.cluster_size)
+    return NULL;
+  return buffer_pool_get (bt->pool);
+}
+
+static void
+buffer_put_buffer (struct target *t, void *buf)
+{
+  buffer_pool_put (((struct buffer_target *) t)->pool, buf);
+}
+
 static int
 buffer_write (struct target *t, const void *buf, uint32_t count,
               uint64_t offset, const struct timespec *deadline, int *err)
 {
   struct buffer_target *bt = (struct buffer_target *) t;
   bool waited = false;
+  /* A chunk from buffer_get_buffer, filled by the caller: it becomes
+   * the entry's memory as it is (it fits in one cluster, so in one
+   * entry).
+   */
+  char *lent = buffer_pool_owns (bt->pool, buf) ? (char *) buf : NULL;
 
   while (count > 0) {
     uint32_t n = count < bt->size ? count : bt->size;
     struct entry *e = malloc (sizeof *e);
     int r = 0;
+
+    if (lent) {
+      if (e == NULL) {
+        buffer_pool_put (bt->pool, lent);
+        *err = ENOMEM;
+        return -1;
+      }
+      e->alloc = lent;
+      lent = NULL;
+      goto queue;
+    }
 
     /* A chunk of the pool when the copy fits in one; else (or when
      * every chunk is queued) page-aligned memory, so that a large copy
@@ -336,6 +369,7 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
       return -1;
     }
     memcpy (e->alloc, buf, n);
+  queue:
     e->data = e->alloc;
     e->offset = offset;
     e->writing = false;
@@ -544,5 +578,7 @@ static const struct target_ops buffer_ops = {
   .write = buffer_write,
   .read = buffer_read,
   .release = buffer_release,
+  .get_buffer = buffer_get_buffer,
+  .put_buffer = buffer_put_buffer,
   .status = buffer_status,
 };
