@@ -200,6 +200,7 @@ copy_clusters (nbdkit_next *next, unsigned mask, uint64_t c, uint64_t n,
   uint32_t len = copy_bytes (mask, c, n);
   int64_t size;
   void *buf;
+  bool lent;
   int r = -1;
   unsigned i;
 
@@ -217,13 +218,22 @@ copy_clusters (nbdkit_next *next, unsigned mask, uint64_t c, uint64_t n,
         break_shrunk (snaps[i], size);
     return 1;
   }
-  buf = copybuf_get (len);
+  /* Read straight into the target's memory when it has some to lend
+   * (cbw-buffer): one memory copy less on the guest's path.
+   */
+  buf = target_get_buffer (len);
+  lent = buf != NULL;
+  if (!lent)
+    buf = copybuf_get (len);
   if (buf == NULL) {
     *err = errno;
     return -1;
   }
-  if (next->pread (next, buf, len, offset, 0, err) == -1)
+  if (next->pread (next, buf, len, offset, 0, err) == -1) {
+    if (lent)
+      target_put_buffer (buf);
     goto out;
+  }
   if (target_write (buf, len, slot * cs (), dl, err) == -1)
     goto out;
 

@@ -22,7 +22,10 @@
  * once queued (release may only cut bytes off its ends).  It stays in
  * the queue, and reads see it, until a writer has written it below;
  * so at any time a byte of the target is either in a queued entry (the
- * newest one holding it wins) or already below.
+ * newest one holding it wins) or already below.  An entry's bytes live
+ * in a chunk of the buffer pool (buffer-pool.h) when they fit in one
+ * cluster and a chunk is free, else in memory of their own; the chunk
+ * goes back to the pool when the entry is freed.
  *
  * Reads copy what queued entries hold of the range under the lock,
  * oldest to newest, and read only the gaps from below.  That is exact
@@ -67,6 +70,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "buffer-pool.h"
 #include "cbw.h"
 #include "json.h"
 #include "monotime.h"
@@ -82,12 +86,17 @@ struct entry {
   uint64_t offset;
   uint32_t count;
   char *data;                   /* count bytes at data (+ cut bytes) */
-  char *alloc;                  /* what was malloc'd */
+  char *alloc;                  /* a chunk of the pool, or malloc'd */
 };
 
 struct buffer_target {
   struct target t;              /* first; t.below is the real target */
   uint64_t size;                /* cbw-buffer= */
+  /* Chunks of one cluster for the copies that fit in one, or NULL
+   * (every copy malloc'd).  Set by open, read-only until close; it
+   * has its own lock.
+   */
+  struct buffer_pool *pool;
 
   pthread_mutex_t lock;
   pthread_cond_t room;          /* used went down, or the writer stopped */
@@ -106,9 +115,12 @@ struct buffer_target {
 static const struct target_ops buffer_ops;
 
 static void
-entry_free (struct entry *e)
+entry_free (struct buffer_target *bt, struct entry *e)
 {
-  free (e->alloc);
+  if (buffer_pool_owns (bt->pool, e->alloc))
+    buffer_pool_put (bt->pool, e->alloc);
+  else
+    free (e->alloc);
   free (e);
 }
 
@@ -138,7 +150,7 @@ discard_queued (struct buffer_target *bt)
     next = e->next;
     if (!e->writing) {
       unlink_entry (bt, e);
-      entry_free (e);
+      entry_free (bt, e);
     }
   }
   pthread_cond_broadcast (&bt->room);
@@ -199,7 +211,7 @@ writer_main (void *arg)
       bt->lost_bytes += e->count;
     else
       bt->flushed_bytes += e->count;
-    entry_free (e);
+    entry_free (bt, e);
     pthread_cond_broadcast (&bt->room);
     pthread_cond_broadcast (&bt->work);   /* a waiting overlap may go */
   }
@@ -238,12 +250,14 @@ buffer_close (struct target *t)
   pthread_mutex_destroy (&bt->lock);
   pthread_cond_destroy (&bt->room);
   pthread_cond_destroy (&bt->work);
+  buffer_pool_free (bt->pool);
   free (bt);
 }
 
 static void
 buffer_after_fork (struct target *t)
 {
+  buffer_pool_warm (((struct buffer_target *) t)->pool);
   if (t->below->ops->after_fork)
     t->below->ops->after_fork (t->below);
 }
@@ -291,22 +305,58 @@ buffer_capacity (struct target *t)
   return t->below->ops->capacity (t->below);
 }
 
+/* A chunk to fill for a copy that fits in one (see target-ops.h). */
+static void *
+buffer_get_buffer (struct target *t, uint32_t count)
+{
+  struct buffer_target *bt = (struct buffer_target *) t;
+
+  if (count > cbw_config.cluster_size)
+    return NULL;
+  return buffer_pool_get (bt->pool);
+}
+
+static void
+buffer_put_buffer (struct target *t, void *buf)
+{
+  buffer_pool_put (((struct buffer_target *) t)->pool, buf);
+}
+
 static int
 buffer_write (struct target *t, const void *buf, uint32_t count,
               uint64_t offset, const struct timespec *deadline, int *err)
 {
   struct buffer_target *bt = (struct buffer_target *) t;
   bool waited = false;
+  /* A chunk from buffer_get_buffer, filled by the caller: it becomes
+   * the entry's memory as it is (it fits in one cluster, so in one
+   * entry).
+   */
+  char *lent = buffer_pool_owns (bt->pool, buf) ? (char *) buf : NULL;
 
   while (count > 0) {
     uint32_t n = count < bt->size ? count : bt->size;
     struct entry *e = malloc (sizeof *e);
     int r = 0;
 
-    /* Page-aligned, so that a large copy can still go to a file
-     * target with O_DIRECT (target-file.c).
+    if (lent) {
+      if (e == NULL) {
+        buffer_pool_put (bt->pool, lent);
+        *err = ENOMEM;
+        return -1;
+      }
+      e->alloc = lent;
+      lent = NULL;
+      goto queue;
+    }
+
+    /* A chunk of the pool when the copy fits in one; else (or when
+     * every chunk is queued) page-aligned memory, so that a large copy
+     * can still go to a file target with O_DIRECT (target-file.c).
      */
-    if (e && posix_memalign ((void **) &e->alloc, 4096, n) != 0)
+    if (e && (n > cbw_config.cluster_size ||
+              (e->alloc = buffer_pool_get (bt->pool)) == NULL) &&
+        posix_memalign ((void **) &e->alloc, 4096, n) != 0)
       e->alloc = NULL;
     if (e == NULL || e->alloc == NULL) {
       if (e)
@@ -315,6 +365,7 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
       return -1;
     }
     memcpy (e->alloc, buf, n);
+  queue:
     e->data = e->alloc;
     e->offset = offset;
     e->writing = false;
@@ -334,7 +385,7 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
     }
     if (r != 0 || !bt->running) {
       pthread_mutex_unlock (&bt->lock);
-      entry_free (e);
+      entry_free (bt, e);
       *err = r == ETIMEDOUT ? ETIMEDOUT : EIO;
       return -1;
     }
@@ -441,7 +492,7 @@ buffer_release (struct target *t, uint64_t offset, uint64_t count,
     else if (e->offset >= offset && e_end <= end) {
       *p = e->next;             /* inside: drop it */
       bt->used -= e->count;
-      entry_free (e);
+      entry_free (bt, e);
       continue;
     }
     else if (e->offset < offset && e_end <= end) {
@@ -493,6 +544,7 @@ target_buffer_open (struct target *below, uint64_t size)
   bt->t.ops = &buffer_ops;
   bt->t.below = below;
   bt->size = size;
+  bt->pool = buffer_pool_new (size, cbw_config.cluster_size);
   pthread_mutex_init (&bt->lock, NULL);
   pthread_cond_init (&bt->work, NULL);
   /* Deadlines are CLOCK_MONOTONIC (target-ops.h). */
@@ -510,5 +562,7 @@ static const struct target_ops buffer_ops = {
   .write = buffer_write,
   .read = buffer_read,
   .release = buffer_release,
+  .get_buffer = buffer_get_buffer,
+  .put_buffer = buffer_put_buffer,
   .status = buffer_status,
 };

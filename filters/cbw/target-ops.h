@@ -66,6 +66,13 @@ struct target_ops {
   int (*release) (struct target *t, uint64_t offset, uint64_t count,
                   const struct timespec *deadline, int *err);
 
+  /* Optional (NULL in a backend): memory of the layer to fill and pass
+   * to write, which then keeps it rather than copying it (write takes
+   * it on failure too); put_buffer gives back one that was not written.
+   */
+  void *(*get_buffer) (struct target *t, uint32_t count);
+  void (*put_buffer) (struct target *t, void *buf);
+
   /* The members of the "buffer" status object.  NULL in a backend. */
   void (*status) (struct target *t, struct jbuf *reply);
 };

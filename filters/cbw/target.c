@@ -112,6 +112,18 @@ target_end (void)
   top->ops->end (top, target_timeout_deadline (&ts));
 }
 
+void *
+target_get_buffer (uint32_t count)
+{
+  return top->ops->get_buffer ? top->ops->get_buffer (top, count) : NULL;
+}
+
+void
+target_put_buffer (void *buf)
+{
+  top->ops->put_buffer (top, buf);
+}
+
 int
 target_write (const void *buf, uint32_t count, uint64_t offset,
               const struct timespec *deadline, int *err)

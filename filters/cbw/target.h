@@ -72,6 +72,15 @@ extern uint64_t target_capacity (void);
 /* The snapshot ended: release all the target's space. */
 extern void target_end (void);
 
+/* Memory of the target itself to read a copy of count bytes into
+ * (cbw-buffer's chunks), so that target_write keeps it instead of
+ * copying it; or NULL, then use memory of your own.  A buffer from
+ * here goes to target_write, which takes it whatever it returns, or
+ * back through target_put_buffer.
+ */
+extern void *target_get_buffer (uint32_t count);
+extern void target_put_buffer (void *buf);
+
 /* deadline: CLOCK_MONOTONIC time after which the write counts as
  * failed with ETIMEDOUT, or NULL for none.
  */
