@@ -48,13 +48,7 @@
  * (snapshot_target_lost), which breaks every snapshot holding a copy in
  * the lost range, whatever cbw-on-error says.  The entry is dropped.
  *
- * Lock: bt->lock protects every field below `lock` in struct
- * buffer_target (the queue, its byte count, the counters, the writer's
- * state).  It is never held across I/O, and never taken with
- * state_lock held (the writer calls snapshot_target_lost without it).
- * Invariants: used == the sum of the queued entries' counts <= size;
- * an entry being written has writing set and stays queued, unchanged,
- * until its writer takes it out.
+ * Lock and invariants: target-buffer-int.h.
  */
 
 #include <config.h>
@@ -76,176 +70,16 @@
 #include "monotime.h"
 #include "snapshot.h"
 #include "target-ops.h"
-
-/* Threads writing the queue below. */
-#define BUFFER_WRITERS 8
-
-struct entry {
-  struct entry *next;
-  bool writing;                 /* a writer is writing it below */
-  uint64_t offset;
-  uint32_t count;
-  char *data;                   /* count bytes at data (+ cut bytes) */
-  char *alloc;                  /* a chunk of the pool, or malloc'd */
-};
-
-struct buffer_target {
-  struct target t;              /* first; t.below is the real target */
-  uint64_t size;                /* cbw-buffer= */
-  /* Chunks of one cluster for the copies that fit in one, or NULL
-   * (every copy malloc'd).  Set by open, read-only until close; it
-   * has its own lock.
-   */
-  struct buffer_pool *pool;
-
-  pthread_mutex_t lock;
-  pthread_cond_t room;          /* used went down, or the writer stopped */
-  pthread_cond_t work;          /* something queued or written, or stop */
-  struct entry *head, *tail;    /* the queue, oldest first */
-  uint64_t used;                /* bytes queued */
-  uint64_t flushed_bytes;       /* bytes written below (lifetime) */
-  uint64_t waits;               /* writes that waited for room */
-  uint64_t lost_bytes;          /* background writes that failed */
-  unsigned running;              /* writer threads that exist */
-  bool stop;                    /* the writers should exit */
-  pthread_t writer[BUFFER_WRITERS];
-  unsigned nwriters;            /* started by begin */
-};
+#include "target-buffer-int.h"
 
 static const struct target_ops buffer_ops;
-
-static void
-entry_free (struct buffer_target *bt, struct entry *e)
-{
-  if (buffer_pool_owns (bt->pool, e->alloc))
-    buffer_pool_put (bt->pool, e->alloc);
-  else
-    free (e->alloc);
-  free (e);
-}
-
-/* Take e out of the queue.  Caller holds lock. */
-static void
-unlink_entry (struct buffer_target *bt, struct entry *e)
-{
-  struct entry **p = &bt->head, *prev = NULL;
-
-  while (*p != e) {
-    prev = *p;
-    p = &(*p)->next;
-  }
-  *p = e->next;
-  if (bt->tail == e)
-    bt->tail = prev;
-  bt->used -= e->count;
-}
-
-/* Drop every queued entry but those being written.  Caller holds lock. */
-static void
-discard_queued (struct buffer_target *bt)
-{
-  struct entry *e, *next;
-
-  for (e = bt->head; e; e = next) {
-    next = e->next;
-    if (!e->writing) {
-      unlink_entry (bt, e);
-      entry_free (bt, e);
-    }
-  }
-  pthread_cond_broadcast (&bt->room);
-}
-
-/* The oldest entry nobody writes, if it may be written now (it
- * overlaps no entry being written); else NULL.  *any: there is an
- * entry nobody writes.  Caller holds lock.
- */
-static struct entry *
-next_to_write (struct buffer_target *bt, bool *any)
-{
-  struct entry *e, *w;
-
-  for (e = bt->head; e && e->writing; e = e->next)
-    ;
-  *any = e != NULL;
-  if (e == NULL)
-    return NULL;
-  for (w = bt->head; w != e; w = w->next)
-    if (w->offset < e->offset + e->count && e->offset < w->offset + w->count)
-      return NULL;
-  return e;
-}
-
-static void *
-writer_main (void *arg)
-{
-  struct buffer_target *bt = arg;
-  struct target *below = bt->t.below;
-  struct timespec ts;
-  struct entry *e;
-  bool any;
-  int err = 0, r;
-
-  pthread_mutex_lock (&bt->lock);
-  for (;;) {
-    while ((e = next_to_write (bt, &any)) == NULL && !(bt->stop && !any))
-      pthread_cond_wait (&bt->work, &bt->lock);
-    if (e == NULL)
-      break;                    /* stop, and nothing left to take */
-    e->writing = true;
-    pthread_mutex_unlock (&bt->lock);
-
-    r = below->ops->write (below, e->data, e->count, e->offset,
-                           target_timeout_deadline (&ts), &err);
-    if (r == -1) {
-      nbdkit_error ("cbw-buffer: writing %" PRIu32 " buffered bytes to the "
-                    "fleecing target at %" PRIu64 " failed: %s; the "
-                    "snapshots holding them break", e->count, e->offset,
-                    strerror (err));
-      snapshot_target_lost (e->offset, e->count, err);
-    }
-
-    pthread_mutex_lock (&bt->lock);
-    unlink_entry (bt, e);
-    if (r == -1)
-      bt->lost_bytes += e->count;
-    else
-      bt->flushed_bytes += e->count;
-    entry_free (bt, e);
-    pthread_cond_broadcast (&bt->room);
-    pthread_cond_broadcast (&bt->work);   /* a waiting overlap may go */
-  }
-  bt->running--;
-  pthread_cond_broadcast (&bt->room);
-  pthread_mutex_unlock (&bt->lock);
-  return NULL;
-}
-
-/* Stop the writers: queued entries are dropped (the target is being
- * emptied), those being written finish.
- */
-static void
-writer_stop (struct buffer_target *bt)
-{
-  unsigned i, n;
-
-  pthread_mutex_lock (&bt->lock);
-  n = bt->nwriters;
-  bt->nwriters = 0;
-  discard_queued (bt);
-  bt->stop = true;
-  pthread_cond_broadcast (&bt->work);
-  pthread_mutex_unlock (&bt->lock);
-  for (i = 0; i < n; i++)
-    pthread_join (bt->writer[i], NULL);
-}
 
 static void
 buffer_close (struct target *t)
 {
   struct buffer_target *bt = (struct buffer_target *) t;
 
-  writer_stop (bt);
+  buffer_writers_stop (bt);
   t->below->ops->close (t->below);
   pthread_mutex_destroy (&bt->lock);
   pthread_cond_destroy (&bt->room);
@@ -267,22 +101,12 @@ buffer_begin (struct target *t, uint64_t size,
               const struct timespec *deadline, char **errmsg)
 {
   struct buffer_target *bt = (struct buffer_target *) t;
-  int e = 0;
+  int e;
 
   if (t->below->ops->begin (t->below, size, deadline, errmsg) == -1)
     return -1;
-  pthread_mutex_lock (&bt->lock);
-  bt->stop = false;
-  while (e == 0 && bt->nwriters < BUFFER_WRITERS) {
-    e = pthread_create (&bt->writer[bt->nwriters], NULL, writer_main, bt);
-    if (e == 0) {
-      bt->nwriters++;
-      bt->running++;
-    }
-  }
-  pthread_mutex_unlock (&bt->lock);
+  e = buffer_writers_start (bt);
   if (e != 0) {
-    writer_stop (bt);
     t->below->ops->end (t->below, deadline);
     if (asprintf (errmsg, "cbw-buffer: cannot start the writer thread: %s",
                   strerror (e)) == -1)
@@ -295,7 +119,7 @@ buffer_begin (struct target *t, uint64_t size,
 static void
 buffer_end (struct target *t, const struct timespec *deadline)
 {
-  writer_stop ((struct buffer_target *) t);
+  buffer_writers_stop ((struct buffer_target *) t);
   t->below->ops->end (t->below, deadline);
 }
 
@@ -385,7 +209,7 @@ buffer_write (struct target *t, const void *buf, uint32_t count,
     }
     if (r != 0 || !bt->running) {
       pthread_mutex_unlock (&bt->lock);
-      entry_free (bt, e);
+      buffer_entry_free (bt, e);
       *err = r == ETIMEDOUT ? ETIMEDOUT : EIO;
       return -1;
     }
@@ -492,7 +316,7 @@ buffer_release (struct target *t, uint64_t offset, uint64_t count,
     else if (e->offset >= offset && e_end <= end) {
       *p = e->next;             /* inside: drop it */
       bt->used -= e->count;
-      entry_free (bt, e);
+      buffer_entry_free (bt, e);
       continue;
     }
     else if (e->offset < offset && e_end <= end) {
