@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "durable-bits-int.h"
+#include "words.h"
 
 uint64_t
 durable_nwords_for (uint64_t nbits)
@@ -302,35 +303,6 @@ durable_bits_attach (struct durable_bits *d, int fd, uint64_t offset,
   return 0;
 }
 
-/* Mask of the bits of word w inside [first, end). */
-static uint64_t
-mask_of (uint64_t w, uint64_t first, uint64_t end)
-{
-  uint64_t m = UINT64_MAX;
-
-  if (w == first / 64)
-    m &= UINT64_MAX << (first % 64);
-  if (w == (end - 1) / 64 && end % 64)
-    m &= (UINT64_C (1) << (end % 64)) - 1;
-  return m;
-}
-
-static bool
-range_in (const uint64_t *words, uint64_t first, uint64_t end, bool atomic)
-{
-  uint64_t w;
-
-  for (w = first / 64; w <= (end - 1) / 64; w++) {
-    uint64_t m = mask_of (w, first, end);
-    uint64_t v = atomic ? __atomic_load_n (&words[w], __ATOMIC_ACQUIRE)
-      : words[w];
-
-    if ((v & m) != m)
-      return false;
-  }
-  return true;
-}
-
 bool
 durable_bits_test (const struct durable_bits *d, uint64_t first, uint64_t n)
 {
@@ -339,7 +311,7 @@ durable_bits_test (const struct durable_bits *d, uint64_t first, uint64_t n)
   if (n == 0 || first >= d->nbits)
     return true;
   end = n > d->nbits - first ? d->nbits : first + n;
-  return range_in (d->durable, first, end, true);
+  return words_all_set (d->durable, first, end, true);
 }
 
 /* Ask for bits [first, end) (lock held, end > first): they go into
@@ -351,7 +323,7 @@ ask_locked (struct durable_bits *d, uint64_t first, uint64_t end)
   uint64_t w;
 
   for (w = first / 64; w <= (end - 1) / 64; w++) {
-    uint64_t m = mask_of (w, first, end);
+    uint64_t m = words_mask (w, first, end);
 
     if (m & ~d->wanted[w]) {
       d->wanted[w] |= m;
@@ -388,13 +360,13 @@ durable_bits_set_wait (struct durable_bits *d, uint64_t first, uint64_t n)
     goto out;
   end = n > d->nbits - first ? d->nbits : first + n;
   ask_locked (d, first, end);
-  while (!d->error && !range_in (d->durable, first, end, false)) {
+  while (!d->error && !words_all_set (d->durable, first, end, false)) {
     waited = true;
     pthread_cond_wait (&d->done, &d->lock);
   }
   if (waited)
     d->stats.waits++;
-  if (!range_in (d->durable, first, end, false)) {
+  if (!words_all_set (d->durable, first, end, false)) {
     r = -1;
     errno = EIO;
   }

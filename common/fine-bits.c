@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "fine-bits.h"
+#include "words.h"
 
 #define PAGE 4096                       /* = BMFILE_PAGE */
 #define WORDS_PER_PAGE (PAGE / 8)
@@ -294,34 +295,15 @@ fine_bits_switch_end (struct fine_bits *f, int fd, uint64_t offset)
   pthread_mutex_unlock (&f->lock);
 }
 
-/* Mask of the bits of word w inside [first, end). */
-static uint64_t
-mask_of (uint64_t w, uint64_t first, uint64_t end)
-{
-  uint64_t m = UINT64_MAX;
-
-  if (w == first / 64)
-    m &= UINT64_MAX << (first % 64);
-  if (w == (end - 1) / 64 && end % 64)
-    m &= (UINT64_C (1) << (end % 64)) - 1;
-  return m;
-}
-
 bool
 fine_bits_test (const struct fine_bits *f, uint64_t first, uint64_t n)
 {
-  uint64_t end, w, nbits = __atomic_load_n (&f->nbits, __ATOMIC_RELAXED);
+  uint64_t end, nbits = __atomic_load_n (&f->nbits, __ATOMIC_RELAXED);
 
   if (n == 0 || first >= nbits)
     return true;
   end = n > nbits - first ? nbits : first + n;
-  for (w = first / 64; w <= (end - 1) / 64; w++) {
-    uint64_t m = mask_of (w, first, end);
-
-    if ((__atomic_load_n (&f->written[w], __ATOMIC_ACQUIRE) & m) != m)
-      return false;
-  }
-  return true;
+  return words_all_set (f->written, first, end, true);
 }
 
 int
@@ -342,7 +324,7 @@ fine_bits_set_write (struct fine_bits *f, uint64_t first, uint64_t n)
   }
   end = n > f->nbits - first ? f->nbits : first + n;
   for (w = first / 64; w <= (end - 1) / 64; w++)
-    f->wanted[w] |= mask_of (w, first, end);
+    f->wanted[w] |= words_mask (w, first, end);
   if (write_changed (f, f->written, first / 64, (end - 1) / 64) == -1) {
     errno = f->error;
     r = -1;

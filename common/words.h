@@ -1,0 +1,48 @@
+/* nbdkit-fleece
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ * Bit ranges over arrays of 64-bit words (bit i is bit i % 64 of word
+ * i / 64), for the write-ahead maps (durable-bits.c, fine-bits.c).
+ */
+
+#ifndef FLEECE_WORDS_H
+#define FLEECE_WORDS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The bits of word w inside [first, end) (end > first). */
+static inline uint64_t
+words_mask (uint64_t w, uint64_t first, uint64_t end)
+{
+  uint64_t m = UINT64_MAX;
+
+  if (w == first / 64)
+    m &= UINT64_MAX << (first % 64);
+  if (w == (end - 1) / 64 && end % 64)
+    m &= (UINT64_C (1) << (end % 64)) - 1;
+  return m;
+}
+
+/* True if every bit of [first, end) is set (end > first).  atomic:
+ * each word read with an acquire load, for words other threads set
+ * without the reader's lock.
+ */
+static inline bool
+words_all_set (const uint64_t *words, uint64_t first, uint64_t end,
+               bool atomic)
+{
+  uint64_t w;
+
+  for (w = first / 64; w <= (end - 1) / 64; w++) {
+    uint64_t m = words_mask (w, first, end);
+    uint64_t v = atomic ? __atomic_load_n (&words[w], __ATOMIC_ACQUIRE)
+      : words[w];
+
+    if ((v & m) != m)
+      return false;
+  }
+  return true;
+}
+
+#endif /* FLEECE_WORDS_H */
