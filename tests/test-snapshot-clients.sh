@@ -95,7 +95,12 @@ except nbd.Error as e:
   grep -q 'read failed: Operation not permitted' "$tmpdir/qio.out" || {
     cat "$tmpdir/qio.out"; fail "qemu-io read of $export: no EPERM"; }
 
-  if nbdcopy "$u" "$tmpdir/out.img" >"$tmpdir/nc.out" 2>&1; then
+  # One request at a time: nbdcopy quits at the first error, and with
+  # many requests in flight nbdkit 1.32 can abort while it still sends
+  # replies on the closed socket (an assertion in its connections.c,
+  # not in the filters).
+  if nbdcopy --connections=1 --requests=1 "$u" "$tmpdir/out.img" \
+       >"$tmpdir/nc.out" 2>&1; then
     fail "nbdcopy of the broken $export succeeded"
   fi
   grep -q 'Operation not permitted' "$tmpdir/nc.out" || {
