@@ -106,19 +106,15 @@ mkdir -p "$here/results"
 
 # ---- the Python half: drivers that time things precisely --------------
 cat >"$tmp/bb.py" <<'PYEOF'
-import hashlib, json, os, random, select, socket, sys, time
+import hashlib, json, os, random, select, sys, time
 sys.path.insert(0, os.environ["FLEECE_TESTS"])
-from fleece_lib import Ctl, connect, close
+from fleece_lib import Ctl, Qmp, chunky_disk, close, connect, cpu_ticks
 
 G = 65536
 HZ = os.sysconf("SC_CLK_TCK")
 POLL = float(os.environ.get("BENCH_POLL", "0.002"))
 
-def ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        s = f.read()
-    v = s[s.rindex(")") + 2:].split()
-    return int(v[11]) + int(v[12])          # utime + stime
+ticks = cpu_ticks
 
 def io(pid):
     d = {}
@@ -129,17 +125,7 @@ def io(pid):
     return d["rchar"], d["wchar"]
 
 def mkdisk(path, size, seed, pct):
-    """A sparse file: pct% of its 1 MiB chunks random data."""
-    size = int(size)
-    rnd = random.Random(int(seed))
-    n = size >> 20
-    picks = sorted(rnd.sample(range(n), n * int(pct) // 100))
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for c in picks:
-            f.seek(c << 20)
-            f.write(rnd.randbytes(1 << 20))
-    print(len(picks) << 20)
+    print(chunky_disk(path, size, seed, pct))
 
 def job_of(st, jid):
     for j in st.get("jobs", []):
@@ -179,36 +165,6 @@ def push(ctlpath, pid, args):
                       "cpu": c1 - c0, "rd": r1 - r0, "wr": w1 - w0,
                       "bytes_total": j["bytes_total"],
                       "bytes_done": j["bytes_done"]}))
-
-class Qmp:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.f = self.s.makefile("rwb", buffering=0)
-        self.events = []
-        self.read()                         # greeting
-        self.cmd("qmp_capabilities")
-    def read(self):
-        line = self.f.readline()
-        if not line:
-            raise SystemExit("qemu-storage-daemon closed QMP")
-        return json.loads(line)
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        while True:
-            m = self.read()
-            if "event" in m:
-                self.events.append(m)
-            elif "error" in m:
-                raise SystemExit("QMP %s: %s" % (name, m["error"]))
-            elif "return" in m:
-                return m["return"]
-    def event(self, name):
-        while True:
-            for i, m in enumerate(self.events):
-                if m["event"] == name:
-                    return self.events.pop(i)
-            self.events.append(self.read())
 
 def qsd(qmppath, pid, target):
     """blockdev-backup sync=full from node disk to node tgt; time to

@@ -94,59 +94,16 @@ base_uri="nbd+unix:///?socket=$bsock"
 
 # ---- the Python half ----------------------------------------------------
 cat >"$tmp/bs.py" <<'PYEOF'
-import json, os, random, socket, sys, time
+import json, os, random, sys, time
 sys.path.insert(0, os.environ["FLEECE_TESTS"])
-from fleece_lib import Ctl, connect_uri, close
+from fleece_lib import Ctl, Qmp, chunky_disk, close, connect_uri, cpu_ticks
 import nbd
 
 CL = 65536
 
-def ticks(pid):
-    with open("/proc/%d/stat" % int(pid)) as f:
-        s = f.read()
-    v = s[s.rindex(")") + 2:].split()
-    return int(v[11]) + int(v[12])
+ticks = cpu_ticks
 
-def mkdisk(path, size, seed, pct):
-    size = int(size)
-    rnd = random.Random(int(seed))
-    n = size >> 20
-    picks = sorted(rnd.sample(range(n), n * int(pct) // 100))
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for c in picks:
-            f.seek(c << 20)
-            f.write(rnd.randbytes(1 << 20))
-
-class Qmp:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.f = self.s.makefile("rwb", buffering=0)
-        self.events = []
-        self.read()
-        self.cmd("qmp_capabilities")
-    def read(self):
-        line = self.f.readline()
-        if not line:
-            raise SystemExit("qemu-storage-daemon closed QMP")
-        return json.loads(line)
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        while True:
-            m = self.read()
-            if "event" in m:
-                self.events.append(m)
-            elif "error" in m:
-                raise SystemExit("QMP %s: %s" % (name, m["error"]))
-            elif "return" in m:
-                return m["return"]
-    def event(self, name):
-        while True:
-            for i, m in enumerate(self.events):
-                if m["event"] == name:
-                    return self.events.pop(i)
-            self.events.append(self.read())
+mkdisk = chunky_disk
 
 def out(**kw):
     print(json.dumps(kw))

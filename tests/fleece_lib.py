@@ -53,6 +53,49 @@ def pattern(seed, n):
     return bytes(b)
 
 
+def holey_pattern(seed, size, cluster=64 * 1024, long_hole=True):
+    """pattern(seed, size) with about 30% of it zero: a quarter of the
+    clusters whole, a tenth with a zero run inside, and with long_hole
+    (from 16 MiB) a 4 MiB hole at 8 MiB, so block status has a long run
+    of clusters to report.  A base image for the stream filter."""
+    rng = random.Random(seed)
+    b = bytearray(pattern(seed, size))
+    for c in range(size // cluster):
+        r = rng.random()
+        if r < 0.25:
+            b[c * cluster:(c + 1) * cluster] = bytes(cluster)
+        elif r < 0.35:
+            off = c * cluster + rng.randrange(0, cluster // 2, 512)
+            b[off:off + cluster // 4] = bytes(cluster // 4)
+    if long_hole and size >= 16 * MiB:
+        b[8 * MiB:12 * MiB] = bytes(4 * MiB)
+    return b
+
+
+def chunky_disk(path, size, seed, pct):
+    """A sparse file of size bytes whose 1 MiB chunks are random data
+    with probability pct% (picked by seed), the rest holes.  Returns the
+    bytes of data.  The benches' disk and base images."""
+    size = int(size)
+    rnd = random.Random(int(seed))
+    n = size >> 20
+    picks = sorted(rnd.sample(range(n), n * int(pct) // 100))
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for c in picks:
+            f.seek(c << 20)
+            f.write(rnd.randbytes(1 << 20))
+    return len(picks) << 20
+
+
+def cpu_ticks(pid):
+    """User + system CPU time of process pid so far, in clock ticks."""
+    with open("/proc/%d/stat" % int(pid)) as f:
+        s = f.read()
+    v = s[s.rindex(")") + 2:].split()
+    return int(v[11]) + int(v[12])
+
+
 def uri(sock, export=""):
     return "nbd+unix:///%s?socket=%s" % (export, sock)
 
@@ -362,6 +405,60 @@ class Ctl:
 
     def snap(self):
         return self.ok("status")["snapshot"]
+
+
+class Qmp:
+    """A minimal QMP client of qemu-storage-daemon: commands, and the
+    events that arrive meanwhile (kept in self.events).  timeout: of
+    every read of the monitor, in seconds (None: wait forever)."""
+
+    def __init__(self, path, timeout=None):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(path)
+        # Unbuffered: what select() says about self.s is all there is.
+        self.f = self.s.makefile("rwb", buffering=0)
+        self.events = []
+        self.read()                         # greeting
+        self.cmd("qmp_capabilities")
+
+    def read(self):
+        line = self.f.readline()
+        if not line:
+            fail("QMP: qemu-storage-daemon closed the monitor")
+        return json.loads(line)
+
+    def cmd(self, name, **arguments):
+        msg = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        self.f.write(json.dumps(msg).encode() + b"\n")
+        while True:
+            r = self.read()
+            if "event" in r:
+                self.events.append(r)
+            elif "error" in r:
+                fail("QMP %s: %s" % (name, r["error"]))
+            elif "return" in r:
+                return r["return"]
+
+    def event(self, name, limit=None):
+        """The first event called name (taken out of self.events),
+        waiting for it at most limit seconds (None: forever)."""
+        end = None if limit is None else time.time() + limit
+        while True:
+            for i, e in enumerate(self.events):
+                if e["event"] == name:
+                    return self.events.pop(i)
+            if end is not None:
+                left = end - time.time()
+                if left <= 0:
+                    fail("QMP: no %s within %d s" % (name, limit))
+                self.s.settimeout(max(0.1, left))
+            try:
+                self.events.append(self.read())
+            except socket.timeout:
+                fail("QMP: no %s within %d s" % (name, limit))
 
 
 def read_log(path):

@@ -36,7 +36,7 @@ import time
 import nbd
 
 from fleece_lib import (MiB, Ctl, check, close, connect, expect_same, fail,
-                        kill_server, log, pattern, run_main)
+                        holey_pattern, kill_server, log, pattern, run_main)
 
 SIZE = 16 * MiB
 CL = 64 * 1024
@@ -66,15 +66,7 @@ ctl = Ctl(CTL_PATH)
 def make_base(seed):
     """16 MiB of seeded data with about 30% holes (whole clusters and
     runs inside clusters read as zeroes)."""
-    rng = random.Random(seed)
-    b = bytearray(pattern(seed, SIZE))
-    for c in range(SIZE // CL):
-        r = rng.random()
-        if r < 0.25:
-            b[c * CL:(c + 1) * CL] = bytes(CL)
-        elif r < 0.35:
-            off = rng.randrange(0, CL // 2, 512)
-            b[c * CL + off:c * CL + off + CL // 4] = bytes(CL // 4)
+    b = holey_pattern(seed, SIZE, CL, long_hole=False)
     with open(BASE_IMG, "wb") as f:
         f.write(b)
     return b

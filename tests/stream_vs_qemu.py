@@ -25,83 +25,21 @@
 # with zeroes on both sides, so the final image is defined.
 
 import argparse
-import json
 import random
-import socket
 import sys
 import time
 
 import nbd
 
-from fleece_lib import (MiB, Ctl, check, close, connect_uri, expect_same,
-                        fail, log, pattern, read_all, run_main, write_sparse)
+from fleece_lib import (Ctl, Qmp, check, close, connect_uri, expect_same, fail,
+                        holey_pattern, log, pattern, read_all, run_main,
+                        write_sparse)
 
 CL = 64 * 1024
 
 
 def mkbase(path, size, seed):
-    rng = random.Random(seed)
-    b = bytearray(pattern(seed, size))
-    for c in range(size // CL):
-        r = rng.random()
-        if r < 0.25:
-            b[c * CL:(c + 1) * CL] = bytes(CL)
-        elif r < 0.35:
-            off = rng.randrange(0, CL // 2, 512)
-            b[c * CL + off:c * CL + off + CL // 4] = bytes(CL // 4)
-    # A long hole, so block status has a run of many clusters to report.
-    if size >= 16 * MiB:
-        b[8 * MiB:12 * MiB] = bytes(4 * MiB)
-    write_sparse(path, b)
-
-
-class Qmp:
-    """A minimal QMP client: commands and the events seen meanwhile."""
-
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(60)
-        self.s.connect(path)
-        self.buf = b""
-        self.events = []
-        self._line()                 # greeting
-        self.cmd("qmp_capabilities")
-
-    def _line(self):
-        while b"\n" not in self.buf:
-            d = self.s.recv(65536)
-            if not d:
-                fail("QMP: qemu-storage-daemon closed the monitor")
-            self.buf += d
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, **arguments):
-        msg = {"execute": name}
-        if arguments:
-            msg["arguments"] = arguments
-        self.s.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            r = self._line()
-            if "event" in r:
-                self.events.append(r)
-            elif "error" in r:
-                fail("QMP %s: %s" % (name, r["error"]))
-            elif "return" in r:
-                return r["return"]
-
-    def wait_event(self, name, limit):
-        t0 = time.time()
-        while True:
-            for e in self.events:
-                if e["event"] == name:
-                    return e
-            if time.time() - t0 > limit:
-                fail("QMP: no %s within %d s" % (name, limit))
-            self.s.settimeout(max(0.1, limit - (time.time() - t0)))
-            r = self._line()
-            if "event" in r:
-                self.events.append(r)
+    write_sparse(path, holey_pattern(seed, size, CL))
 
 
 def qemu_job(qmp):
@@ -118,7 +56,7 @@ def run(a):
     m_ours = bytearray(base)     # what ours must read
     m_alt = bytearray(base)      # the same, with trims dropped
     ctl = Ctl(a.ctl)
-    qmp = Qmp(a.qmp)
+    qmp = Qmp(a.qmp, timeout=60)
     ours = connect_uri(a.ours)
     qemu = connect_uri(a.qemu)
     check(ours.get_size() == size and qemu.get_size() == size,
@@ -234,7 +172,7 @@ def run(a):
                  % ctl.ok("status")["stream"])
         time.sleep(0.1)
     log("ours complete after %.1f s" % (time.time() - t0))
-    ev = qmp.wait_event("BLOCK_JOB_COMPLETED", 120)
+    ev = qmp.event("BLOCK_JOB_COMPLETED", 120)
     log("qemu: %s" % ev["data"])
     check("error" not in ev["data"] and ev["data"]["offset"] == size,
           "QEMU's stream job did not complete cleanly: %s" % ev["data"])
