@@ -42,6 +42,28 @@ refused (const unsigned char *buf, size_t len, const char *what)
   }
 }
 
+/* Every byte of the checksummed part [0, meta) flipped (one in step),
+ * and truncations at every 97th length: each refused.  scratch holds
+ * len bytes.
+ */
+static void
+refused_damage (const unsigned char *v, size_t len, size_t meta, size_t step,
+                unsigned char *scratch, const char *version)
+{
+  char what[64];
+  size_t k;
+
+  snprintf (what, sizeof what, "%s flipped byte", version);
+  for (k = 0; k < meta; k += step) {
+    memcpy (scratch, v, len);
+    scratch[k] ^= 0x08;
+    refused (scratch, len, what);
+  }
+  snprintf (what, sizeof what, "%s truncated", version);
+  for (k = 0; k + 1 < len; k += 97)
+    refused (v, k, what);
+}
+
 int
 main (void)
 {
@@ -277,7 +299,7 @@ main (void)
      * newest checkpoint's bits.
      */
     uint64_t live, meta;
-    size_t l3, k;
+    size_t l3;
     unsigned char *v3, *d3;
 
     f.version = 3;
@@ -304,16 +326,10 @@ main (void)
            bitset_count (&back) == 2 && bitset_test (&back, 500));
     bmfile_free (&g);
     d3 = malloc (l3);
-    for (k = 0; k < meta; k += 3) {     /* any flipped byte of meta */
-      memcpy (d3, v3, l3);
-      d3[k] ^= 0x08;
-      refused (d3, l3, "v3 flipped byte");
-    }
+    refused_damage (v3, l3, meta, 3, d3, "v3");
     memcpy (d3, v3, l3);                /* padding must be zeroes */
     d3[meta + 10] = 1;
     refused (d3, l3, "v3 padding");
-    for (k = 0; k + 1 < l3; k += 97)    /* any truncation */
-      refused (v3, k, "v3 truncated");
     memcpy (d3, v3, l3);                /* bits set in place: accepted */
     memset (d3 + live, 0xff, 125);
     CHECK (bmfile_decode (d3, l3, &g, &why) == 0 && g.n == 2 &&
@@ -336,7 +352,7 @@ main (void)
      * newest checkpoint's bits at the page after it.
      */
     struct bmfile_layout lay;
-    uint64_t nbits = bms[1]->nbits, nreg, meta, k;
+    uint64_t nbits = bms[1]->nbits, nreg, meta;
     size_t l4;
     unsigned char *v4, *d4, bits[126];
     static const unsigned char zero[BMFILE_BOOT_ID_LEN];
@@ -367,19 +383,13 @@ main (void)
     CHECK (g.checkpoints[1].bits == v4 + lay.live_offset);
     bmfile_free (&g);
     d4 = malloc (l4);
-    for (k = 0; k < meta; k += 5) {     /* any flipped byte of meta */
-      memcpy (d4, v4, l4);
-      d4[k] ^= 0x08;
-      refused (d4, l4, "v4 flipped byte");
-    }
+    refused_damage (v4, l4, meta, 5, d4, "v4");
     memcpy (d4, v4, l4);                /* padding must be zeroes */
     d4[meta + 1] = 1;
     refused (d4, l4, "v4 padding before the intent map");
     memcpy (d4, v4, l4);
     d4[lay.intent_offset + lay.intent_len] = 1;
     refused (d4, l4, "v4 padding after the intent map");
-    for (k = 0; k + 1 < l4; k += 97)    /* any truncation */
-      refused (v4, k, "v4 truncated");
     {
       /* An intent map placed at or after the live region, CRC fixed. */
       static const uint64_t bad_at[] = { 3 * BMFILE_PAGE,
