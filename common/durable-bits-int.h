@@ -26,9 +26,8 @@
 #include <stdint.h>
 
 #include "durable-bits.h"
+#include "words.h"
 
-#define PAGE 4096                       /* = BMFILE_PAGE */
-#define WORDS_PER_PAGE (PAGE / 8)
 
 struct durable_bits {
   pthread_mutex_t lock;
@@ -60,13 +59,12 @@ struct durable_bits {
 /* Helpers (durable-bits.c).  The ones taking d run with d->lock
  * held, or before the commit thread runs.
  */
-extern uint64_t durable_nwords_for (uint64_t nbits);
 extern void durable_store (struct durable_bits *d, const uint64_t *src);
 extern void durable_mark_dirty_where_not_durable (struct durable_bits *d,
                                                   const uint64_t *base);
 extern void durable_free_maps (uint64_t **a, uint64_t **b);
-extern int durable_new_maps (struct durable_bits *d, uint64_t nbits,
-                             const unsigned char *initial, uint64_t **wanted,
-                             uint64_t **durable, unsigned char **dirty);
+extern int durable_new_maps (uint64_t nbits, const unsigned char *initial,
+                             uint64_t **wanted, uint64_t **durable,
+                             unsigned char **dirty);
 
 #endif /* FLEECE_DURABLE_BITS_INT_H */

@@ -25,7 +25,7 @@ durable_bits_switch_begin (struct durable_bits *d, uint64_t nbits,
   uint64_t *wanted, *durable;
   unsigned char *dirty;
 
-  if (durable_new_maps (d, nbits, initial, &wanted, &durable, &dirty) == -1)
+  if (durable_new_maps (nbits, initial, &wanted, &durable, &dirty) == -1)
     return -1;
   pthread_mutex_lock (&d->lock);
   /* No waiter is left (the caller's rule), but the thread may still
@@ -43,12 +43,12 @@ durable_bits_switch_begin (struct durable_bits *d, uint64_t nbits,
    * place: until then durable is all clear and every writer waits.
    */
   d->pending_initial = durable;
-  memcpy (d->pending_initial, wanted, durable_nwords_for (nbits) * 8);
+  memcpy (d->pending_initial, wanted, words_for (nbits) * 8);
   d->wanted = wanted;
-  d->durable = calloc (durable_nwords_for (nbits) ? durable_nwords_for (nbits) : 1, 8);
+  d->durable = calloc (words_for (nbits) ? words_for (nbits) : 1, 8);
   d->dirty = dirty;
   d->nbits = nbits;
-  d->nwords = durable_nwords_for (nbits);
+  d->nwords = words_for (nbits);
   d->npages = (d->nwords + WORDS_PER_PAGE - 1) / WORDS_PER_PAGE;
   d->fd = -1;
   d->switching = true;

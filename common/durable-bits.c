@@ -20,26 +20,6 @@
 #include <unistd.h>
 
 #include "durable-bits-int.h"
-#include "words.h"
-
-uint64_t
-durable_nwords_for (uint64_t nbits)
-{
-  return (nbits + 63) / 64;
-}
-
-/* Words from serialised bytes (bit i = bit i % 8 of byte i / 8). */
-static void
-load_words (uint64_t *w, uint64_t nbits, const unsigned char *in)
-{
-  uint64_t nw = durable_nwords_for (nbits), len = (nbits + 7) / 8, i;
-
-  memset (w, 0, nw * 8);
-  for (i = 0; i < len; i++)
-    w[i / 8] |= (uint64_t) in[i] << (8 * (i % 8));
-  if (nbits % 64)
-    w[nw - 1] &= (UINT64_C (1) << (nbits % 64)) - 1;
-}
 
 void
 durable_store (struct durable_bits *d, const uint64_t *src)
@@ -62,41 +42,19 @@ durable_mark_dirty_where_not_durable (struct durable_bits *d, const uint64_t *ba
     }
 }
 
-/* Write the batch: pages[0..n) of snap (word copies of wanted). */
+/* Write the batch: pages[0..n) of snap (word copies of wanted), then
+ * sync.
+ */
 static int
 write_pages (int fd, uint64_t offset, uint64_t nbits, const uint64_t *pages,
-             const uint64_t *snap, size_t n, uint64_t nwords)
+             const uint64_t *snap, size_t n)
 {
-  uint64_t rlen = (nbits + 7) / 8;
-  unsigned char buf[PAGE];
   size_t k;
 
-  for (k = 0; k < n; k++) {
-    uint64_t p = pages[k], w0 = p * WORDS_PER_PAGE, i;
-    uint64_t start = p * PAGE, len = rlen - start;
-    const unsigned char *q = buf;
-
-    if (len > PAGE)
-      len = PAGE;
-    memset (buf, 0, sizeof buf);
-    for (i = 0; i < WORDS_PER_PAGE && w0 + i < nwords; i++) {
-      uint64_t v = htole64 (snap[k * WORDS_PER_PAGE + i]);
-
-      memcpy (buf + i * 8, &v, 8);
-    }
-    while (len > 0) {
-      ssize_t r = pwrite (fd, q, len, offset + start);
-
-      if (r == -1) {
-        if (errno == EINTR)
-          continue;
-        return -1;
-      }
-      q += r;
-      start += r;
-      len -= r;
-    }
-  }
+  for (k = 0; k < n; k++)
+    if (words_write_page (fd, offset, nbits, pages[k],
+                          snap + k * WORDS_PER_PAGE) == -1)
+      return -1;
   while (fdatasync (fd) == -1)
     if (errno != EINTR)
       return -1;
@@ -150,7 +108,7 @@ commit_thread (void *vp)
     nwords = d->nwords;
     pthread_mutex_unlock (&d->lock);
 
-    if (write_pages (fd, offset, nbits, pages, snap, n, nwords) == -1)
+    if (write_pages (fd, offset, nbits, pages, snap, n) == -1)
       err = errno ? errno : EIO;
 
     pthread_mutex_lock (&d->lock);
@@ -228,10 +186,10 @@ durable_bits_free (struct durable_bits *d)
 
 /* New maps of nbits for the current era (lock held, nothing running). */
 int
-durable_new_maps (struct durable_bits *d, uint64_t nbits, const unsigned char *initial,
-          uint64_t **wanted, uint64_t **durable, unsigned char **dirty)
+durable_new_maps (uint64_t nbits, const unsigned char *initial,
+                  uint64_t **wanted, uint64_t **durable, unsigned char **dirty)
 {
-  uint64_t nw = durable_nwords_for (nbits), np = (nw + WORDS_PER_PAGE - 1) /
+  uint64_t nw = words_for (nbits), np = (nw + WORDS_PER_PAGE - 1) /
     WORDS_PER_PAGE;
 
   *wanted = calloc (nw ? nw : 1, 8);
@@ -245,8 +203,7 @@ durable_new_maps (struct durable_bits *d, uint64_t nbits, const unsigned char *i
     return -1;
   }
   if (initial)
-    load_words (*wanted, nbits, initial);
-  (void) d;
+    words_load (*wanted, nbits, initial);
   return 0;
 }
 
@@ -273,7 +230,7 @@ durable_bits_attach (struct durable_bits *d, int fd, uint64_t offset,
   uint64_t *wanted, *durable;
   unsigned char *dirty;
 
-  if (durable_new_maps (d, nbits, initial, &wanted, &durable, &dirty) == -1)
+  if (durable_new_maps (nbits, initial, &wanted, &durable, &dirty) == -1)
     return -1;
   pthread_mutex_lock (&d->lock);
   if (start_thread (d) == -1) {
@@ -291,7 +248,7 @@ durable_bits_attach (struct durable_bits *d, int fd, uint64_t offset,
   d->durable = durable;
   d->dirty = dirty;
   d->nbits = nbits;
-  d->nwords = durable_nwords_for (nbits);
+  d->nwords = words_for (nbits);
   d->npages = (d->nwords + WORDS_PER_PAGE - 1) / WORDS_PER_PAGE;
   memcpy (d->durable, d->wanted, d->nwords * 8);
   d->fd = fd;

@@ -31,9 +31,6 @@
 #include "fine-bits.h"
 #include "words.h"
 
-#define PAGE 4096                       /* = BMFILE_PAGE */
-#define WORDS_PER_PAGE (PAGE / 8)
-
 struct fine_bits {
   pthread_mutex_t lock;
   pthread_cond_t done;                  /* writers wait for a switch */
@@ -52,18 +49,12 @@ struct fine_bits {
   uint64_t pages_written;
 };
 
-static uint64_t
-nwords_for (uint64_t nbits)
-{
-  return (nbits + 63) / 64;
-}
-
 /* New wanted and written maps holding initial (serialised). */
 static int
 new_maps (uint64_t nbits, const unsigned char *initial,
           uint64_t **wanted, uint64_t **written)
 {
-  uint64_t nw = nwords_for (nbits), len = (nbits + 7) / 8, i;
+  uint64_t nw = words_for (nbits);
 
   *wanted = calloc (nw ? nw : 1, 8);
   *written = calloc (nw ? nw : 1, 8);
@@ -73,10 +64,8 @@ new_maps (uint64_t nbits, const unsigned char *initial,
     errno = ENOMEM;
     return -1;
   }
-  for (i = 0; initial && i < len; i++)
-    (*wanted)[i / 8] |= (uint64_t) initial[i] << (8 * (i % 8));
-  if (nbits % 64)
-    (*wanted)[nw - 1] &= (UINT64_C (1) << (nbits % 64)) - 1;
+  if (initial)
+    words_load (*wanted, nbits, initial);
   memcpy (*written, *wanted, nw * 8);
   return 0;
 }
@@ -85,31 +74,9 @@ new_maps (uint64_t nbits, const unsigned char *initial,
 static int
 write_page (struct fine_bits *f, uint64_t p)
 {
-  uint64_t rlen = (f->nbits + 7) / 8, start = p * PAGE, len = rlen - start;
-  uint64_t w0 = p * WORDS_PER_PAGE, i;
-  unsigned char buf[PAGE];
-  const unsigned char *q = buf;
-
-  if (len > PAGE)
-    len = PAGE;
-  memset (buf, 0, sizeof buf);
-  for (i = 0; i < WORDS_PER_PAGE && w0 + i < f->nwords; i++) {
-    uint64_t v = htole64 (f->wanted[w0 + i]);
-
-    memcpy (buf + i * 8, &v, 8);
-  }
-  while (len > 0) {
-    ssize_t r = pwrite (f->fd, q, len, f->offset + start);
-
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    q += r;
-    start += r;
-    len -= r;
-  }
+  if (words_write_page (f->fd, f->offset, f->nbits, p,
+                        f->wanted + p * WORDS_PER_PAGE) == -1)
+    return -1;
   f->pages_written++;
   return 0;
 }
@@ -195,7 +162,7 @@ fine_bits_attach (struct fine_bits *f, int fd, uint64_t offset,
   f->fd = nfd;
   f->offset = offset;
   f->nbits = nbits;
-  f->nwords = nwords_for (nbits);
+  f->nwords = words_for (nbits);
   f->error = 0;
   pthread_cond_broadcast (&f->done);
   pthread_mutex_unlock (&f->lock);
@@ -223,7 +190,7 @@ fine_bits_switch_begin (struct fine_bits *f, uint64_t nbits,
    * recording checkpoint changed) waits like a new one.
    */
   {
-    uint64_t w, nw = nwords_for (nbits);
+    uint64_t w, nw = words_for (nbits);
 
     for (w = 0; w < nw; w++)
       written[w] = nbits == f->old_nbits ? written[w] & f->old_written[w] : 0;
@@ -231,7 +198,7 @@ fine_bits_switch_begin (struct fine_bits *f, uint64_t nbits,
   f->wanted = wanted;
   f->written = written;
   f->nbits = nbits;
-  f->nwords = nwords_for (nbits);
+  f->nwords = words_for (nbits);
   f->fd = -1;
   f->error = 0;
   f->switching = true;
