@@ -29,6 +29,23 @@ def _kill_all():
 atexit.register(_kill_all)
 
 
+def listening(path):
+    """True once a socket bound to path accepts connections.  The file
+    appears at bind(), before listen(), so its existence is not enough;
+    /proc/net/unix shows the listening state without connecting (a
+    probe connection would end a qemu-nbd that serves one client)."""
+    path = os.path.abspath(path)
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            # Flags 00010000 is __SO_ACCEPTCON: listen() was called.
+            if len(fields) >= 8 and fields[7] == path and \
+               int(fields[3], 16) & 0x10000:
+                return True
+    return False
+
+
 class Server:
     """A background server on Unix socket sock: argv is the command
     without the socket option; sock_opt is how the program takes its
@@ -44,7 +61,7 @@ class Server:
                                   stdout=self.logf, stderr=subprocess.STDOUT)
         _procs.append(self.p)
         for _ in range(200):
-            if os.path.exists(sock):
+            if listening(sock):
                 return
             if self.p.poll() is not None:
                 fail("%s exited during start-up: %s"
