@@ -2,7 +2,7 @@
  * SPDX-License-Identifier: BSD-3-Clause
  *
  * The stream filter's parameters: stream-base, stream-state,
- * stream-cluster-size, stream-speed.  Called from .config and
+ * stream-cluster-size, stream-speed, stream-sync.  Called from .config and
  * .config_complete (single-threaded).
  */
 
@@ -21,7 +21,7 @@ struct stream_config stream_config = {
   .cluster_size = 65536,
 };
 
-static bool speed_set;
+static bool speed_set, sync_set;
 
 int
 stream_parse_rate (const char *value, uint64_t *out, const char **why)
@@ -76,9 +76,25 @@ stream_config_key (const char *key, const char *value)
     }
     return 1;
   }
+  if (strcmp (key, "stream-sync") == 0) {
+    if (fleece_config_once (key, &sync_set) == -1)
+      return -1;
+    if (strcmp (value, "write") == 0)
+      stream_config.sync_flush = false;
+    else if (strcmp (value, "flush") == 0)
+      stream_config.sync_flush = true;
+    else {
+      nbdkit_error ("%s=%s: give write (a first write to a cluster is "
+                    "durable before it is acknowledged) or flush (durable "
+                    "at the guest's next flush, like a disk's write cache)",
+                    key, value);
+      return -1;
+    }
+    return 1;
+  }
   return fleece_config_unknown (FLEECE_STREAM, key, "stream-base, "
-                                "stream-state, stream-cluster-size and "
-                                "stream-speed");
+                                "stream-state, stream-cluster-size, "
+                                "stream-speed and stream-sync");
 }
 
 int

@@ -137,6 +137,7 @@ static struct nbdkit_filter filter = {
   .pwrite            = stream_pwrite,
   .zero              = stream_zero,
   .trim              = stream_trim,
+  .flush             = stream_flush,
   .extents           = stream_extents,
 };
 

@@ -376,6 +376,13 @@ job_start (nbdkit_backend *backend)
     return -1;
   }
   st.can_flush = st_wnext->can_flush (st_wnext) == 1;
+  st.multi_conn = st_wnext->can_multi_conn (st_wnext) == 1;
+  if (stream_config.sync_flush && !st.multi_conn) {
+    nbdkit_error ("stream-sync=flush needs a disk whose flush covers every "
+                  "connection (the plugin's can_multi_conn), and this one's "
+                  "does not: use stream-sync=write");
+    return -1;
+  }
   st.can_zero = st_wnext->can_zero (st_wnext);
   (void) st_wnext->get_size (st_wnext);
 
@@ -401,6 +408,15 @@ job_stop (void)
     pthread_mutex_unlock (&job_lock);
     pthread_join (thread, NULL);
     thread_started = false;
+  }
+  if (st_wnext && st.fine && !stream_is_complete ()) {
+    int err = 0;
+
+    /* A clean stop leaves nothing that only the page cache holds. */
+    if (pending_commit (st_wnext, &err) == -1)
+      nbdkit_error ("stream: the populated clusters since the last flush "
+                    "could not be made durable at exit; a restart in this "
+                    "boot still keeps them");
   }
   if (st_wnext) {
     st_wnext->finalize (st_wnext);
@@ -434,6 +450,9 @@ job_status (struct jbuf *reply)
   jbuf_kv_u64 (reply, "speed", sp);
   jbuf_kv_bool (reply, "base_connected", base_connected ());
   jbuf_kv_u64 (reply, "cluster_size", st.cluster_size);
+  jbuf_kv_string (reply, "sync", stream_config.sync_flush ? "flush" : "write");
+  if (st.fine)
+    jbuf_kv_u64 (reply, "unflushed_clusters", pending_count ());
   jbuf_raw (reply, "}");
 }
 

@@ -29,6 +29,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "fine-bits.h"
 #include "stream.h"
 
 nbdkit_next *st_wnext;          /* set in .after_fork, see job.c */
@@ -41,6 +42,8 @@ static uint64_t flush_begun, flush_done;
 static bool flushing;
 static struct { uint64_t seq; int err; } results[RESULTS];
 
+static bool fine_failed;        /* G could not be written: logged once */
+
 /* Longest run of clusters one copy-on-read fetches at once. */
 #define MAX_RUN_BYTES (4 * 1024 * 1024)
 
@@ -50,13 +53,22 @@ pop_init (void)
 }
 
 int
-pop_flush (nbdkit_next *unused, int *err)
+pop_flush (nbdkit_next *next, int *err)
 {
   uint64_t target, n;
   int r = 0, e;
 
   if (!st.can_flush)
     return 0;
+  /* A plugin without multi-conn consistency may flush only what came
+   * through the flushed connection: flush the guest's first.
+   */
+  if (!st.multi_conn && next != NULL && next != st_wnext &&
+      next->flush (next, 0, err) == -1) {
+    nbdkit_error ("stream: flushing the disk failed: clusters cannot be "
+                  "marked populated");
+    return -1;
+  }
   pthread_mutex_lock (&flush_lock);
   target = flush_begun + 1;
   while (flush_done < target) {
@@ -96,6 +108,43 @@ pop_set_filled (uint64_t first, uint64_t n)
 {
   bitset_set_range_atomic (&st.filled, first, n);
   __atomic_add_fetch (&st.filled_count, n, __ATOMIC_SEQ_CST);
+  if (st.fine == NULL)
+    return;
+  if (fine_bits_set_write (st.fine, first, n) == 0)
+    pending_add (first, n);
+  else if (!__atomic_exchange_n (&fine_failed, true, __ATOMIC_SEQ_CST))
+    nbdkit_error ("stream-state=%s: cannot write the page-cache map (%m): "
+                  "first writes to clusters now wait until they are "
+                  "durable, as with stream-sync=write",
+                  stream_config.state_path);
+}
+
+/* stream-sync=flush: whether every cluster of [c0, c1] has D or G, so
+ * a write to it needs nothing before its reply.
+ */
+static bool
+all_written (uint64_t c0, uint64_t c1)
+{
+  uint64_t c;
+
+  for (c = c0; c <= c1; c++)
+    if (!durable_bits_test (st.durable, c, 1) &&
+        !fine_bits_test (st.fine, c, 1))
+      return false;
+  return true;
+}
+
+/* After a guest write to [c0, c1], every cluster filled: with
+ * stream-sync=flush and no FUA, the reply may go once G is written;
+ * otherwise once D is durable.
+ */
+static int
+after_write (nbdkit_next *next, uint64_t c0, uint64_t c1, uint32_t flags,
+             int *err)
+{
+  if (st.fine && !(flags & NBDKIT_FLAG_FUA) && all_written (c0, c1))
+    return 0;
+  return pop_make_durable (next, c0, c1 - c0 + 1, err);
 }
 
 static uint64_t
@@ -274,13 +323,15 @@ covered (uint64_t c, uint64_t offset, uint64_t end)
     cluster_start (c) + cluster_len (c) <= end;
 }
 
-/* Write, zero or trim.  Clusters whose D bit is set: straight
- * through.  Otherwise the range is taken EXCLUSIVE if any of its
- * clusters is not yet filled; a partly covered unfilled cluster at
- * either end is first filled from the base; then the guest's request
- * goes to the disk, every cluster of the range is F, and the request
- * is acknowledged only after the disk was flushed and D is durable
- * for all of them (invariant 10).
+/* Write, zero or trim.  Clusters whose D bit is set (with
+ * stream-sync=flush: D or G): straight through.  Otherwise the range
+ * is taken EXCLUSIVE if any of its clusters is not yet filled; a
+ * partly covered unfilled cluster at either end is first filled from
+ * the base; then the guest's request goes to the disk, every cluster
+ * of the range is F, and the request is acknowledged only after the
+ * disk was flushed and D is durable for all of them (invariant 10);
+ * with stream-sync=flush, once G is written for all of them (set
+ * with F), unless FUA asks for durability now.
  */
 int
 pop_modify (nbdkit_next *next, enum fleece_write_op op, const void *buf,
@@ -297,6 +348,11 @@ pop_modify (nbdkit_next *next, enum fleece_write_op op, const void *buf,
   c1 = cluster_of (end - 1);
   if (durable_bits_test (st.durable, c0, c1 - c0 + 1))
     return fleece_next_write (next, op, buf, count, offset, flags, err);
+  if (st.fine && all_written (c0, c1)) {
+    if (fleece_next_write (next, op, buf, count, offset, flags, err) == -1)
+      return -1;
+    return after_write (next, c0, c1, flags, err);
+  }
 
   for (c = c0; c <= c1; c++)
     if (!is_filled (c)) {
@@ -346,5 +402,5 @@ pop_modify (nbdkit_next *next, enum fleece_write_op op, const void *buf,
   }
   if (r == -1)
     return -1;
-  return pop_make_durable (next, c0, c1 - c0 + 1, err);
+  return after_write (next, c0, c1, flags, err);
 }

@@ -16,9 +16,25 @@
  *         record fails its CRC and reads as "not complete", which is
  *         still true to the bits below (all set), so the next start
  *         writes it again.
+ *   1024  boot record (stream-sync=flush): "STRMBOOT", the kernel's
+ *         16-byte boot id, u32 CRC-32 of the 24 bytes before it.
+ *         Written in place, in one sector, when a run with
+ *         stream-sync=flush starts and G is not trusted: after G was
+ *         cleared.  Never synced: it only has to survive a crash of
+ *         the process, in the page cache.
  *   4096  the populated bits D, one per cluster, serialised as
  *         bitset_serialize; owned by common/durable-bits.c, which
  *         writes them a page at a time and only ever sets bits.
+ *   G     (state_fine_offset: after D, page-aligned) the page-cache
+ *         map G, same serialisation; owned by common/fine-bits.c.
+ *         Files written without stream-sync=flush end before it.
+ *
+ * G is trusted at start-up only if the boot record is valid and holds
+ * this boot's id: then every G bit was written in this boot after its
+ * cluster's contents, and the page cache holds both (only a power loss
+ * or a reboot loses it, and that changes the boot id).  Clearing G
+ * before recording the boot keeps an old boot's bits from being
+ * trusted in this one.
  *
  * Lock: the file is only used from start-up, the job thread (which
  * writes the completion record, once) and durable-bits' own thread.
@@ -40,47 +56,22 @@
 
 #include <nbdkit-filter.h>
 
+#include "bootid.h"
 #include "crc32.h"
 #include "filelock.h"
+#include "le.h"
 #include "stream.h"
 
 #define HDR_MAGIC "FLEESTRM"
 #define DONE_MAGIC "STRMDONE"
 #define DONE_OFFSET 512
+#define BOOT_MAGIC "STRMBOOT"
+#define BOOT_OFFSET 1024
+#define BOOT_LEN (8 + FLEECE_BOOT_ID_LEN + 4)
 #define STATE_VERSION 1
 
 static int lock_fd = -1;
 static int state_fd = -1;        /* kept for the completion record */
-
-static void
-put32 (unsigned char *p, uint32_t v)
-{
-  int i;
-
-  for (i = 0; i < 4; i++)
-    p[i] = v >> (8 * i);
-}
-
-static void
-put64 (unsigned char *p, uint64_t v)
-{
-  int i;
-
-  for (i = 0; i < 8; i++)
-    p[i] = v >> (8 * i);
-}
-
-static uint32_t
-get32 (const unsigned char *p)
-{
-  return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t) p[3] << 24;
-}
-
-static uint64_t
-get64 (const unsigned char *p)
-{
-  return get32 (p) | (uint64_t) get32 (p + 4) << 32;
-}
 
 int
 state_lock (const char *path)
@@ -119,11 +110,11 @@ make_header (unsigned char *h, uint64_t disk_size, uint64_t nclusters)
 {
   memset (h, 0, 36);
   memcpy (h, HDR_MAGIC, 8);
-  put32 (h + 8, STATE_VERSION);
-  put32 (h + 12, st.cluster_size);
-  put64 (h + 16, disk_size);
-  put64 (h + 24, nclusters);
-  put32 (h + 32, fleece_crc32 (0, h, 32));
+  le_store32 (h + 8, STATE_VERSION);
+  le_store32 (h + 12, st.cluster_size);
+  le_store64 (h + 16, disk_size);
+  le_store64 (h + 24, nclusters);
+  le_store32 (h + 32, fleece_crc32 (0, h, 32));
 }
 
 /* All of len bytes at off, through short transfers and EINTR; a read
@@ -209,8 +200,8 @@ static bool
 done_record_valid (const unsigned char *r, uint64_t disk_size)
 {
   return memcmp (r, DONE_MAGIC, 8) == 0 &&
-    get64 (r + 8) == disk_size &&
-    get32 (r + 16) == fleece_crc32 (0, r, 16);
+    le_load64 (r + 8) == disk_size &&
+    le_load32 (r + 16) == fleece_crc32 (0, r, 16);
 }
 
 static int
@@ -219,8 +210,8 @@ write_done_record (int fd, uint64_t disk_size)
   unsigned char r[20];
 
   memcpy (r, DONE_MAGIC, 8);
-  put64 (r + 8, disk_size);
-  put32 (r + 16, fleece_crc32 (0, r, 16));
+  le_store64 (r + 8, disk_size);
+  le_store32 (r + 16, fleece_crc32 (0, r, 16));
   if (full_io (fd, true, r, sizeof r, DONE_OFFSET) == -1 ||
       fdatasync (fd) == -1)
     return -1;
@@ -237,9 +228,78 @@ log2u (uint32_t v)
   return b;
 }
 
+static uint64_t
+page_up (uint64_t n)
+{
+  return (n + 4095) & ~UINT64_C (4095);
+}
+
+uint64_t
+state_fine_offset (void)
+{
+  return STATE_BITS_OFFSET + page_up (bits_bytes (st.nclusters));
+}
+
+static void
+make_boot_record (unsigned char *r, const unsigned char *id)
+{
+  memcpy (r, BOOT_MAGIC, 8);
+  memcpy (r + 8, id, FLEECE_BOOT_ID_LEN);
+  le_store32 (r + 8 + FLEECE_BOOT_ID_LEN,
+              fleece_crc32 (0, r, 8 + FLEECE_BOOT_ID_LEN));
+}
+
+/* Load G into maps->fine, trusted only in the boot that wrote it (see
+ * the top of the file).  With stream-sync=flush, make the file ready
+ * for G: its region exists and, unless trusted, is cleared before
+ * this boot is recorded.
+ */
+static int
+load_fine (int fd, struct state_maps *maps)
+{
+  const char *path = stream_config.state_path;
+  uint64_t nbytes = bits_bytes (st.nclusters), off = state_fine_offset ();
+  unsigned char id[FLEECE_BOOT_ID_LEN], want[BOOT_LEN], have[BOOT_LEN];
+  bool known = fleece_boot_id (id) == 0;
+  struct stat sb;
+
+  maps->fine = calloc (1, nbytes ? nbytes : 1);
+  if (maps->fine == NULL || fstat (fd, &sb) == -1) {
+    nbdkit_error ("stream-state=%s: %m", path);
+    return -1;
+  }
+  make_boot_record (want, id);
+  maps->fine_trusted = known &&
+    full_io (fd, false, have, sizeof have, BOOT_OFFSET) == 0 &&
+    memcmp (have, want, sizeof want) == 0 &&
+    (uint64_t) sb.st_size >= off + nbytes;
+  if (maps->fine_trusted) {
+    if (full_io (fd, false, maps->fine, nbytes, off) == -1) {
+      nbdkit_error ("stream-state=%s: cannot read the page-cache map: %m",
+                    path);
+      return -1;
+    }
+    if (st.nclusters % 8)
+      maps->fine[nbytes - 1] &= (1u << (st.nclusters % 8)) - 1;
+  }
+  if (!stream_config.sync_flush || maps->fine_trusted)
+    return 0;
+  if (ftruncate (fd, off) == -1 ||
+      ftruncate (fd, off + page_up (nbytes)) == -1 ||
+      (known && full_io (fd, true, want, sizeof want, BOOT_OFFSET) == -1)) {
+    nbdkit_error ("stream-state=%s: cannot prepare the page-cache map: %m",
+                  path);
+    return -1;
+  }
+  if (!known)
+    nbdkit_debug ("stream: the kernel's boot id is unknown: after a "
+                  "restart only the synced map is trusted");
+  return 0;
+}
+
 int
 state_open (uint64_t disk_size, bool have_base, bool *complete,
-            unsigned char **initial, int *fdp)
+            struct state_maps *maps)
 {
   const char *path = stream_config.state_path;
   unsigned char h[36], done[20];
@@ -249,8 +309,8 @@ state_open (uint64_t disk_size, bool have_base, bool *complete,
   int fd;
 
   *complete = false;
-  *initial = NULL;
-  *fdp = -1;
+  memset (maps, 0, sizeof *maps);
+  maps->fd = -1;
 
   fd = open (path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   if (fd == -1 && errno != ENOENT) {
@@ -280,30 +340,30 @@ state_open (uint64_t disk_size, bool have_base, bool *complete,
                     "exist yet to start a new one", path);
       goto err;
     }
-    if (get32 (h + 32) != fleece_crc32 (0, h, 32) ||
-        get32 (h + 8) != STATE_VERSION) {
+    if (le_load32 (h + 32) != fleece_crc32 (0, h, 32) ||
+        le_load32 (h + 8) != STATE_VERSION) {
       nbdkit_error ("stream-state=%s: damaged header or unknown version "
                     "%" PRIu32 "; the file is left as it is: restore "
                     "again with a new state file and an empty disk",
-                    path, get32 (h + 8));
+                    path, le_load32 (h + 8));
       goto err;
     }
-    if (get64 (h + 16) != disk_size) {
+    if (le_load64 (h + 16) != disk_size) {
       nbdkit_error ("stream-state=%s belongs to another disk: it records "
                     "a disk of %" PRIu64 " bytes, this disk has %" PRIu64
                     "; give the state file of this disk", path,
-                    get64 (h + 16), disk_size);
+                    le_load64 (h + 16), disk_size);
       goto err;
     }
     if (stream_config.cluster_size_set &&
-        get32 (h + 12) != stream_config.cluster_size) {
+        le_load32 (h + 12) != stream_config.cluster_size) {
       nbdkit_error ("stream-state=%s was made with stream-cluster-size=%"
                     PRIu32 ", not %" PRIu32 "; give the same size or leave "
-                    "the parameter out", path, get32 (h + 12),
+                    "the parameter out", path, le_load32 (h + 12),
                     stream_config.cluster_size);
       goto err;
     }
-    st.cluster_size = get32 (h + 12);
+    st.cluster_size = le_load32 (h + 12);
     if (st.cluster_size < 4096 || st.cluster_size > 16 * 1024 * 1024 ||
         (st.cluster_size & (st.cluster_size - 1)) != 0) {
       nbdkit_error ("stream-state=%s: damaged header (cluster size %"
@@ -312,9 +372,9 @@ state_open (uint64_t disk_size, bool have_base, bool *complete,
     }
     st.cluster_bits = log2u (st.cluster_size);
     nclusters = (disk_size + st.cluster_size - 1) >> st.cluster_bits;
-    if (get64 (h + 24) != nclusters) {
+    if (le_load64 (h + 24) != nclusters) {
       nbdkit_error ("stream-state=%s: damaged header (%" PRIu64 " clusters "
-                    "for %" PRIu64 " bytes)", path, get64 (h + 24),
+                    "for %" PRIu64 " bytes)", path, le_load64 (h + 24),
                     disk_size);
       goto err;
     }
@@ -371,12 +431,16 @@ state_open (uint64_t disk_size, bool have_base, bool *complete,
     goto err;
   }
   fcntl (state_fd, F_SETFD, FD_CLOEXEC);
-  *initial = bits;
-  *fdp = fd;
+  if (load_fine (fd, maps) == -1)
+    goto err;
+  maps->durable = bits;
+  maps->fd = fd;
   return 0;
 
  err:
   free (bits);
+  free (maps->fine);
+  maps->fine = NULL;
   close (fd);
   return -1;
 }

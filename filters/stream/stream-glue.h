@@ -21,6 +21,8 @@ extern int stream_write (nbdkit_next *next, void *handle,
                          enum fleece_write_op op, const void *buf,
                          uint32_t count, uint64_t offset, uint32_t flags,
                          int *err);
+extern int stream_flush (nbdkit_next *next, void *handle, uint32_t flags,
+                         int *err);
 extern int stream_extents (nbdkit_next *next, void *handle, uint32_t count,
                            uint64_t offset, uint32_t flags,
                            struct nbdkit_extents *extents, int *err);

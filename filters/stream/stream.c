@@ -14,6 +14,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "fine-bits.h"
 #include "fleece-api.h"
 #include "stack-rules.h"
 #include "stream.h"
@@ -43,6 +44,17 @@ stream_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
   return pop_pread (next, buf, count, offset, flags, err);
+}
+
+/* stream-sync=flush: the disk, then D for every cluster populated
+ * before now (pending.c).  Otherwise the disk only.
+ */
+int
+stream_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+  if (st.fine == NULL || stream_is_complete ())
+    return next->flush (next, flags, err);
+  return pending_commit (next, err);
 }
 
 /* Write, zero and trim (FLEECE_WRITE_CALLBACKS in glue.c). */
@@ -111,13 +123,74 @@ stream_extents (nbdkit_next *next, void *handle, uint32_t count,
 /* .after_fork: open the state file, load the maps, reach the base,
  * start the job.
  */
+/* F = D | G (G is all zero unless trusted); with stream-sync=flush,
+ * start G's writer and put G minus D in P, so the next flush makes
+ * them durable.  Takes maps->fd.
+ */
+static int
+load_maps (struct state_maps *maps)
+{
+  const char *path = stream_config.state_path;
+  size_t nbytes;
+  struct bitset fine = { 0 };
+  uint64_t c, k;
+
+  if (bitset_init (&st.filled, st.nclusters) == -1 ||
+      bitset_init (&fine, st.nclusters) == -1) {
+    nbdkit_error ("stream-state=%s: cannot load the map: %m", path);
+    close (maps->fd);
+    bitset_free (&fine);
+    return -1;
+  }
+  nbytes = bitset_serialized_size (&st.filled);
+  if (bitset_deserialize (&st.filled, maps->durable, nbytes) == -1 ||
+      bitset_deserialize (&fine, maps->fine, nbytes) == -1 ||
+      bitset_merge (&st.filled, &fine) == -1) {
+    nbdkit_error ("stream-state=%s: cannot load the map: %m", path);
+    close (maps->fd);
+    bitset_free (&fine);
+    return -1;
+  }
+  st.filled_count = bitset_count (&st.filled);
+  if (stream_config.sync_flush &&
+      ((st.fine = fine_bits_new ()) == NULL ||
+       fine_bits_attach (st.fine, maps->fd, state_fine_offset (),
+                         st.nclusters, maps->fine) == -1 ||
+       pending_init () == -1)) {
+    nbdkit_error ("stream-state=%s: cannot start the page-cache map: %m",
+                  path);
+    close (maps->fd);
+    bitset_free (&fine);
+    return -1;
+  }
+  st.durable = durable_bits_new ();
+  if (st.durable == NULL ||
+      durable_bits_attach (st.durable, maps->fd, STATE_BITS_OFFSET,
+                           st.nclusters, maps->durable) == -1) {
+    nbdkit_error ("stream-state=%s: cannot start the map writer: %m", path);
+    bitset_free (&fine);
+    return -1;
+  }
+  if (maps->fine_trusted)
+    nbdkit_debug ("stream: %" PRIu64 " clusters populated in the page "
+                  "cache before a restart in this boot are kept",
+                  bitset_count (&fine));
+  for (c = 0; st.fine && (c = bitset_next_set (&fine, c)) < st.nclusters;
+       c = k) {
+    k = bitset_next_clear (&fine, c);
+    pending_add (c, (k < st.nclusters ? k : st.nclusters) - c);
+  }
+  bitset_free (&fine);
+  return 0;
+}
+
 int
 stream_start (nbdkit_backend *backend)
 {
-  unsigned char *initial = NULL;
+  struct state_maps maps;
   bool complete;
   int64_t size;
-  int fd, r;
+  int r;
 
   if (state_after_fork_pid () == -1)
     return -1;
@@ -125,7 +198,7 @@ stream_start (nbdkit_backend *backend)
   if (size == -1)
     return -1;
   if (state_open (size, stream_config.base_uri != NULL, &complete,
-                  &initial, &fd) == -1)
+                  &maps) == -1)
     return -1;
   rangelock_init (&st.locks);
   if (complete) {
@@ -133,28 +206,11 @@ stream_start (nbdkit_backend *backend)
     return 0;
   }
 
-  if (bitset_init (&st.filled, st.nclusters) == -1 ||
-      bitset_deserialize (&st.filled, initial,
-                          bitset_serialized_size (&st.filled)) == -1) {
-    nbdkit_error ("stream-state=%s: cannot load the map: %m",
-                  stream_config.state_path);
-    free (initial);
-    close (fd);
+  r = load_maps (&maps);
+  free (maps.durable);
+  free (maps.fine);
+  if (r == -1)
     return -1;
-  }
-  st.filled_count = bitset_count (&st.filled);
-  st.durable = durable_bits_new ();
-  if (st.durable == NULL ||
-      durable_bits_attach (st.durable, fd, STATE_BITS_OFFSET, st.nclusters,
-                           initial) == -1) {
-    nbdkit_error ("stream-state=%s: cannot start the map writer: %m",
-                  stream_config.state_path);
-    free (initial);
-    return -1;
-  }
-  free (initial);
-  nbdkit_debug ("stream: %" PRIu64 " of %" PRIu64 " clusters already "
-                "populated", st.filled_count, st.nclusters);
 
   if (base_init (stream_config.base_uri, size) == -1)
     return -1;
@@ -178,6 +234,10 @@ stream_free (void)
   if (st.durable)
     durable_bits_free (st.durable);
   st.durable = NULL;
+  if (st.fine)
+    fine_bits_free (st.fine);
+  st.fine = NULL;
+  pending_free ();
   bitset_free (&st.filled);
   state_close ();
 }

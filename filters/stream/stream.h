@@ -28,11 +28,34 @@
  *  pop_flush).  So D ⊆ F, and after a crash the clusters with D set
  *  hold valid contents and the others are filled from the base again.
  *
- * Invariant 10: a guest write, zero or trim to a cluster is
- * acknowledged only once the cluster's D bit is durable, and the base
- * is only ever copied into clusters whose F bit is clear (checked
- * under the cluster's exclusive range lock).  At start-up F = D.  So
- * no acknowledged guest write is ever overwritten from the base.
+ *  G, st.fine (stream-sync=flush only): the page-cache map of the
+ *  state file.  A bit is set (written into the file's page cache, no
+ *  sync) only after F was set, so after the cluster's contents were
+ *  written to the disk's page cache.  The file records the kernel's
+ *  boot id beside G; G is trusted at start-up only in the same boot,
+ *  when the page cache of both files survived (nbdkit killed, not the
+ *  machine): then F = D | G.  Otherwise F = D and G starts empty.
+ *
+ *  P, the pending set (pending.c, stream-sync=flush only): clusters
+ *  whose G bit was written and whose D bit may not be durable yet;
+ *  the guest's flush takes P, flushes the disk and makes D durable
+ *  for them.
+ *
+ * Invariant 10, stream-sync=write: a guest write, zero or trim to a
+ * cluster is acknowledged only once the cluster's D bit is durable,
+ * and the base is only ever copied into clusters whose F bit is clear
+ * (checked under the cluster's exclusive range lock).  At start-up
+ * F = D.  So no acknowledged guest write is ever overwritten from the
+ * base.
+ *
+ * stream-sync=flush: acknowledged once D or G is set for every
+ * cluster of the request; a guest flush (or FUA) returns once D is
+ * durable for every cluster whose G was set before it began.  After a
+ * crash of the process F = D | G again holds every acknowledged
+ * write; after a power loss F = D holds every write the guest
+ * flushed, and a cluster first written after the guest's last flush
+ * is refilled from the base whole: that write is lost as an unflushed
+ * write is lost by a disk with a volatile cache, never mixed.
  */
 
 #ifndef FLEECE_STREAM_H
@@ -57,6 +80,7 @@ struct stream_config {
   uint32_t cluster_size;        /* stream-cluster-size */
   bool cluster_size_set;
   uint64_t speed;               /* stream-speed, bytes/s, 0 unlimited */
+  bool sync_flush;              /* stream-sync=flush (default write) */
 };
 extern struct stream_config stream_config;
 
@@ -64,7 +88,10 @@ extern struct stream_config stream_config;
   "stream-base=URI           NBD URI of the base the disk is filled from.\n" \
   "stream-state=PATH         Populated-cluster map (required).\n" \
   "stream-cluster-size=SIZE  Population granularity, 4K-16M (default 64K).\n" \
-  "stream-speed=RATE         Background bytes/s, e.g. 100M (0: unlimited)."
+  "stream-speed=RATE         Background bytes/s, e.g. 100M (0: unlimited).\n" \
+  "stream-sync=write|flush   A first write to a cluster is durable before\n" \
+  "                          its reply (write, default) or at the next\n" \
+  "                          flush, like a disk's write cache (flush)."
 
 extern int stream_config_key (const char *key, const char *value);
 extern int stream_config_check (void);
@@ -90,9 +117,11 @@ struct stream_state {
   struct bitset filled;         /* F, see above: atomic bit functions */
   uint64_t filled_count;        /* clusters with F set: atomic */
   struct durable_bits *durable; /* D; NULL once complete */
+  struct fine_bits *fine;       /* G; NULL unless stream-sync=flush */
   struct rangelock locks;       /* per-cluster range lock, bytes */
 
   int can_flush;                /* the plugin's can_flush */
+  int multi_conn;               /* the plugin's can_multi_conn */
   int can_zero;                 /* the plugin's can_zero */
 };
 extern struct stream_state st;
@@ -134,14 +163,24 @@ is_filled (uint64_t c)
 /* state.c: the state file.  Layout and crash argument in state.c. */
 extern int state_lock (const char *path);
 extern int state_after_fork_pid (void);
+/* What state_open found in an incomplete file. */
+struct state_maps {
+  unsigned char *durable;       /* D, serialised (malloc'd) */
+  unsigned char *fine;          /* G, serialised (malloc'd): all zero
+                                 * unless trusted */
+  bool fine_trusted;            /* G was written in this boot */
+  int fd;                       /* for durable_bits_attach */
+};
 /* Open or create the state file for the disk.  Sets st.cluster_size
  * (from the file if the parameter was not given), *complete, and on an
- * incomplete file *initial: the serialised D bits (malloc'd) and
- * *fd: a descriptor for durable_bits_attach at STATE_BITS_OFFSET.
+ * incomplete file *maps.  With stream-sync=flush the file is ready for
+ * G at state_fine_offset () (this boot recorded, G cleared unless
+ * trusted).
  */
 #define STATE_BITS_OFFSET 4096
 extern int state_open (uint64_t disk_size, bool have_base, bool *complete,
-                       unsigned char **initial, int *fd);
+                       struct state_maps *maps);
+extern uint64_t state_fine_offset (void);
 /* Record completion durably.  0, or -1 after nbdkit_error. */
 extern int state_mark_complete (void);
 extern void state_close (void);
@@ -173,7 +212,9 @@ extern void pop_init (void);
  */
 extern int pop_flush (nbdkit_next *next, int *err);
 /* Set F on [first, first+n) (caller holds them EXCLUSIVE and saw each
- * clear) and count them.
+ * clear) and count them; with stream-sync=flush also write G and add
+ * them to P (a failure to write G is logged: those clusters then take
+ * the stream-sync=write path).
  */
 extern void pop_set_filled (uint64_t first, uint64_t n);
 /* Fill the clusters [first, first+n) (F clear, held EXCLUSIVE) from
@@ -194,6 +235,18 @@ extern int pop_modify (nbdkit_next *next, enum fleece_write_op op,
                        const void *buf, uint32_t count, uint64_t offset,
                        uint32_t flags, int *err);
 extern uint64_t pop_bytes_done (void);
+
+/* pending.c: P and the guest's flush with stream-sync=flush. */
+extern int pending_init (void);
+extern void pending_free (void);
+/* Add [first, first+n), whose G bits are written, to P. */
+extern void pending_add (uint64_t first, uint64_t n);
+/* The guest's flush: the disk flushed, then D durable for every
+ * cluster in P when it was called.  0 or -1 with *err.
+ */
+extern int pending_commit (nbdkit_next *next, int *err);
+/* Clusters in P (for status). */
+extern uint64_t pending_count (void);
 
 /* job.c: the background job. */
 extern int job_start (nbdkit_backend *backend);
