@@ -16,6 +16,8 @@
 #   stream_test.py crash ...   kill -9 of the server at random moments
 #       while clients run, restart with the same state file, finish:
 #       nothing acknowledged is lost, nothing is refilled from the base.
+#   stream_test.py powerloss ...   stream-sync=flush across simulated
+#       reboots (stream_powerloss.py).
 #
 # --sync MODE passes stream-sync=MODE to the filter (default: not
 # given), and then the clients also flush now and then and write with
@@ -32,7 +34,7 @@ from fleece_lib import (check, close, connect, expect_same, fail, log,
 from stream_lib import SIZE, CL, U_END, Clients, Env, Server
 
 p = argparse.ArgumentParser()
-p.add_argument("mode", choices=["model", "crash"])
+p.add_argument("mode", choices=["model", "crash", "powerloss"])
 p.add_argument("--dir", required=True)
 p.add_argument("--filter", required=True)
 p.add_argument("--seed", type=int, default=1)
@@ -196,4 +198,10 @@ def mode_crash():
     log("crash: OK (%d trials)" % args.trials)
 
 
-run_main({"model": mode_model, "crash": mode_crash}[args.mode])
+def mode_powerloss():
+    import stream_powerloss
+    stream_powerloss.run(args, E, base_srv, stream_srv)
+
+
+run_main({"model": mode_model, "crash": mode_crash,
+          "powerloss": mode_powerloss}[args.mode])
