@@ -341,7 +341,9 @@ class Clients:
             bad = old_or_new(got, off, old, new)
             if bad:
                 fail("after the crash, %d+%d is neither the old nor the new "
-                     "contents of an unacknowledged request" % bad)
+                     "contents of a request in flight at the crash (lost: "
+                     "the old contents, an acknowledged write or the "
+                     "base's)" % bad)
             self.model[off:off + len(old)] = got
         close(h)
         self.uncertain = []

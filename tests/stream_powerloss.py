@@ -172,14 +172,19 @@ def trial_run(args, E, base_srv, start, rng, trial):
     cl = Clients(E, model, seed * 10 + 1, args.clients, flushes=gap,
                  tracker=tr, pace=0.01)
     # Every other trial, no flush in the last 0.3 s before the power
-    # loss, so that clusters first populated since the last flush surely
-    # exist (they must be refilled).
+    # loss, and the power goes only once clients wrote to 3 clusters
+    # they populated since (on a slow machine too), so that some
+    # clusters must be refilled.
     t0 = time.monotonic()
-    t_kill = t0 + rng.uniform(0.4, 1.2)
-    if trial % 2 == 0:
+    quiet = trial % 2 == 0
+    t_kill = t0 + rng.uniform(0.4, 1.2) + (0.3 if quiet else 0)
+    if quiet:
         cl.flush_until = t_kill - 0.3
     cl.start()
     time.sleep(t_kill - time.monotonic())
+    while quiet and time.monotonic() < t_kill + 10 and \
+            written_since(tr, cl.flush_until, base, model) < 3:
+        time.sleep(0.02)
     srv.kill()
     cl.stop()
     check(not cl.bad, "; ".join(cl.bad))
@@ -193,6 +198,14 @@ def trial_run(args, E, base_srv, start, rng, trial):
         E.check_file(got, "trial %d, local image after completion" % trial)
     base_srv.stop()
     return refilled
+
+
+def written_since(tr, t, base, model):
+    """How many clusters were first populated after t and differ from
+    the base (were written) now."""
+    with tr.lock:
+        new = [c for c, first in tr.first.items() if first > t]
+    return sum(1 for c in new if cluster(model, c) != cluster(base, c))
 
 
 def sigterm_case(args, E, base_srv, start, rng, trial, seed):
