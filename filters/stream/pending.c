@@ -198,8 +198,12 @@ pending_count (void)
 
   if (pending.words == NULL)
     return 0;
-  for (i = 0; i < words_in (&pending); i++)
-    n += __builtin_popcountll (__atomic_load_n (&pending.words[i],
-                                                __ATOMIC_RELAXED));
+  for (i = 0; i < words_in (&pending); i++) {
+    uint64_t w = __atomic_load_n (&pending.words[i], __ATOMIC_RELAXED);
+
+    /* The job may have made some durable already. */
+    for (; w; w &= w - 1)
+      n += !durable_bits_test (st.durable, i * 64 + __builtin_ctzll (w), 1);
+  }
   return n;
 }

@@ -245,7 +245,7 @@ extern void pending_add (uint64_t first, uint64_t n);
  * cluster in P when it was called.  0 or -1 with *err.
  */
 extern int pending_commit (nbdkit_next *next, int *err);
-/* Clusters in P (for status). */
+/* Clusters in P whose D is not yet durable (for status). */
 extern uint64_t pending_count (void);
 
 /* job.c: the background job. */
