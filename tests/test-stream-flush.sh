@@ -12,7 +12,8 @@
 #     tests/stream_powerloss.py): clusters populated before the last
 #     completed flush are exact, later ones the model or the base,
 #     never a mix; a clean stop makes everything durable;
-#   - stream-sync=bogus or given twice is refused; status says "sync".
+#   - stream-sync=bogus or given twice is refused, and flush over a
+#     plugin without multi-conn; status says "sync".
 # About 25 s.  FLEECE_STREAM_TRIALS=N runs N crash and N power-loss
 # trials (default 3), FLEECE_SEED=N|random picks the seed.
 
@@ -47,6 +48,10 @@ done
 refused_once 'stream-sync.*twice' \
   "${args[@]}" stream-sync=flush stream-sync=write
 test ! -e "$tmpdir/state" || fail "a refused start created the state file"
+# The split plugin's flush does not cover every connection.
+expect_refused_fg 'stream-sync=flush needs a disk whose flush covers every connection' \
+  --filter="$STREAM" split "$tmpdir/local.img" "${args[@]:3}" stream-sync=flush
+rm -f "$tmpdir/state" "$tmpdir/state.lock"
 for mode in "" write flush; do
   rm -f "$tmpdir/state" "$tmpdir/state.lock" "$tmpdir/nbd.sock"
   start_nbdkit "$tmpdir/nbd.sock" "${args[@]}" ${mode:+stream-sync=$mode}
