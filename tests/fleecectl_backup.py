@@ -24,6 +24,7 @@ import subprocess
 import time
 
 from fleece_lib import Model
+from job_lib import listening
 from incr_lib import *
 
 ap = argparse.ArgumentParser()
@@ -120,7 +121,7 @@ def main():
                               qpid, "-f", "qcow2", qcow])
         try:
             for _ in range(100):
-                if os.path.exists(qsock):
+                if listening(qsock):
                     break
                 time.sleep(0.1)
             want, _ = backup(ctl, w, model,
