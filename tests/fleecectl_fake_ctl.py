@@ -149,9 +149,17 @@ def main():
         os.unlink(sock_path)
     except FileNotFoundError:
         pass
+    # Listen under another name, then rename: the test waits for the
+    # socket file, which must not appear before listen().
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(sock_path)
+    tmp = sock_path + ".new"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    s.bind(tmp)
     s.listen(16)
+    os.rename(tmp, sock_path)
     while True:
         conn, _ = s.accept()
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
