@@ -34,13 +34,14 @@ def listening(path):
     appears at bind(), before listen(), so its existence is not enough;
     /proc/net/unix shows the listening state without connecting (a
     probe connection would end a qemu-nbd that serves one client)."""
-    path = os.path.abspath(path)
+    # The table shows the path as the server gave it to bind().
+    names = (path, os.path.abspath(path))
     with open("/proc/net/unix") as f:
         next(f)
         for line in f:
             fields = line.split()
             # Flags 00010000 is __SO_ACCEPTCON: listen() was called.
-            if len(fields) >= 8 and fields[7] == path and \
+            if len(fields) >= 8 and fields[7] in names and \
                int(fields[3], 16) & 0x10000:
                 return True
     return False
