@@ -98,6 +98,21 @@ fleece_config_cluster (const char *key, const char *value, uint32_t *out)
 }
 
 int
+fleece_config_choice (const char *key, const char *value,
+                      const char *const names[], const char *help, int *out)
+{
+  int i;
+
+  for (i = 0; names[i]; i++)
+    if (strcmp (value, names[i]) == 0) {
+      *out = i;
+      return 0;
+    }
+  nbdkit_error ("%s=%s: %s", key, value, help);
+  return -1;
+}
+
+int
 fleece_config_bool (const char *key, const char *value, bool *out)
 {
   static const char *const yes[] = { "1", "true", "on", "yes", NULL };

@@ -43,6 +43,12 @@ extern int fleece_config_cluster (const char *key, const char *value,
                                   uint32_t *out);
 extern int fleece_config_bool (const char *key, const char *value,
                                bool *out);
+/* One of names (NULL-terminated): *out is its index.  Otherwise the
+ * error is "KEY=VALUE: HELP" (help says what the names mean).
+ */
+extern int fleece_config_choice (const char *key, const char *value,
+                                 const char *const names[],
+                                 const char *help, int *out);
 /* A size like 256M; the error ends "expected a size such as EXAMPLE". */
 extern int fleece_config_size (const char *key, const char *value,
                                const char *example, uint64_t *out);

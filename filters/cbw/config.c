@@ -87,17 +87,15 @@ cbw_config_key (const char *key, const char *value)
     return 1;
   }
   if (strcmp (key, "cbw-on-error") == 0) {
-    if (fleece_config_once (key, &on_error_set) == -1)
+    static const char *const names[] =
+      { "break-guest-write", "break-snapshot", NULL };
+    int i;
+
+    if (fleece_config_once (key, &on_error_set) == -1 ||
+        fleece_config_choice (key, value, names, "expected "
+                              "break-guest-write or break-snapshot", &i) == -1)
       return -1;
-    if (strcmp (value, "break-guest-write") == 0)
-      cbw_config.on_error = CBW_BREAK_GUEST_WRITE;
-    else if (strcmp (value, "break-snapshot") == 0)
-      cbw_config.on_error = CBW_BREAK_SNAPSHOT;
-    else {
-      nbdkit_error ("%s=%s: expected break-guest-write or break-snapshot",
-                    key, value);
-      return -1;
-    }
+    cbw_config.on_error = i == 0 ? CBW_BREAK_GUEST_WRITE : CBW_BREAK_SNAPSHOT;
     return 1;
   }
   if (strcmp (key, "cbw-timeout") == 0) {

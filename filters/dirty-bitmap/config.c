@@ -26,6 +26,7 @@ struct db_config db_config = {
 static bool granularity_set;
 /* bitmap-sync=: NULL (not given), "write-ahead" or "clean-stop". */
 static const char *sync_mode;
+static const char *const sync_names[] = { "write-ahead", "clean-stop", NULL };
 
 static int
 check_disk_id (const char *key, const char *value)
@@ -52,20 +53,17 @@ db_config_key (const char *key, const char *value)
     return fleece_config_string (key, value, check_disk_id,
                                  &db_config.disk_id) == -1 ? -1 : 1;
   if (strcmp (key, "bitmap-sync") == 0) {
+    int i;
+
     if (sync_mode) {
       nbdkit_error ("%s: given twice; give it once", key);
       return -1;
     }
-    if (strcmp (value, "write-ahead") == 0)
-      sync_mode = "write-ahead";
-    else if (strcmp (value, "clean-stop") == 0)
-      sync_mode = "clean-stop";
-    else {
-      nbdkit_error ("%s=%s: must be write-ahead (checkpoints survive a "
-                    "crash) or clean-stop (saved at a clean stop only)",
-                    key, value);
+    if (fleece_config_choice (key, value, sync_names, "must be write-ahead "
+                              "(checkpoints survive a crash) or clean-stop "
+                              "(saved at a clean stop only)", &i) == -1)
       return -1;
-    }
+    sync_mode = sync_names[i];
     return 1;
   }
   return fleece_config_unknown (FLEECE_DIRTY_BITMAP, key, "bitmap-file, "

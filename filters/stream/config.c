@@ -77,19 +77,17 @@ stream_config_key (const char *key, const char *value)
     return 1;
   }
   if (strcmp (key, "stream-sync") == 0) {
-    if (fleece_config_once (key, &sync_set) == -1)
+    static const char *const names[] = { "write", "flush", NULL };
+    int i;
+
+    if (fleece_config_once (key, &sync_set) == -1 ||
+        fleece_config_choice (key, value, names, "give write (a first write "
+                              "to a cluster is durable before it is "
+                              "acknowledged) or flush (durable at the guest's "
+                              "next flush, like a disk's write cache)", &i)
+        == -1)
       return -1;
-    if (strcmp (value, "write") == 0)
-      stream_config.sync_flush = false;
-    else if (strcmp (value, "flush") == 0)
-      stream_config.sync_flush = true;
-    else {
-      nbdkit_error ("%s=%s: give write (a first write to a cluster is "
-                    "durable before it is acknowledged) or flush (durable "
-                    "at the guest's next flush, like a disk's write cache)",
-                    key, value);
-      return -1;
-    }
+    stream_config.sync_flush = i == 1;
     return 1;
   }
   return fleece_config_unknown (FLEECE_STREAM, key, "stream-base, "
