@@ -75,19 +75,28 @@ pending_free (void)
 void
 pending_add (uint64_t first, uint64_t n)
 {
-  uint64_t b;
+  uint64_t b0 = first / BLOCK_BITS;
 
   if (n == 0)
     return;
   bitset_set_range_atomic (&pending, first, n);
-  for (b = first / BLOCK_BITS; b <= (first + n - 1) / BLOCK_BITS; b++)
-    bitset_set_range_atomic (&summary, b, 1);
+  bitset_set_range_atomic (&summary, b0,
+                           (first + n - 1) / BLOCK_BITS - b0 + 1);
 }
 
 static uint64_t
 words_in (const struct bitset *bm)
 {
   return (bm->nbits + 63) / 64;
+}
+
+/* One past the last word of block b (P and taken have the same size). */
+static uint64_t
+block_end (uint64_t b)
+{
+  uint64_t end = (b + 1) * BLOCK_WORDS;
+
+  return end < words_in (&pending) ? end : words_in (&pending);
 }
 
 /* Move P into taken; returns the number of blocks in taken_blocks. */
@@ -101,14 +110,11 @@ take (void)
                                       __ATOMIC_SEQ_CST);
 
     while (w) {
-      uint64_t b = i * 64 + __builtin_ctzll (w), k, end;
+      uint64_t b = i * 64 + __builtin_ctzll (w), k;
 
       w &= w - 1;
       taken_blocks[nb++] = b;
-      end = (b + 1) * BLOCK_WORDS;
-      if (end > words_in (&pending))
-        end = words_in (&pending);
-      for (k = b * BLOCK_WORDS; k < end; k++)
+      for (k = b * BLOCK_WORDS; k < block_end (b); k++)
         taken.words[k] |= __atomic_exchange_n (&pending.words[k], 0,
                                                __ATOMIC_SEQ_CST);
     }
@@ -120,15 +126,12 @@ take (void)
 static void
 give_back (uint64_t nb, bool restore)
 {
-  uint64_t j, k, end;
+  uint64_t j, k;
 
   for (j = 0; j < nb; j++) {
     uint64_t b = taken_blocks[j];
 
-    end = (b + 1) * BLOCK_WORDS;
-    if (end > words_in (&taken))
-      end = words_in (&taken);
-    for (k = b * BLOCK_WORDS; k < end; k++) {
+    for (k = b * BLOCK_WORDS; k < block_end (b); k++) {
       if (restore && taken.words[k])
         __atomic_fetch_or (&pending.words[k], taken.words[k],
                            __ATOMIC_SEQ_CST);

@@ -161,6 +161,12 @@ sync_dir (const char *path)
   return r;
 }
 
+static uint64_t
+page_up (uint64_t n)
+{
+  return (n + 4095) & ~UINT64_C (4095);
+}
+
 /* A new state file, all clusters unpopulated, made atomically. */
 static int
 create_file (const char *path, uint64_t disk_size, uint64_t nclusters)
@@ -177,8 +183,8 @@ create_file (const char *path, uint64_t disk_size, uint64_t nclusters)
   fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd == -1 ||
       full_io (fd, true, h, sizeof h, 0) == -1 ||
-      ftruncate (fd, STATE_BITS_OFFSET +
-                 ((bits_bytes (nclusters) + 4095) & ~UINT64_C (4095))) == -1 ||
+      ftruncate (fd, STATE_BITS_OFFSET + page_up (bits_bytes (nclusters)))
+      == -1 ||
       fsync (fd) == -1 ||
       rename (tmp, path) == -1 ||
       sync_dir (path) == -1) {
@@ -226,12 +232,6 @@ log2u (uint32_t v)
   while ((UINT32_C (1) << b) < v)
     b++;
   return b;
-}
-
-static uint64_t
-page_up (uint64_t n)
-{
-  return (n + 4095) & ~UINT64_C (4095);
 }
 
 uint64_t

@@ -130,46 +130,33 @@ stream_extents (nbdkit_next *next, void *handle, uint32_t count,
 static int
 load_maps (struct state_maps *maps)
 {
-  const char *path = stream_config.state_path;
-  size_t nbytes;
+  const char *what = "cannot load the map";
   struct bitset fine = { 0 };
+  size_t nbytes;
   uint64_t c, k;
 
   if (bitset_init (&st.filled, st.nclusters) == -1 ||
-      bitset_init (&fine, st.nclusters) == -1) {
-    nbdkit_error ("stream-state=%s: cannot load the map: %m", path);
-    close (maps->fd);
-    bitset_free (&fine);
-    return -1;
-  }
+      bitset_init (&fine, st.nclusters) == -1)
+    goto fail;
   nbytes = bitset_serialized_size (&st.filled);
   if (bitset_deserialize (&st.filled, maps->durable, nbytes) == -1 ||
       bitset_deserialize (&fine, maps->fine, nbytes) == -1 ||
-      bitset_merge (&st.filled, &fine) == -1) {
-    nbdkit_error ("stream-state=%s: cannot load the map: %m", path);
-    close (maps->fd);
-    bitset_free (&fine);
-    return -1;
-  }
+      bitset_merge (&st.filled, &fine) == -1)
+    goto fail;
   st.filled_count = bitset_count (&st.filled);
+  what = "cannot start the page-cache map";
   if (stream_config.sync_flush &&
       ((st.fine = fine_bits_new ()) == NULL ||
        fine_bits_attach (st.fine, maps->fd, state_fine_offset (),
                          st.nclusters, maps->fine) == -1 ||
-       pending_init () == -1)) {
-    nbdkit_error ("stream-state=%s: cannot start the page-cache map: %m",
-                  path);
-    close (maps->fd);
-    bitset_free (&fine);
-    return -1;
-  }
+       pending_init () == -1))
+    goto fail;
   st.durable = durable_bits_new ();
   if (st.durable == NULL ||
       durable_bits_attach (st.durable, maps->fd, STATE_BITS_OFFSET,
                            st.nclusters, maps->durable) == -1) {
-    nbdkit_error ("stream-state=%s: cannot start the map writer: %m", path);
-    bitset_free (&fine);
-    return -1;
+    what = "cannot start the map writer";   /* fd not taken: closed */
+    goto fail;
   }
   if (maps->fine_trusted)
     nbdkit_debug ("stream: %" PRIu64 " clusters populated in the page "
@@ -182,6 +169,13 @@ load_maps (struct state_maps *maps)
   }
   bitset_free (&fine);
   return 0;
+
+ fail:
+  nbdkit_error ("stream-state=%s: %s: %m", stream_config.state_path, what);
+  if (maps->fd >= 0)
+    close (maps->fd);
+  bitset_free (&fine);
+  return -1;
 }
 
 int
