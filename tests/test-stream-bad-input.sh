@@ -5,7 +5,8 @@
 # The stream filter refuses bad input at start-up with one line: a
 # missing or bad parameter, stream-speed nonsense, a base smaller than
 # the disk, a state file of another disk or cluster size, a state file
-# in use by another server, a stack with stream in the wrong place.
+# in use by another server, a stack with stream in the wrong place, a
+# disk that cannot flush.
 # An unreachable base is not an error: the server starts, says so and
 # waits; reads of unpopulated clusters fail with EIO.
 
@@ -55,6 +56,11 @@ expect_refused '--filter=cow cannot sit below --filter=stream' \
   stream-base="$base" stream-state="$state"
 expect_refused 'stream-state=.* is the disk itself' \
   $(s) stream-base="$base" stream-state="$tmpdir/local.img"
+# A disk that cannot flush (the split plugin): a cluster could be
+# recorded as populated before its contents are stored.
+expect_refused_fg 'the disk below cannot flush' \
+  --filter="$STREAM" split "$tmpdir/local.img" stream-base="$base" \
+  stream-state="$tmpdir/state-noflush"
 
 # A base smaller than the disk.
 expect_refused_fg 'smaller than the disk' \

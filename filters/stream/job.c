@@ -375,12 +375,18 @@ job_start (nbdkit_backend *backend)
                   "needs to write it");
     return -1;
   }
-  st.can_flush = st_wnext->can_flush (st_wnext) == 1;
   st.multi_conn = st_wnext->can_multi_conn (st_wnext) == 1;
   if (stream_config.sync_flush && !st.multi_conn) {
     nbdkit_error ("stream-sync=flush needs a disk whose flush covers every "
                   "connection (the plugin's can_multi_conn), and this one's "
                   "does not: use stream-sync=write");
+    return -1;
+  }
+  if (st_wnext->can_flush (st_wnext) != 1) {
+    nbdkit_error ("stream: the disk below cannot flush, so a populated "
+                  "cluster could be recorded before its contents are "
+                  "stored; serve the local disk with a plugin that can "
+                  "flush (file, memory, nbd)");
     return -1;
   }
   st.can_zero = st_wnext->can_zero (st_wnext);

@@ -58,8 +58,6 @@ pop_flush (nbdkit_next *next, int *err)
   uint64_t target, n;
   int r = 0, e;
 
-  if (!st.can_flush)
-    return 0;
   /* A plugin without multi-conn consistency may flush only what came
    * through the flushed connection: flush the guest's first.
    */

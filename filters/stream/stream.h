@@ -120,7 +120,6 @@ struct stream_state {
   struct fine_bits *fine;       /* G; NULL unless stream-sync=flush */
   struct rangelock locks;       /* per-cluster range lock, bytes */
 
-  int can_flush;                /* the plugin's can_flush */
   int multi_conn;               /* the plugin's can_multi_conn */
   int can_zero;                 /* the plugin's can_zero */
 };
