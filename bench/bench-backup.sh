@@ -328,7 +328,7 @@ start_qsd ()
   server_pid=$!
   local i
   for ((i = 0; i < 200; i++)); do
-    [ -S "$qmp" ] && return 0
+    sock_listening "$qmp" && return 0
     kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/qsd.log" >&2; die "qemu-storage-daemon exited during start-up"; }
     sleep 0.05
   done
@@ -476,7 +476,7 @@ start_qsd_export ()
   server_pid=$!
   local i
   for ((i = 0; i < 200; i++)); do
-    [ -S "$qmp" ] && [ -S "$sock" ] && return 0
+    sock_listening "$qmp" && sock_listening "$sock" && return 0
     kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/qsd.log" >&2; die "qemu-storage-daemon exited during start-up"; }
     sleep 0.05
   done

@@ -82,8 +82,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
-# Debian's tools (nbdcopy, python3 with libnbd) first.
-export PATH="/usr/bin:$PATH"
+# sock_listening; Debian's tools (nbdcopy, python3 with libnbd) first.
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
 
 size_arg=${BENCH_SIZE:-1G}
 repeat=${BENCH_REPEAT:-5}
@@ -186,12 +187,12 @@ fleece=$tmp/fleece.img
 results=$tmp/results.tsv
 : >"$results"
 
-# wait_socket PID SOCK LOG: until SOCK accepts NBD connections.
+# wait_socket PID SOCK LOG: until SOCK accepts connections.
 wait_socket ()
 {
   local pid=$1 s=$2 log=$3
   for _ in $(seq 200); do
-    if [ -S "$s" ]; then
+    if sock_listening "$s"; then
       return 0
     fi
     kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "server exited during start-up"; }
@@ -222,8 +223,7 @@ start_ours ()
   server_pid=$!
   server_log=$tmp/ours.log
   wait_socket "$server_pid" "$sock" "$server_log"
-  for _ in $(seq 100); do [ -S "$ctlsock" ] && return 0; sleep 0.05; done
-  die "control socket $ctlsock did not appear"
+  wait_socket "$server_pid" "$ctlsock" "$server_log"
 }
 
 qsd_cmd=()
@@ -484,6 +484,7 @@ lat_run ()
   local c=$1 q=$2 out=$tmp/lat-$1-$2.json t0 uri
   uri=$(live_uri "$c")
   [ "$c" != qsdslow ] || uri=$(live_uri qsd)
+  sync
   t0=$(cpu_ticks)
   fio --name=t --ioengine=nbd --uri="$uri" --iodepth="$q" \
     --output-format=json --output="$out" \
@@ -497,10 +498,25 @@ lat_run ()
   record_cpu "lat-qd$q" "$c" $(($(cpu_ticks) - t0)) "$(awk -v n="$lat_writes" 'BEGIN { print 1000 / n }')"
 }
 
+# wait_resident: until cbw-buffer's memory is resident (a thread
+# populates it after start-up, ~0.3 s for 256 MiB here; a server in
+# use has long finished), at most 10 s.
+wait_resident ()
+{
+  local b
+  for _ in $(seq 100); do
+    b=$(ctl status | jq -c '.buffer')
+    jq -e '.resident_bytes >= .size' >/dev/null <<<"$b" && return 0
+    sleep 0.1
+  done
+  echo "bench-fleece.sh: cbw-buffer not resident after 10 s: $b" >&2
+}
+
 lat_ours ()
 {
   local c=$1; shift
   start_ours "$@"
+  [ "$c" != slowbuf ] || wait_resident
   for q in 1 16; do
     [ "$c" = nosnap ] || fresh_snapshot
     lat_run "$c" $q
@@ -563,7 +579,7 @@ TMPDIR=$tmp nbdkit -f -U "$sock" --filter="$SA" --filter="$CBW" memory 16T \
 server_pid=$!
 server_log=$tmp/big.log
 wait_socket "$server_pid" "$sock" "$server_log"
-for _ in $(seq 100); do [ -S "$ctlsock" ] && break; sleep 0.05; done
+wait_socket "$server_pid" "$ctlsock" "$server_log"
 rss0=$(rss_kib)
 # The time from sending the line to the reply, measured in one Python
 # process (socat's and jq's start-up would count otherwise).

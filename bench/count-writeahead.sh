@@ -18,6 +18,8 @@
 set -euo pipefail
 export PATH="/usr/bin:$PATH"
 top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"           # sock_listening
 DB=$top/filters/dirty-bitmap/.libs/nbdkit-dirty-bitmap-filter.so
 n=${1:-20000}
 for cmd in valgrind nbdkit socat /usr/bin/python3; do
@@ -41,7 +43,7 @@ count ()
     bitmap-file="$d/bm" bitmap-sync="$1" control="$d/ctl" 2>"$d/vg.log" &
   pid=$!
   for _ in $(seq 600); do
-    [ -S "$d/sock" ] && [ -S "$d/ctl" ] && break
+    sock_listening "$d/sock" && sock_listening "$d/ctl" && break
     sleep 0.1
   done
   echo 'checkpoint-create c1' | socat - "UNIX-CONNECT:$d/ctl" |

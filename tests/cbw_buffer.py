@@ -28,6 +28,8 @@
 #      the guest's;
 #   7. a slot released while its copy is being written and then written
 #      again for another snapshot holds the newer copy.
+# Before all that: the whole buffer becomes resident in the background
+# after start-up (status buffer.resident_bytes reaches its size).
 
 import argparse
 import os
@@ -72,6 +74,12 @@ def main():
     r = ctl.ok("status")["buffer"]
     check(r["size"] == 16 * C and r["used"] == 0,
           "status before any copy: %s" % r)
+    for _ in range(100):
+        if buf()["resident_bytes"] == 16 * C:
+            break
+        time.sleep(0.1)
+    check(buf()["resident_bytes"] == 16 * C,
+          "the buffer was not made resident: %s" % buf())
     ctl.ok("snapshot-begin")
 
     log("1. twelve first-touch writes are buffered")

@@ -29,9 +29,10 @@
 #   wait_gone PID SECONDS      0 once PID has exited, 1 after SECONDS
 #   stop_pid PID [SECONDS]     SIGTERM, SIGKILL after SECONDS (5), reap;
 #                              the exit status of PID if it is our child
+#   sock_listening PATH        0 once a Unix socket bound to PATH listens
 #   serve LOG FILE... -- CMD   run CMD in the background (output to LOG,
 #                              $server_pid), wait until every FILE is a
-#                              socket or a non-empty file (10 s)
+#                              listening socket or a non-empty file (10 s)
 #   ctl SOCKET LINE            send one control line, print the reply
 #   ctl_ok SOCKET LINE [SECS]  the same; fail unless the reply says ok
 #   show_logs DIR LINES        the tail of every DIR/*.log on stderr
@@ -132,9 +133,23 @@ stop_pid ()
   return $rc
 }
 
+# sock_listening PATH: 0 once a Unix socket bound to PATH accepts
+# connections.  The file appears at bind(), before listen(), so its
+# existence is not enough; /proc/net/unix shows the listening flag
+# (__SO_ACCEPTCON, 00010000) without connecting, under the name the
+# server gave bind().
+sock_listening ()
+{
+  local abs
+  abs=$(realpath -ms -- "$1")
+  awk -v p="$1" -v a="$abs" \
+    'NR > 1 && $4 == "00010000" && ($8 == p || $8 == a) { f = 1 }
+     END { exit !f }' /proc/net/unix
+}
+
 # serve LOG FILE... -- CMD ARGS...: start CMD in the background with
 # its output in LOG ($server_pid), and wait up to 10 s until every FILE
-# is a socket or a non-empty file (a pidfile).  Fails, showing LOG, if
+# is a listening socket or a non-empty file (a pidfile).  Fails, showing LOG, if
 # CMD exits first or does not get there in time.
 server_pid=
 serve ()
@@ -150,7 +165,11 @@ serve ()
   for ((i = 0; i < 200; i++)); do
     ready=1
     for f in "${files[@]}"; do
-      [ -S "$f" ] || [ -s "$f" ] || { ready=; break; }
+      if [ -S "$f" ]; then
+        sock_listening "$f" || { ready=; break; }
+      else
+        [ -s "$f" ] || { ready=; break; }
+      fi
     done
     [ -z "$ready" ] || return 0
     if ! kill -0 "$server_pid" 2>/dev/null; then

@@ -3,7 +3,8 @@
  *
  * The chunk pool of cbw-buffer (see buffer-pool.h).
  *
- * Lock: lock protects free_chunk[0..nfree) and warm_stop.  Everything
+ * Lock: lock protects free_chunk[0..nfree), warm_stop and resident.
+ * Everything
  * else is set by buffer_pool_new and never changes until
  * buffer_pool_free.  Invariant: free_chunk holds the index of every
  * chunk not handed out, each once; the most recently given back is on
@@ -44,6 +45,7 @@ struct buffer_pool {
   uint32_t *free_chunk;         /* stack of free chunk indexes */
   uint32_t nfree;
   bool warm_stop;               /* buffer_pool_free is waiting */
+  size_t resident;              /* bytes the warm thread populated */
   bool warm_running;            /* warm thread started (joined by free) */
   pthread_t warm_thread;
 };
@@ -105,6 +107,9 @@ warm_main (void *arg)
                     "of use (%m); its pages are faulted in on first use");
       break;
     }
+    pthread_mutex_lock (&p->lock);
+    p->resident = off + n;
+    pthread_mutex_unlock (&p->lock);
   }
   return NULL;
 }
@@ -123,6 +128,19 @@ buffer_pool_warm (struct buffer_pool *p)
                   strerror (e));
   else
     p->warm_running = true;
+}
+
+uint64_t
+buffer_pool_resident (struct buffer_pool *p)
+{
+  uint64_t r;
+
+  if (p == NULL)
+    return 0;
+  pthread_mutex_lock (&p->lock);
+  r = p->resident;
+  pthread_mutex_unlock (&p->lock);
+  return r;
 }
 
 void *

@@ -30,6 +30,11 @@ extern struct buffer_pool *buffer_pool_new (uint64_t bytes, uint32_t unit);
  */
 extern void buffer_pool_warm (struct buffer_pool *p);
 
+/* Bytes of the pool made resident ahead of use so far (0 for a NULL
+ * pool, or when the kernel cannot do it).
+ */
+extern uint64_t buffer_pool_resident (struct buffer_pool *p);
+
 /* A free chunk, or NULL when every chunk is taken. */
 extern void *buffer_pool_get (struct buffer_pool *p);
 

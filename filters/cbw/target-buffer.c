@@ -353,6 +353,7 @@ buffer_status (struct target *t, struct jbuf *reply)
   jbuf_kv_u64 (reply, "waits", bt->waits);
   jbuf_kv_u64 (reply, "lost_bytes", bt->lost_bytes);
   pthread_mutex_unlock (&bt->lock);
+  jbuf_kv_u64 (reply, "resident_bytes", buffer_pool_resident (bt->pool));
 }
 
 struct target *
