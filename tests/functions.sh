@@ -20,6 +20,11 @@
 #                              error line matching REGEX
 #   expect_refused_fg REGEX ARGS  the same for errors of .after_fork
 #   fail MESSAGE               report and exit 1
+#   run_sock                   a new socket path in $tmpdir, for
+#                              nbdkit -U "$(run_sock)" ... --run CMD
+#                              (nbdkit 1.32's -U - leaves an empty
+#                              /tmp/nbdkitXXXXXX behind when it refuses
+#                              to start)
 #
 # The part before "The test harness" below is a library of its own:
 # with FLEECE_LIB_ONLY=1 set, sourcing stops there (no set -e, no
@@ -271,13 +276,19 @@ stop_nbdkit ()
   rm -f "$1.pid"
 }
 
+# run_sock: a socket path in $tmpdir that does not exist yet.
+run_sock ()
+{
+  mktemp -u "$tmpdir/run.XXXXXX.sock"
+}
+
 # expect_refused REGEX ARGS...: nbdkit must refuse ARGS at start-up
 # with a message matching REGEX (an extended regular expression).
 expect_refused ()
 {
   local regex=$1; shift
   local log=$tmpdir/refused.log
-  if timeout 20 nbdkit -U - "$@" --run true >"$log" 2>&1; then
+  if timeout 20 nbdkit -U "$(run_sock)" "$@" --run true >"$log" 2>&1; then
     cat "$log" >&2
     fail "nbdkit $* was accepted, expected an error matching /$regex/"
   fi
@@ -309,7 +320,7 @@ expect_refused_fg ()
 expect_accepted ()
 {
   local log=$tmpdir/accepted.log
-  if ! timeout 20 nbdkit -U - "$@" --run 'nbdinfo --size "$uri" >/dev/null' \
+  if ! timeout 20 nbdkit -U "$(run_sock)" "$@" --run 'nbdinfo --size "$uri" >/dev/null' \
        >"$log" 2>&1; then
     cat "$log" >&2
     fail "nbdkit $* was refused, expected it to start"

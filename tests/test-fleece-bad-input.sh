@@ -45,7 +45,7 @@ sock2=$tmpdir/nbd2.sock ctl2=$tmpdir/ctl2.sock
 truncate -s 64M "$tmpdir/disk2.img"
 args=(--filter="$SA" --filter="$CBW" file "$tmpdir/disk2.img"
       control="$ctl2" cbw-target="nbd+unix:///?socket=$tmpdir/nothing")
-if timeout 20 nbdkit -U - "${args[@]}" --run true >"$tmpdir/start.log" 2>&1
+if timeout 20 nbdkit -U "$(run_sock)" "${args[@]}" --run true >"$tmpdir/start.log" 2>&1
 then
   start_nbdkit "$sock2" "${args[@]}"
   timeout 120 /usr/bin/python3 "$py" --mode unreachable --sock "$sock2" \

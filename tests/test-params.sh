@@ -84,7 +84,7 @@ expect_refused 'snapshot-export: this parameter belongs to the snapshot-access f
   --filter="$CBW" memory 1M snapshot-export=snap
 
 # Exactly one error line for a bad value (nbdkit adds nothing else).
-nbdkit -U - --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=3K --run true \
+nbdkit -U "$(run_sock)" --filter="$SA" --filter="$CBW" memory 1M cbw-cluster-size=3K --run true \
   >"$tmpdir/one.log" 2>&1 && fail "3K accepted"
 [ "$(grep -c . "$tmpdir/one.log")" -eq 1 ] || {
   cat "$tmpdir/one.log"; fail "expected exactly one error line"; }
@@ -101,7 +101,7 @@ expect_accepted "${all[@]}" memory 1M \
   bitmap-file="$tmpdir/bitmaps" bitmap-granularity=4K \
   control="$tmpdir/ctl.sock"
 ( cd "$tmpdir" &&
-  nbdkit -U - -v --filter="$SA" --filter="$CBW" memory 1M cbw-target=rel.fleece \
+  nbdkit -U "$(run_sock)" -v --filter="$SA" --filter="$CBW" memory 1M cbw-target=rel.fleece \
     --run true ) >"$tmpdir/rel.log" 2>&1 || { cat "$tmpdir/rel.log"; fail "relative target"; }
 grep -q "target: file $tmpdir/rel.fleece" "$tmpdir/rel.log" ||
   { cat "$tmpdir/rel.log"; fail "relative cbw-target not made absolute"; }

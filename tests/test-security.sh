@@ -229,7 +229,7 @@ for name in file dir fifo link-file link-dir link-dangling link-live-socket \
   p=$cx/$name
   before=$(identity "$p")
   vbefore=$(identity "$victim")
-  if timeout 20 nbdkit -U - --filter="$SA" --filter="$CBW" memory 1M control="$p" \
+  if timeout 20 nbdkit -U "$(run_sock)" --filter="$SA" --filter="$CBW" memory 1M control="$p" \
        --run true >"$tmpdir/refused.log" 2>&1; then
     bad "control=$name was accepted"
   elif ! grep -Eq "control=.*(not a socket|in use)" "$tmpdir/refused.log"; then
@@ -248,7 +248,7 @@ check "directory behind the symlink is still empty" test -z "$(ls -A "$tmpdir/vd
 # Live sockets: our own control socket and a live NBD socket.
 for p in "$ctl1" "$sock1"; do
   before=$(identity "$p")
-  if timeout 20 nbdkit -U - --filter="$SA" --filter="$CBW" memory 1M control="$p" \
+  if timeout 20 nbdkit -U "$(run_sock)" --filter="$SA" --filter="$CBW" memory 1M control="$p" \
        --run true >"$tmpdir/refused.log" 2>&1; then
     bad "control=$p (live socket) was accepted"
   elif grep -q "in use" "$tmpdir/refused.log"; then
@@ -266,7 +266,7 @@ check "server 1 still serves NBD" bash -c "nbdinfo --size '$live1' >/dev/null"
 /usr/bin/python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' \
   "$cx/stale.sock"
 check "a stale socket is replaced" \
-  timeout 20 nbdkit -U - --filter="$SA" --filter="$CBW" memory 1M control="$cx/stale.sock" \
+  timeout 20 nbdkit -U "$(run_sock)" --filter="$SA" --filter="$CBW" memory 1M control="$cx/stale.sock" \
     --run "printf 'status\n' | socat -t 5 - UNIX-CONNECT:$cx/stale.sock | grep -q '\"ok\":true'"
 
 ######################################################################
@@ -461,7 +461,7 @@ mkdir -p "$bx"
 echo precious > "$tmpdir/victim2"
 ln -s "$tmpdir/victim2" "$bx/disk.bitmaps.tmp"
 v0=$(identity "$tmpdir/victim2")
-timeout 20 nbdkit -U - --filter="$DB" memory 1M bitmap-file="$bx/disk.bitmaps" \
+timeout 20 nbdkit -U "$(run_sock)" --filter="$DB" memory 1M bitmap-file="$bx/disk.bitmaps" \
   --run 'nbdinfo --size "$uri" >/dev/null' >"$tmpdir/bmx.log" 2>&1 || true
 if [ "$(identity "$tmpdir/victim2")" = "$v0" ]; then
   pass "a planted symlink at bitmap-file's PATH.tmp is not followed"

@@ -26,6 +26,18 @@
  * The preallocation map (prealloc, hits, prealloc_off) is protected by
  * prealloc_lock; fallocate runs outside it (allocating a range that
  * a concurrent pwrite fills changes no data).
+ *
+ * Write turns: buffered writes to one regular file do not run in
+ * parallel in the kernel anyway (ext4, xfs, btrfs and tmpfs take the
+ * inode's lock exclusively for each), and threads waiting for that
+ * lock spin on it while the holder copies.  With many guest writes
+ * each copying a cluster, the spinning took half the server's CPU on
+ * two vCPUs (docs/performance.md), CPU the holder and the guest path
+ * needed.  So a regular-file target's buffered writes take turns on
+ * write_turn, where waiters sleep.  Block devices (whose buffered
+ * writes do run in parallel) and O_DIRECT writes do not take it.
+ * write_turn protects nothing but the turn: no invariant.  -D
+ * cbw.turns=0 turns it off.
  */
 
 #include <config.h>
@@ -71,6 +83,8 @@ struct file_target {
                                  * of PREALLOC_UNIT, saturating; as
                                  * many as prealloc has bits */
   bool prealloc_off;            /* fallocate unsupported: stop trying */
+
+  pthread_mutex_t write_turn;   /* one buffered pwrite at a time */
 };
 
 /* Large copies (>= PREALLOC_MIN) to a regular-file target
@@ -82,6 +96,8 @@ struct file_target {
  * -D cbw.direct=0 turns it off.
  */
 NBDKIT_DLL_PUBLIC int cbw_debug_direct = 1;
+/* Write turns (above); -D cbw.turns=0 lets the kernel's lock decide. */
+NBDKIT_DLL_PUBLIC int cbw_debug_turns = 1;
 
 #define PREALLOC_STEP (8 * 1024 * 1024)
 #define PREALLOC_MIN (1024 * 1024)
@@ -168,6 +184,7 @@ file_close (struct target *t)
   bitset_free (&ft->prealloc);
   free (ft->hits);
   pthread_mutex_destroy (&ft->prealloc_lock);
+  pthread_mutex_destroy (&ft->write_turn);
   free (ft);
 }
 
@@ -184,6 +201,7 @@ target_file_open (const char *path)
   ft->path = path;
   ft->fd = ft->lock_fd = ft->direct_fd = -1;
   pthread_mutex_init (&ft->prealloc_lock, NULL);
+  pthread_mutex_init (&ft->write_turn, NULL);
   if ((path ? open_path (ft) : open_temp (ft)) == -1) {
     file_close (&ft->t);
     return NULL;
@@ -416,6 +434,22 @@ preallocate (struct file_target *ft, uint64_t offset, uint32_t count)
   }
 }
 
+/* A buffered write, in turn on a regular file (see the top). */
+static int
+write_turns (struct file_target *ft, void *buf, uint32_t count,
+             uint64_t offset, int *err)
+{
+  const bool turn = cbw_debug_turns && !ft->is_blockdev;
+  int r;
+
+  if (turn)
+    pthread_mutex_lock (&ft->write_turn);
+  r = file_io (ft, true, buf, count, offset, err);
+  if (turn)
+    pthread_mutex_unlock (&ft->write_turn);
+  return r;
+}
+
 static int
 file_write (struct target *t, const void *buf, uint32_t count,
             uint64_t offset, const struct timespec *deadline, int *err)
@@ -437,8 +471,7 @@ file_write (struct target *t, const void *buf, uint32_t count,
     if (n == (ssize_t) count)
       goto done;
   }
-  if (file_io ((struct file_target *) t, true, (void *) buf, count, offset,
-               err) == -1)
+  if (write_turns (ft, (void *) buf, count, offset, err) == -1)
     return -1;
  done:
   if (target_ms_left (deadline) == 0) {
