@@ -76,7 +76,7 @@
 # BENCH_REPEAT (default 5), BENCH_LAT_WRITES (default 1000), TMPDIR
 # (where the disk and targets live), BENCH_NO_QSD=1 to leave
 # qemu-storage-daemon out, BENCH_NO_LATENCY=1 to skip the latency
-# rounds.
+# rounds, BENCH_OURS_DEBUG (below) for nbdkit debug flags of the stack.
 
 set -euo pipefail
 
@@ -211,13 +211,19 @@ start_plain ()
   wait_socket "$server_pid" "$sock" "$server_log"
 }
 
+# BENCH_OURS_DEBUG="FLAG=V ...": -D FLAG=V for the stack's nbdkit, to
+# compare a copy-path choice (cbw.turns=0, cbw.direct=0) in the same
+# conditions.
+ours_debug=()
+for f in ${BENCH_OURS_DEBUG:-}; do ours_debug+=(-D "$f"); done
+
 # start_ours [CBW-ARGS...]: the stack; cbw-target=FLEECE unless given.
 start_ours ()
 {
   local args=("$@")
   [ ${#args[@]} -gt 0 ] || args=(cbw-target="$fleece")
   rm -f "$sock" "$ctlsock" "$fleece" "$fleece.lock"
-  nbdkit -f -U "$sock" --filter="$SA" --filter="$CBW" file "$disk" \
+  nbdkit "${ours_debug[@]}" -f -U "$sock" --filter="$SA" --filter="$CBW" file "$disk" \
     control="$ctlsock" cbw-cluster-size=$cluster "${args[@]}" \
     >"$tmp/ours.log" 2>&1 &
   server_pid=$!
