@@ -74,12 +74,16 @@ def main():
     r = ctl.ok("status")["buffer"]
     check(r["size"] == 16 * C and r["used"] == 0,
           "status before any copy: %s" % r)
-    for _ in range(100):
-        if buf()["resident_bytes"] == 16 * C:
-            break
-        time.sleep(0.1)
-    check(buf()["resident_bytes"] == 16 * C,
-          "the buffer was not made resident: %s" % buf())
+    # MADV_POPULATE_WRITE came with Linux 5.14; before it the chunks
+    # are faulted in by their first use and nothing is counted.
+    release = os.uname().release.split(".")
+    if (int(release[0]), int(release[1].split("-")[0])) >= (5, 14):
+        for _ in range(100):
+            if buf()["resident_bytes"] == 16 * C:
+                break
+            time.sleep(0.1)
+        check(buf()["resident_bytes"] == 16 * C,
+              "the buffer was not made resident: %s" % buf())
     ctl.ok("snapshot-begin")
 
     log("1. twelve first-touch writes are buffered")

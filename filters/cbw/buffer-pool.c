@@ -4,8 +4,7 @@
  * The chunk pool of cbw-buffer (see buffer-pool.h).
  *
  * Lock: lock protects free_chunk[0..nfree), warm_stop and resident.
- * Everything
- * else is set by buffer_pool_new and never changes until
+ * Everything else is set by buffer_pool_new and never changes until
  * buffer_pool_free.  Invariant: free_chunk holds the index of every
  * chunk not handed out, each once; the most recently given back is on
  * top, so the chunks in use stay few and warm in the CPU caches.
