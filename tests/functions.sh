@@ -141,21 +141,23 @@ stop_pid ()
 # sock_listening PATH: 0 once a Unix socket bound to PATH accepts
 # connections.  The file appears at bind(), before listen(), so its
 # existence is not enough; /proc/net/unix shows the listening flag
-# (__SO_ACCEPTCON, 00010000) without connecting, under the name the
-# server gave bind().
+# (__SO_ACCEPTCON, 0x10000: an odd fourth hex digit of the flags)
+# without connecting, under the name the server gave bind().  The
+# Python tests' twin is listening() in tests/job_lib.py.
 sock_listening ()
 {
   local abs
   abs=$(realpath -ms -- "$1")
   awk -v p="$1" -v a="$abs" \
-    'NR > 1 && $4 == "00010000" && ($8 == p || $8 == a) { f = 1 }
+    'NR > 1 && index("13579bdfBDF", substr($4, 4, 1)) &&
+     ($8 == p || $8 == a) { f = 1 }
      END { exit !f }' /proc/net/unix
 }
 
 # serve LOG FILE... -- CMD ARGS...: start CMD in the background with
 # its output in LOG ($server_pid), and wait up to 10 s until every FILE
-# is a listening socket or a non-empty file (a pidfile).  Fails, showing LOG, if
-# CMD exits first or does not get there in time.
+# is a listening socket or a non-empty file (a pidfile).  Fails,
+# showing LOG, if CMD exits first or does not get there in time.
 server_pid=
 serve ()
 {

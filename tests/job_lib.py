@@ -33,7 +33,8 @@ def listening(path):
     """True once a socket bound to path accepts connections.  The file
     appears at bind(), before listen(), so its existence is not enough;
     /proc/net/unix shows the listening state without connecting (a
-    probe connection would end a qemu-nbd that serves one client)."""
+    probe connection would end a qemu-nbd that serves one client).
+    The shell tests' twin is sock_listening in tests/functions.sh."""
     # The table shows the path as the server gave it to bind().
     names = (path, os.path.abspath(path))
     with open("/proc/net/unix") as f:
